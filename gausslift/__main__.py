@@ -1,0 +1,5 @@
+import sys
+
+from gausslift.cli import main
+
+sys.exit(main())

@@ -1,0 +1,58 @@
+"""``gausslift <verb>``: a thin command line over the library. Each verb lives in its own module
+``gausslift.cli.<verb>`` exposing ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gausslift.errors import GaussliftError
+
+VERBS = ("demo", "inspect", "ingest", "fit", "render", "eval", "compare", "export", "view")
+
+
+def _load(verb: str):
+    try:
+        return importlib.import_module(f"gausslift.cli.{verb}")
+    except ModuleNotFoundError as e:
+        if e.name == f"gausslift.cli.{verb}":
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gausslift import __version__
+
+    parser = argparse.ArgumentParser(prog="gausslift", description="Multi-view captures to Gaussian splats.")
+    parser.add_argument("--version", action="version", version=f"gausslift {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        mod = _load(verb)
+        if mod is None:
+            continue
+        p = sub.add_parser(verb, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except GaussliftError as e:
+        print(f"gausslift {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gausslift {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
