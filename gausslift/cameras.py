@@ -89,8 +89,13 @@ class Camera:
         w, h = cams[0].width, cams[0].height
         if any((c.width, c.height) != (w, h) for c in cams):
             raise ValueError("stacked cameras must share width and height")
-        return Camera(np.stack([c.K for c in cams]), np.stack([c.viewmat for c in cams]), w, h,
-                      np.stack([c.dist for c in cams]))
+        return Camera(
+            np.stack([c.K for c in cams]),
+            np.stack([c.viewmat for c in cams]),
+            w,
+            h,
+            np.stack([c.dist for c in cams]),
+        )
 
     # -- derived quantities -----------------------------------------------------------------------
     @property
@@ -130,15 +135,17 @@ class Camera:
 
     # -- image-space edits (K changes with the image, exactly) ------------------------------------
     def resized(self, width: int, height: int) -> Camera:
-        return self.with_(K=resize_K(self.K, width / self.width, height / self.height),
-                          width=width, height=height)
+        return self.with_(
+            K=resize_K(self.K, width / self.width, height / self.height), width=width, height=height
+        )
 
     def cropped(self, x0: int, y0: int, width: int, height: int) -> Camera:
         return self.with_(K=crop_K(self.K, x0, y0), width=width, height=height)
 
     def padded(self, left: int, top: int, right: int, bottom: int) -> Camera:
-        return self.with_(K=crop_K(self.K, -left, -top), width=self.width + left + right,
-                          height=self.height + top + bottom)
+        return self.with_(
+            K=crop_K(self.K, -left, -top), width=self.width + left + right, height=self.height + top + bottom
+        )
 
     # -- projection ---------------------------------------------------------------------------------
     def world_to_camera(self, points: np.ndarray) -> np.ndarray:
@@ -160,8 +167,9 @@ class Camera:
             xy = distort_normalized(xy, self.dist[..., None, :])
         return normalized_to_pixels(xy, self.K), z
 
-    def unproject(self, pixels: np.ndarray, depth: np.ndarray | float = 1.0,
-                  undistort: bool = True) -> np.ndarray:
+    def unproject(
+        self, pixels: np.ndarray, depth: np.ndarray | float = 1.0, undistort: bool = True
+    ) -> np.ndarray:
         """Pixels [..., N, 2] at camera depth z to world points [..., N, 3]."""
         xy = pixels_to_normalized(pixels, self.K)
         if undistort and self.has_distortion:
@@ -298,8 +306,10 @@ def opengl_c2w_from_llff(poses: np.ndarray) -> np.ndarray:
 
 def viewmat_from_matlab(r: np.ndarray, t: np.ndarray) -> np.ndarray:
     """MATLAB row-vector extrinsics (x_cam = X @ r + t) -> world-to-camera viewmat."""
-    return viewmat_from_Rt(np.swapaxes(np.asarray(r, dtype=np.float64), -1, -2),
-                           np.asarray(t, dtype=np.float64).reshape(np.shape(r)[:-2] + (3,)))
+    return viewmat_from_Rt(
+        np.swapaxes(np.asarray(r, dtype=np.float64), -1, -2),
+        np.asarray(t, dtype=np.float64).reshape(np.shape(r)[:-2] + (3,)),
+    )
 
 
 def K_from_matlab(K_transposed: np.ndarray) -> np.ndarray:
@@ -341,8 +351,9 @@ def matrix_to_rodrigues(R: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(R.shape[:-2] + (3,))
 
 
-def look_at(eye: np.ndarray, target: np.ndarray = (0.0, 0.0, 0.0),
-            up: np.ndarray = (0.0, 0.0, 1.0)) -> np.ndarray:
+def look_at(
+    eye: np.ndarray, target: np.ndarray = (0.0, 0.0, 0.0), up: np.ndarray = (0.0, 0.0, 1.0)
+) -> np.ndarray:
     """World-to-camera viewmat (OpenCV) of a camera at ``eye`` looking at ``target``, with ``up``
     pointing up in the image (i.e. along -y of the camera)."""
     eye = np.asarray(eye, dtype=np.float64)
@@ -362,17 +373,27 @@ def look_at(eye: np.ndarray, target: np.ndarray = (0.0, 0.0, 0.0),
 
 # ---------------------------------------------------------------------------------------------------
 # rigs
-def ring(n: int, radius: float = FACELIFT_RADIUS, elevation_deg: float = FACELIFT_ELEVATION_DEG,
-         fov_deg: float = FACELIFT_FOV_DEG, size: int | tuple[int, int] = FACELIFT_SIZE,
-         azimuth0_deg: float = 0.0, target=(0.0, 0.0, 0.0), up=(0.0, 0.0, 1.0),
-         azimuths_deg: np.ndarray | None = None) -> Camera:
+def ring(
+    n: int,
+    radius: float = FACELIFT_RADIUS,
+    elevation_deg: float = FACELIFT_ELEVATION_DEG,
+    fov_deg: float = FACELIFT_FOV_DEG,
+    size: int | tuple[int, int] = FACELIFT_SIZE,
+    azimuth0_deg: float = 0.0,
+    target=(0.0, 0.0, 0.0),
+    up=(0.0, 0.0, 1.0),
+    azimuths_deg: np.ndarray | None = None,
+) -> Camera:
     """N cameras on a circle around ``target`` (z-up world), looking at it; batched Camera.
 
     Azimuth 0 is on +x, increasing counter-clockwise seen from +z (towards +y).
     """
     w, h = (size, size) if isinstance(size, int) else size
-    az = np.radians(azimuth0_deg + np.arange(n) * 360.0 / n if azimuths_deg is None
-                    else np.asarray(azimuths_deg, dtype=np.float64))
+    az = np.radians(
+        azimuth0_deg + np.arange(n) * 360.0 / n
+        if azimuths_deg is None
+        else np.asarray(azimuths_deg, dtype=np.float64)
+    )
     el = np.radians(elevation_deg)
     eye = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.full_like(az, np.sin(el))], -1)
     eye = eye * radius + np.asarray(target)

@@ -7,12 +7,22 @@ PKG = Path(__file__).resolve().parent.parent / "gausslift"
 
 # module (top-level name inside gausslift) -> layer; base utilities are layer 0
 LAYERS = {
-    "errors": 0, "config": 0, "ioutil": 0, "_version": 0,
-    "cameras": 1, "splats": 1, "render": 1, "metrics": 1,
-    "scene": 2, "viz": 2,
-    "io": 3, "checks": 3, "fit": 3,
+    "errors": 0,
+    "config": 0,
+    "ioutil": 0,
+    "_version": 0,
+    "cameras": 1,
+    "splats": 1,
+    "render": 1,
+    "metrics": 1,
+    "scene": 2,
+    "viz": 2,
+    "io": 3,
+    "checks": 3,
+    "fit": 3,
     "preprocess": 4,
-    "cli": 5, "__main__": 5,
+    "cli": 5,
+    "__main__": 6,
 }
 
 
