@@ -10,7 +10,7 @@ import sys
 
 from gausslift.errors import GaussliftError
 
-VERBS = ("demo", "inspect", "ingest", "fit", "render", "eval", "compare", "export", "view")
+VERBS = ("demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view")
 
 
 def _load(verb: str):
