@@ -1,0 +1,20 @@
+import subprocess
+import sys
+
+from gausslift.cli import VERBS, build_parser, main
+
+
+def test_help_lists_available_verbs(capsys):
+    parser = build_parser()
+    help_text = parser.format_help()
+    assert "VERB" in help_text
+    assert main([]) == 2
+
+
+def test_module_entry_point_runs():
+    out = subprocess.run([sys.executable, "-m", "gausslift", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("gausslift ")
+
+
+def test_verbs_are_unique():
+    assert len(VERBS) == len(set(VERBS))
