@@ -408,10 +408,16 @@ def facelift_training_ring() -> Camera:
     return ring(32)
 
 
-# FaceLift's multi-view diffusion outputs 6 views: front, front-right, right, back, left, front-left.
-FACELIFT_INFERENCE_AZIMUTHS = (0.0, 45.0, 90.0, 180.0, 270.0, 315.0)
+# FaceLift's multi-view diffusion outputs 6 views in this order: front, front_right, right, back, left,
+# front_left (FaceLift mvdiffusion/data/dataset.py). In the FaceLift world (z-up) the head faces -y, so
+# with azimuth measured from +x towards +y the front camera sits at 270 deg. Checked against the bundled
+# samples: the 32-view ring's cam_024 (270) is frontal, cam_020 (225) matches the front_right view and
+# cam_016 (180) the right profile.
+FACELIFT_INFERENCE_VIEWS = ("front", "front_right", "right", "back", "left", "front_left")
+FACELIFT_INFERENCE_AZIMUTHS = (270.0, 225.0, 180.0, 90.0, 0.0, 315.0)
 
 
 def facelift_inference_rig() -> Camera:
-    """The 6-view FaceLift inference rig at radius 2.7 and elevation 20 deg (azimuths above)."""
+    """The 6-view FaceLift inference rig: radius 2.7, elevation 20 deg, 50 deg FOV, 512^2, in the order
+    of :data:`FACELIFT_INFERENCE_VIEWS`."""
     return ring(6, azimuths_deg=np.array(FACELIFT_INFERENCE_AZIMUTHS))
