@@ -76,7 +76,7 @@ def _load_mat(path: Path) -> dict:
         return scipy.io.loadmat(str(path))
     except NotImplementedError as e:  # v7.3
         raise InputError(path, "MATLAB v7.3 (HDF5) .mat files are not supported; save with -v7") from e
-    except (ValueError, TypeError, OSError, EOFError) as e:
+    except Exception as e:  # scipy raises MatReadError, ValueError, struct errors... on broken files
         raise InputError(path, f"not a readable MATLAB file ({e})") from e
 
 
