@@ -224,6 +224,16 @@ def _intrinsics(cam: Camera) -> dict:
     return out
 
 
+def _safe_rel(name: str) -> str:
+    """A view name as a relative path inside the output folder (so it reads back as the same name)."""
+    parts = [
+        "".join(c if c.isalnum() or c in "-_." else "_" for c in part)
+        for part in name.replace("\\", "/").split("/")
+        if part not in ("", ".", "..")
+    ]
+    return "/".join(parts) or "view"
+
+
 def write(
     scene_or_views: Scene | Sequence[View],
     out_dir: str | Path,
@@ -235,8 +245,9 @@ def write(
     """Write views as a nerfstudio-style ``transforms.json`` in ``out_dir``; returns its path.
 
     Cameras become OpenGL ``transform_matrix`` plus ``fl_x fl_y cx cy w h`` (and ``k1 k2 p1 p2 k3``),
-    top-level when all views share them, else per frame. With ``copy_images`` the image (and separate
-    mask) files are copied to ``images/`` (``masks/``), else referenced relative to ``out_dir``.
+    top-level when all views share them, else per frame. With ``copy_images`` each image file is
+    copied to ``<view name><ext>`` (so names read back unchanged) and a separate mask file to
+    ``masks/<view name><ext>``; else both are referenced relative to ``out_dir``.
     Non-train splits are kept in ``{split}_filenames``. Files are written atomically, the JSON last.
     """
     out_dir = Path(out_dir)
@@ -259,11 +270,11 @@ def write(
     for v, d in zip(views, intr):
         src = Path(v.image)
         if copy_images:
-            stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in v.name)
+            stem = _safe_rel(v.name)
             while stem in used:
                 stem += "_"
             used.add(stem)
-            rel = f"images/{stem}{src.suffix}"
+            rel = f"{stem}{src.suffix}"
             atomic_write_bytes(out_dir / rel, src.read_bytes())
         else:
             rel = Path(os.path.relpath(src.resolve(), out_dir.resolve())).as_posix()
@@ -271,7 +282,7 @@ def write(
         if v.mask is not None and Path(v.mask) != src:
             msrc = Path(v.mask)
             if copy_images:
-                mrel = f"masks/{Path(rel).stem}{msrc.suffix}"
+                mrel = f"masks/{stem}{msrc.suffix}"
                 atomic_write_bytes(out_dir / mrel, msrc.read_bytes())
             else:
                 mrel = Path(os.path.relpath(msrc.resolve(), out_dir.resolve())).as_posix()
