@@ -146,26 +146,33 @@ def check_distortion(view: View) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # the rig
 def duplicate_cameras(views: list[View]) -> list[str]:
+    if len(views) < 2:
+        return []
+    K = np.stack([v.camera.K for v in views])
+    C = np.stack([v.camera.center for v in views])
+    R = np.stack([v.camera.R for v in views])
+    scale = float(np.linalg.norm(C.max(0) - C.min(0))) or 1.0
+    dK = np.abs(K[:, None] - K[None]).max(axis=(-1, -2)) / np.maximum(np.abs(K[:, 0, 0]), 1e-12)[:, None]
+    dc = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    cosang = np.clip((np.einsum("aij,bij->ab", R, R) - 1) / 2, -1.0, 1.0)
+    ang = np.degrees(np.arccos(cosang))
+    close = (dK < DUPLICATE_REL) & (dc < DUPLICATE_REL * scale) & (ang < DUPLICATE_DEG)
     out = []
-    centers = [v.camera.center for v in views]
-    scale = max((float(np.linalg.norm(a - b)) for a in centers for b in centers), default=0.0) or 1.0
-    for i, a in enumerate(views):
-        for b in views[i + 1 :]:
-            fa, fb = a.meta.get("frame"), b.meta.get("frame")
-            if fa is not None and fb is not None and fa != fb:
-                continue  # the same static camera at different frames
-            ca, cb = a.camera, b.camera
-            dK = np.abs(ca.K - cb.K).max() / max(abs(ca.K[0, 0]), 1e-12)
-            dc = float(np.linalg.norm(ca.center - cb.center))
-            cosang = (np.trace(ca.R @ cb.R.T) - 1) / 2
-            ang = math.degrees(math.acos(min(1.0, max(-1.0, cosang))))
-            if dK < DUPLICATE_REL and dc < DUPLICATE_REL * scale and ang < DUPLICATE_DEG:
-                same = dK == 0 and dc == 0 and ang == 0 and np.array_equal(ca.dist, cb.dist)
-                what = "identical" if same else f"near-identical (centres {dc:.3g} apart, {ang:.2g} deg)"
-                out.append(
-                    f"cameras '{a.name}' and '{b.name}' have {what} calibrations (K and pose): one was "
-                    "probably copied over the other"
-                )
+    for i, j in zip(*np.nonzero(np.triu(close, 1))):
+        a, b = views[i], views[j]
+        fa, fb = a.meta.get("frame"), b.meta.get("frame")
+        if fa is not None and fb is not None and fa != fb:
+            continue  # the same static camera at different frames
+        same = (
+            np.array_equal(a.camera.K, b.camera.K)
+            and np.array_equal(a.camera.viewmat, b.camera.viewmat)
+            and np.array_equal(a.camera.dist, b.camera.dist)
+        )
+        what = "identical" if same else f"near-identical (centres {dc[i, j]:.3g} apart, {ang[i, j]:.2g} deg)"
+        out.append(
+            f"cameras '{a.name}' and '{b.name}' have {what} calibrations (K and pose): one was "
+            "probably copied over the other"
+        )
     return out
 
 
@@ -186,21 +193,50 @@ def axes_point(views: list[View]) -> np.ndarray | None:
 
 
 def subject_point(scene: Scene, views: list[View] | None = None) -> np.ndarray | None:
-    """The common subject: the keypoints' centroid, else a robust nearest point to the optical axes."""
+    """The common subject: the keypoints' centroid, else a robust nearest point to the optical axes
+    (the pairwise axis crossing seen inside the most images, refined by least squares over those)."""
     kp = scene.keypoints
     if kp is not None and np.isfinite(kp.points3d).any():
         pts = kp.points3d.reshape(-1, 3)
         return np.nanmean(pts[np.isfinite(pts).all(-1)], axis=0)
-    views = list(scene.views if views is None else views)
-    p = axes_point(views)
-    for _ in range(2):  # drop cameras whose axis misses the estimate by > 30 deg, re-estimate
-        if p is None:
-            return None
-        keep = [v for v in views if _off_axis_deg(v.camera, p) < 30]
-        if len(keep) == len(views) or len(keep) < 2:
-            break
-        views, p = keep, axes_point(keep)
-    return p
+    views = [v for v in (scene.views if views is None else views) if usable(v.camera)]
+    if len(views) < 2:
+        return None
+    C = np.stack([v.camera.center for v in views])
+    D = np.stack([v.camera.forward / np.linalg.norm(v.camera.forward) for v in views])
+    pairs = [(i, j) for i in range(len(views)) for j in range(i + 1, len(views))]
+    if len(pairs) > 300:
+        rng = np.random.default_rng(0)
+        pairs = [pairs[k] for k in rng.choice(len(pairs), 300, replace=False)]
+    cands = []
+    for i, j in pairs:  # closest point between the two axes C + s D
+        b = D[i] @ D[j]
+        w = C[i] - C[j]
+        den = 1 - b * b
+        if den < 1e-6:
+            continue
+        s_i = (b * (D[j] @ w) - D[i] @ w) / den
+        s_j = ((D[j] @ w) - b * (D[i] @ w)) / den
+        if s_i > 0 and s_j > 0:
+            cands.append((C[i] + s_i * D[i] + C[j] + s_j * D[j]) / 2)
+    if not cands:
+        return axes_point(views)
+    P = np.stack(cands)
+    inside = np.stack([_sees(v.camera, P) for v in views])  # [views, candidates]
+    best = P[int(np.argmax(inside.sum(0)))]
+    inliers = [v for v in views if _sees(v.camera, best[None])[0]]
+    refined = axes_point(inliers) if len(inliers) >= 2 else None
+    if refined is not None and sum(bool(_sees(v.camera, refined[None])[0]) for v in views) >= len(inliers):
+        return refined
+    return best
+
+
+def _sees(cam: Camera, P: np.ndarray) -> np.ndarray:
+    uv, z = cam.project(P, distort=False)
+    with np.errstate(invalid="ignore"):
+        return (
+            (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] <= cam.width) & (uv[:, 1] >= 0) & (uv[:, 1] <= cam.height)
+        )
 
 
 def _off_axis_deg(cam: Camera, p: np.ndarray) -> float:
