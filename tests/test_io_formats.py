@@ -305,3 +305,23 @@ def test_detect_is_exclusive_and_cheap(tmp_path):
     assert transforms.detect(roots["transforms"] / "transforms.json")
     assert llff.detect(roots["llff"] / "poses_bounds.npy")
     assert neus.detect(roots["neus"] / "cameras_sphere.npz")
+
+
+def test_nerfstudio_sparse_points_ply(tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    root = write_nerfstudio(tmp_path / "ns", ring_cameras(2))
+    data = json.loads((root / "transforms.json").read_text())
+    data["ply_file_path"] = "sparse_pc.ply"
+    (root / "transforms.json").write_text(json.dumps(data))
+    pts = world_points(9)
+    v = np.zeros(
+        9, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
+    )
+    v["x"], v["y"], v["z"], v["red"] = pts[:, 0], pts[:, 1], pts[:, 2], 255
+    PlyData([PlyElement.describe(v, "vertex")]).write(str(root / "sparse_pc.ply"))
+    scene = read_scene(root)
+    assert np.allclose(scene.points3d, pts, atol=1e-6) and np.allclose(scene.points_rgb[:, 0], 1.0)
+    (root / "sparse_pc.ply").write_bytes(b"ply\nbroken")
+    scene = read_scene(root)
+    assert scene.points3d is None and any("sparse points not read" in w for w in scene.warnings)

@@ -137,7 +137,7 @@ def _jpeg_size(f) -> tuple[int, int, int] | None:
 def resolve_image(root: Path, rel: str) -> Path:
     """Path of ``rel`` under ``root``; when ``rel`` has no image extension (Blender's ``./train/r_0``)
     the first existing ``rel + ext`` is used. Returns the most likely path even when nothing exists."""
-    p = (root / rel).resolve() if not os.path.isabs(rel) else Path(rel)
+    p = Path(os.path.normpath(root / rel))
     if p.suffix in IMAGE_EXTS or p.suffix.lower() in IMAGE_EXTS:
         return p
     for ext in IMAGE_EXTS:

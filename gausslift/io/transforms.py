@@ -91,6 +91,7 @@ def read(path: Path) -> Scene:
     views: list[View] = []
     extras: dict = {}
     world_from_capture = None
+    ply_files: list[Path] = []
     for js, file_split in _files(path):
         data = load_json(js)
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
@@ -101,6 +102,8 @@ def read(path: Path) -> Scene:
         if model not in _PINHOLE_MODELS:
             raise InputError(js, f"camera_model {model} is not supported (pinhole + OpenCV distortion only)")
         split_of = _split_lists(data, js)
+        if data.get("ply_file_path"):
+            ply_files.append(root / str(data["ply_file_path"]))
         if "world_from_capture" in data:
             world_from_capture = as_matrix(data["world_from_capture"], (4, 4), js, "world_from_capture")
         extras[js.name] = {
@@ -109,6 +112,7 @@ def read(path: Path) -> Scene:
             if k not in _KNOWN_FRAME_KEYS
             and k not in ("frames", "camera_model", "world_from_capture")
             and not k.endswith("_filenames")
+            and k != "ply_file_path"
         }
         for i, fr in enumerate(data["frames"]):
             view = _read_frame(fr, i, data, js, root, warnings)
@@ -119,6 +123,7 @@ def read(path: Path) -> Scene:
             view.meta["file"] = js.name
             views.append(view)
     require_views(views, path, warnings)
+    points, rgb = _points(ply_files, warnings)
     names = [v.name for v in views]
     if len(set(names)) != len(names):
         raise InputError(path, "two frames use the same file_path")
@@ -128,8 +133,34 @@ def read(path: Path) -> Scene:
         root=root,
         warnings=warnings,
         world_from_capture=world_from_capture,
+        points3d=points,
+        points_rgb=rgb,
         meta={"transforms": extras},
     )
+
+
+def _points(ply_files: list[Path], warnings: list[str]):
+    """nerfstudio's ``ply_file_path``: sparse points (x y z, optional red green blue) for initialisation."""
+    for ply in ply_files[:1]:
+        try:
+            from plyfile import PlyData
+
+            v = PlyData.read(str(ply))["vertex"].data
+            xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+            names = v.dtype.names or ()
+            rgb = (
+                np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float32) / 255.0
+                if {"red", "green", "blue"} <= set(names)
+                else None
+            )
+        except Exception as e:  # plyfile raises many kinds on broken files
+            warnings.append(f"{ply}: sparse points not read ({e.__class__.__name__}); continuing without")
+            return None, None
+        if not np.all(np.isfinite(xyz)):
+            warnings.append(f"{ply}: sparse points contain NaN or inf; continuing without")
+            return None, None
+        return xyz, rgb
+    return None, None
 
 
 def _split_lists(data: dict, js: Path) -> dict[str, str]:
@@ -167,8 +198,9 @@ def _read_frame(fr, i: int, data: dict, js: Path, root: Path, warnings: list[str
     header = image_header(image) if image.is_file() else None
     w, h = get("w"), get("h")
     if w is None or h is None:
-        if header is None:  # size unknown and no image: the view is skipped with a warning
-            checked_camera(Camera(np.eye(3), np.eye(4), 1, 1), image, warnings, header)
+        if header is None:  # size unknown and no readable image: the view is skipped
+            why = "image file is missing" if not image.is_file() else "not a readable image"
+            warnings.append(f"{image}: {why}; view skipped")
             return None
         w = float(header[0]) if w is None else w
         h = float(header[1]) if h is None else h
