@@ -325,3 +325,20 @@ def test_nerfstudio_sparse_points_ply(tmp_path):
     (root / "sparse_pc.ply").write_bytes(b"ply\nbroken")
     scene = read_scene(root)
     assert scene.points3d is None and any("sparse points not read" in w for w in scene.warnings)
+
+
+def test_colmap_model_locations_and_unreadable_image(tmp_path):
+    import shutil
+
+    cams = ring_cameras(3)
+    root = write_colmap(tmp_path / "cm", cams)
+    for f in (root / "sparse/0").iterdir():
+        shutil.move(str(f), root / "sparse" / f.name)
+    (root / "sparse/0").rmdir()
+    assert _detected_by(root) == ["colmap"] and _max_px_err(read_scene(root), cams) < 1e-9
+    for f in list((root / "sparse").iterdir()):
+        shutil.move(str(f), root / f.name)
+    assert _detected_by(root) == ["colmap"] and _max_px_err(read_scene(root), cams) < 1e-9
+    (root / "images/view_02.png").write_bytes(b"\x89PNG broken")
+    scene = read_scene(root)
+    assert len(scene) == 2 and any("view_02.png: not a readable image" in w for w in scene.warnings)
