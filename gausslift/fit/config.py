@@ -1,0 +1,90 @@
+"""The configuration of one per-scene fit (YAML in ``RUN/config.yaml``; ``--set key=value`` edits it).
+
+Schedules (densification, SH degree, opacity reset, learning-rate decay) are given for a reference run
+of ``schedule_ref_iters`` iterations (3DGS / gsplat values for 30k) and scaled to the run's length,
+which is ``iters`` or, with a ``minutes`` budget, the iterations measured to fit in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StrategyConfig:
+    """gsplat DefaultStrategy semantics; iteration values refer to the reference run length."""
+
+    prune_opa: float = 0.005
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    refine_start_iter: int = 500
+    refine_stop_iter: int = 15000
+    reset_every: int = 3000
+    refine_every: int = 100
+    min_refine_every: int = 50  # never refine more often than this (after scaling)
+    max_resets: int = 3  # opacity resets in a run at most (short runs cannot recover from many)
+    max_gaussians: int = 250_000  # growth stops at this count (CPU budgets)
+    revised_opacity: bool = False
+
+
+@dataclass
+class FitConfig:
+    # length: iters, or a wall-clock budget (minutes > 0) that overrides iters
+    iters: int = 7000
+    minutes: float = 0.0
+    schedule_ref_iters: int = 30000
+    warmup_seconds: float = 20.0  # time used to measure it/s for a minutes budget
+    seed: int = 0
+    # data
+    holdout_every: int = 0  # 0: use the capture's own test split (or none)
+    background: str = "white"  # white | black | random (the colour renders and metrics use)
+    random_background: bool = True  # train on random backgrounds when the data has alpha/masks
+    backend: str = "auto"
+    downscale: int = 1
+    # model
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # reference iterations per degree step
+    init_num_points: int = 30_000
+    init_opacity: float = 0.1
+    init_scale: float = 1.0
+    init_extent: float = 1.0  # random init region, relative to the region all cameras see
+    hull_keep: float = 0.9  # a point stays if inside the masks of this fraction of views seeing it
+    # learning rates (3DGS); means scale with the scene extent and decay to lr_means_final
+    lr_means: float = 1.6e-4
+    lr_means_final: float = 1.6e-6
+    lr_sh0: float = 2.5e-3
+    lr_shN: float = 2.5e-3 / 20
+    lr_opacities: float = 5e-2
+    lr_scales: float = 5e-3
+    lr_quats: float = 1e-3
+    # losses (each a switch by its weight)
+    ssim_lambda: float = 0.2
+    masked_l2_loss: float = 0.0
+    masked_ssim_loss: float = 0.0
+    background_loss_weight: float = 0.0  # drives alpha to 0 outside the mask
+    alpha_loss_weight: float = 0.0  # L1 between alpha and the mask
+    scale_reg: float = 0.0
+    opacity_reg: float = 0.0
+    lambda_perceptual: float = 0.0
+    use_vgg_loss: bool = False
+    use_lpips_loss: bool = False
+    perceptual_weights: str = ""  # path to the VGG / LPIPS weights (never downloaded)
+    # bookkeeping
+    checkpoint_minutes: float = 3.0
+    log_every: int = 50
+    snapshot_every: int = 200  # in-memory good state for NaN rollback
+    nan_lr_factor: float = 0.5
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+
+
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "random": (1.0, 1.0, 1.0)}
+
+
+def background_rgb(name: str) -> tuple[float, float, float]:
+    """The fixed colour of a run's background (a 'random' run renders and scores on white)."""
+    from gausslift.errors import InputError
+
+    if name not in BACKGROUNDS:
+        raise InputError(None, f"background must be one of {', '.join(BACKGROUNDS)}, got '{name}'")
+    return BACKGROUNDS[name]

@@ -1,0 +1,44 @@
+"""Rendering raw Gaussian parameters (the activations live here and nowhere else)."""
+
+from __future__ import annotations
+
+import torch
+
+_rasterize = None  # tests may substitute a reference rasteriser
+
+
+def rasterizer():
+    if _rasterize is not None:
+        return _rasterize
+    from gausslift.render import rasterize
+
+    return rasterize
+
+
+def render_params(
+    params: dict[str, torch.Tensor],
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    sh_degree: int,
+    background: torch.Tensor,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Render C cameras ([C,4,4], [C,3,3]) on ``background`` [3]; returns ([C,H,W,3], [C,H,W,1], meta)."""
+    colors = torch.cat([params["sh0"], params["shN"]], dim=1)
+    C = viewmats.shape[0]
+    return rasterizer()(
+        params["means"],
+        params["quats"],
+        params["scales"].exp(),
+        torch.sigmoid(params["opacities"]),
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        sh_degree=sh_degree,
+        backgrounds=background.reshape(1, 3).expand(C, 3).contiguous(),
+        backend=backend,
+    )

@@ -1,0 +1,192 @@
+"""Adaptive density control with gsplat ``DefaultStrategy`` semantics, as an object with hooks.
+
+The trainer calls ``step_pre_backward`` (keeps the 2D-mean gradients) and ``step_post_backward``
+(accumulates them; every ``refine_every`` steps clones small / splits large Gaussians whose mean 2D
+gradient is high, prunes transparent and over-large ones; periodically resets opacities). Every edit
+changes the parameters, their Adam moments and the strategy's own per-Gaussian state together.
+Gradients are in gsplat's normalised units: pixel gradients times (image size / 2) times cameras.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gausslift.fit.config import StrategyConfig
+from gausslift.fit.optim import edit_rows
+
+
+@dataclass
+class Schedule:
+    """Densification iterations for one run (already scaled to its length)."""
+
+    refine_start: int
+    refine_stop: int
+    refine_every: int
+    reset_every: int
+
+
+def scaled_schedule(cfg: StrategyConfig, total: int, ref_iters: int) -> Schedule:
+    s = total / ref_iters
+    every = max(cfg.min_refine_every, round(cfg.refine_every * s))
+    stop = max(1, round(cfg.refine_stop_iter * s))
+    reset = max(every * 5, round(cfg.reset_every * s))
+    if cfg.max_resets >= 0:  # at most max_resets resets before refine_stop
+        reset = max(reset, -(-stop // (cfg.max_resets + 1)))
+    return Schedule(max(every, round(cfg.refine_start_iter * s)), stop, every, reset)
+
+
+def quat_to_rotmat(q: torch.Tensor) -> torch.Tensor:
+    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(q.shape[:-1] + (3, 3))  # fmt: skip
+
+
+class DefaultStrategy:
+    def __init__(self, cfg: StrategyConfig, schedule: Schedule, scene_scale: float):
+        self.cfg = cfg
+        self.schedule = schedule
+        self.scene_scale = float(scene_scale)
+
+    def initialize_state(self, n: int) -> dict[str, torch.Tensor]:
+        return {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+
+    # -- hooks --------------------------------------------------------------------------------------
+    def step_pre_backward(self, params, optimizers, state, step: int, info: dict) -> None:
+        if step < self.schedule.refine_stop and info["means2d"].requires_grad:
+            info["means2d"].retain_grad()
+
+    def step_post_backward(self, params, optimizers, state, step: int, info: dict) -> dict:
+        sch, out = self.schedule, {}
+        if step >= sch.refine_stop:
+            return out
+        self._update_state(state, info)
+        if step > sch.refine_start and step % sch.refine_every == 0:
+            out["dupli"], out["split"] = self._grow(params, optimizers, state)
+            out["prune"] = self._prune(params, optimizers, state, step)
+            state["grad2d"].zero_()
+            state["count"].zero_()
+        if step > 0 and step % sch.reset_every == 0:
+            self.reset_opacities(params, optimizers, value=self.cfg.prune_opa * 2.0)
+            out["reset"] = 1
+        return out
+
+    # -- statistics ---------------------------------------------------------------------------------
+    def _update_state(self, state, info) -> None:
+        g = info["means2d"].grad
+        if g is None:
+            return
+        g = g.detach().clone()
+        ncam = g.shape[0] if g.dim() == 3 else 1
+        g[..., 0] *= info["width"] / 2.0 * ncam
+        g[..., 1] *= info["height"] / 2.0 * ncam
+        radii = info["radii"]
+        visible = (radii > 0).all(-1) if radii.dim() == g.dim() else radii > 0
+        if g.dim() == 2:
+            g, visible = g[None], visible.reshape(1, -1)
+        cam_ids, gs_ids = torch.where(visible)
+        norms = g[cam_ids, gs_ids].norm(dim=-1)
+        state["grad2d"].index_add_(0, gs_ids, norms.to(state["grad2d"].dtype))
+        state["count"].index_add_(0, gs_ids, torch.ones_like(norms, dtype=state["count"].dtype))
+
+    # -- growth and pruning -------------------------------------------------------------------------
+    def _grow(self, params, optimizers, state) -> tuple[int, int]:
+        cfg = self.cfg
+        grads = state["grad2d"] / state["count"].clamp_min(1)
+        high = grads > cfg.grow_grad2d
+        small = params["scales"].detach().exp().max(-1).values <= cfg.grow_scale3d * self.scene_scale
+        n = len(grads)
+        room = cfg.max_gaussians - n
+        if room <= 0:
+            return 0, 0
+        dupli, split = high & small, high & ~small
+        # under the cap, keep the candidates with the highest gradients (a split adds one net)
+        want = int(dupli.sum() + split.sum())
+        if want > room:
+            thresh = torch.topk(torch.where(high, grads, -1.0), room).values[-1]
+            dupli &= grads >= thresh
+            split &= grads >= thresh
+        n_dupli = int(dupli.sum())
+        if n_dupli:
+            self.duplicate(params, optimizers, state, dupli)
+        split = torch.cat([split, torch.zeros(n_dupli, dtype=torch.bool)])
+        n_split = int(split.sum())
+        if n_split:
+            self.split(params, optimizers, state, split)
+        return n_dupli, n_split
+
+    def _prune(self, params, optimizers, state, step: int) -> int:
+        prune = torch.sigmoid(params["opacities"].detach().flatten()) < self.cfg.prune_opa
+        if step > self.schedule.reset_every:
+            big = params["scales"].detach().exp().max(-1).values > self.cfg.prune_scale3d * self.scene_scale
+            prune |= big
+        if prune.all():  # never prune to nothing
+            prune[torch.argmax(params["opacities"].detach().flatten())] = False
+        n = int(prune.sum())
+        if n:
+            self.remove(params, optimizers, state, prune)
+        return n
+
+    # -- edits (parameters, Adam moments, strategy state) --------------------------------------------
+    @staticmethod
+    def duplicate(params, optimizers, state, mask: torch.Tensor) -> None:
+        idx = torch.where(mask)[0]
+        edit_rows(
+            params,
+            optimizers,
+            lambda _n, p: torch.cat([p, p[idx]]),
+            lambda _k, v: torch.cat([v, torch.zeros((len(idx),) + v.shape[1:], dtype=v.dtype)]),
+        )
+        for k, v in state.items():
+            state[k] = torch.cat([v, v[idx]])
+
+    def split(self, params, optimizers, state, mask: torch.Tensor) -> None:
+        sel, rest = torch.where(mask)[0], torch.where(~mask)[0]
+        scales = params["scales"].detach()[sel].exp()
+        rot = quat_to_rotmat(params["quats"].detach()[sel])
+        samples = torch.einsum("nij,nj,bnj->bni", rot, scales, torch.randn(2, len(sel), 3))
+        revised = self.cfg.revised_opacity
+
+        def new_rows(name: str, p: torch.Tensor) -> torch.Tensor:
+            if name == "means":
+                return (p[sel] + samples).reshape(-1, 3)
+            if name == "scales":
+                return torch.log(scales / 1.6).repeat(2, 1)
+            if name == "opacities" and revised:
+                o = torch.sigmoid(p[sel])
+                return torch.logit(1 - torch.sqrt(1 - o), eps=1e-6).repeat((2,) + (1,) * (p.dim() - 1))
+            return p[sel].repeat((2,) + (1,) * (p.dim() - 1))
+
+        edit_rows(
+            params,
+            optimizers,
+            lambda n, p: torch.cat([p[rest], new_rows(n, p)]),
+            lambda _k, v: torch.cat([v[rest], torch.zeros((2 * len(sel),) + v.shape[1:], dtype=v.dtype)]),
+        )
+        for k, v in state.items():
+            state[k] = torch.cat([v[rest], v[sel].repeat((2,) + (1,) * (v.dim() - 1))])
+
+    @staticmethod
+    def remove(params, optimizers, state, mask: torch.Tensor) -> None:
+        keep = torch.where(~mask)[0]
+        edit_rows(params, optimizers, lambda _n, p: p[keep], lambda _k, v: v[keep])
+        for k, v in state.items():
+            state[k] = v[keep]
+
+    @staticmethod
+    def reset_opacities(params, optimizers, value: float) -> None:
+        cap = torch.logit(torch.tensor(value)).item()
+        edit_rows(
+            params,
+            optimizers,
+            lambda _n, p: p.clamp_max(cap),
+            lambda _k, v: torch.zeros_like(v),
+            names=("opacities",),
+        )

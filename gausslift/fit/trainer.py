@@ -1,0 +1,275 @@
+"""The per-scene optimisation loop.
+
+One training view per iteration; Adam per parameter; SH degree rises 0 -> ``sh_degree``; the density
+strategy edits the Gaussians through its hooks. With a ``minutes`` budget the run first measures its
+speed for ``warmup_seconds``, then plans its length (and so every schedule), re-planning the tail
+once densification has stopped. NaNs roll back to the last good in-memory state with a lower
+learning rate. Checkpoints are written every ``checkpoint_minutes`` and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import math
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gausslift.config import save_config
+from gausslift.errors import GaussliftError
+from gausslift.fit import checkpoint as ckpt
+from gausslift.fit.config import FitConfig, background_rgb
+from gausslift.fit.data import check_consistent, composite, load_views, stacked_cameras, train_views
+from gausslift.fit.init import init_params, scene_extent
+from gausslift.fit.losses import Perceptual, compute_loss
+from gausslift.fit.model import render_params
+from gausslift.fit.optim import base_lrs, load_optimizer_state, make_optimizers, means_lr, optimizer_state
+from gausslift.fit.runs import CONFIG, PLY, RunLog, save_splats, write_info
+from gausslift.fit.strategy import DefaultStrategy, Schedule, scaled_schedule
+from gausslift.scene import Scene
+
+NEVER = 1 << 40
+
+
+class Trainer:
+    def __init__(self, scene: Scene, cfg: FitConfig, out: str | Path, run_info: dict | None = None):
+        """Loads and checks the training views; writes nothing."""
+        self.t0 = time.perf_counter()
+        self.cfg, self.out, self.scene = cfg, Path(out), scene
+        self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32)
+        self.data = load_views(train_views(scene), cfg.downscale)
+        self.has_masks = check_consistent(self.data)
+        self.cams = stacked_cameras(self.data)
+        self.extent = scene_extent(self.cams)
+        self.perceptual = Perceptual(cfg) if cfg.lambda_perceptual > 0 else None
+        self.run_info = dict(run_info or {})
+        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self.budget = cfg.minutes * 60.0
+        self.reserve = min(10.0, 0.03 * self.budget)
+        self.strategy = DefaultStrategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
+        self._stop = False
+        self.progress = True
+
+    # -- state ----------------------------------------------------------------------------------------
+    def _fresh(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        images = [d.image for d in self.data]
+        masks = [d.mask for d in self.data] if self.has_masks else None
+        pts = self.scene.points3d
+        self.params = init_params(self.cams, images, masks, cfg, self.gen, pts, self.scene.points_rgb)
+        self.lr_factor = 1.0
+        self.optimizers = make_optimizers(self.params, base_lrs(cfg, self.extent))
+        self.sstate = self.strategy.initialize_state(len(self.params["means"]))
+        self.step, self.elapsed0, self.nans = 0, 0.0, 0
+        self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
+        self.planned = self.budget <= 0
+        self._plan(cfg.iters if self.planned else NEVER)
+
+    def _plan(self, total: int, schedule: bool = True) -> None:
+        self.total = int(total)
+        if schedule:
+            ref = self.cfg.schedule_ref_iters
+            if total < NEVER:
+                self.strategy.schedule = scaled_schedule(self.cfg.strategy, total, ref)
+            self.sh_interval = max(1, round(self.cfg.sh_degree_interval * total / ref))
+
+    def _state(self) -> dict:
+        return {
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "optim": copy.deepcopy(optimizer_state(self.optimizers)),
+            "strategy": {k: v.clone() for k, v in self.sstate.items()},
+        }
+
+    def _load_state(self, st: dict) -> None:
+        self.params = {k: torch.nn.Parameter(v.clone()) for k, v in st["params"].items()}
+        self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent))
+        load_optimizer_state(self.optimizers, copy.deepcopy(st["optim"]))
+        self.sstate = {k: v.clone() for k, v in st["strategy"].items()}
+        self._apply_lr()
+
+    def elapsed(self) -> float:
+        return self.elapsed0 + time.perf_counter() - self.t0
+
+    def save_checkpoint(self) -> None:
+        s = self.strategy.schedule
+        data = self._state() | {
+            "step": self.step,
+            "elapsed": self.elapsed(),
+            "total": self.total,
+            "planned": self.planned,
+            "schedule": [s.refine_start, s.refine_stop, s.refine_every, s.reset_every],
+            "sh_interval": self.sh_interval,
+            "lr_factor": self.lr_factor,
+            "nans": self.nans,
+            "perm": self.perm,
+            "pos": self.pos,
+            "rng": ckpt.rng_state(self.gen),
+        }
+        ckpt.save_checkpoint(self.out / ckpt.CHECKPOINT, data)
+
+    def _restore(self, d: dict) -> None:
+        self.lr_factor = d["lr_factor"]
+        self._load_state(d)
+        self.step, self.total, self.planned = d["step"], d["total"], d["planned"]
+        self.strategy.schedule = Schedule(*d["schedule"])
+        self.sh_interval, self.nans = d["sh_interval"], d["nans"]
+        self.perm, self.pos = d["perm"], d["pos"]
+        ckpt.set_rng_state(d["rng"], self.gen)
+        self.elapsed0, self.t0 = d["elapsed"], time.perf_counter()
+
+    # -- learning rates and NaN rollback -----------------------------------------------------------
+    def _apply_lr(self) -> None:
+        lrs = base_lrs(self.cfg, self.extent)
+        lrs["means"] = means_lr(self.cfg, self.extent, self.step, self.total)
+        for k, o in self.optimizers.items():
+            for g in o.param_groups:
+                g["lr"] = lrs[k] * self.lr_factor
+
+    def _rollback(self) -> None:
+        self.nans += 1
+        if self.nans > 8:
+            raise GaussliftError("training diverged: NaN after 8 rollbacks with lower learning rates")
+        self.lr_factor *= self.cfg.nan_lr_factor
+        self._load_state(self.good)
+        self.events.append(f"NaN at step {self.step}: rolled back, lr x{self.lr_factor:g}")
+
+    def _finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.params.values())
+
+    # -- the loop -------------------------------------------------------------------------------------
+    def _next_view(self) -> int:
+        if self.pos >= len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
+        i = int(self.perm[self.pos])
+        self.pos += 1
+        return i
+
+    def _replan(self, rates: collections.deque) -> None:
+        """Budgeted runs: set the length from the measured speed (schedules only the first time)."""
+        if len(rates) < 2:
+            return
+        (t_a, s_a), (t_b, s_b) = rates[0], rates[-1]
+        rate = (s_b - s_a) / max(t_b - t_a, 1e-6)
+        left = max(self.budget - self.reserve - self.elapsed(), 0.0)
+        if not self.planned:
+            # densification will grow the model and slow it down: plan for a mean speed below now
+            self._plan(self.step + max(1, int(rate * left * 0.6)))
+            self.planned = True
+        else:
+            self._plan(self.step + max(1, int(rate * left)), schedule=False)
+
+    def train_step(self) -> dict:
+        cfg, v = self.cfg, self.data[self._next_view()]
+        bg = torch.rand(3, generator=self.gen) if (cfg.random_background and v.mask is not None) else self.bg
+        sh = min(self.step // self.sh_interval, cfg.sh_degree) if self.planned else 0
+        self._apply_lr()
+        h, w = v.image.shape[:2]
+        renders, alphas, meta = render_params(
+            self.params, v.viewmat[None], v.K[None], w, h, sh, bg, cfg.backend
+        )
+        gt = composite(v.image, v.mask, bg)
+        loss, parts = compute_loss(cfg, renders[0], alphas[0], gt, v.mask, self.params, self.perceptual)
+        info = dict(meta, width=w, height=h, n_cameras=1)
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.sstate, self.step, info)
+        if not torch.isfinite(loss):
+            self._rollback()
+            return {}
+        loss.backward()
+        for o in self.optimizers.values():
+            o.step()
+            o.zero_grad(set_to_none=True)
+        if not self._finite():
+            self._rollback()
+            return {}
+        edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, self.step, info)
+        mse = float(((renders[0].detach() - gt) ** 2).mean())
+        return {"loss": float(loss), "psnr": -10 * math.log10(max(mse, 1e-10)), "sh": sh, **parts, **edits}
+
+    def fit(self, resume: bool = False, progress: bool = True) -> dict:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        if resume:
+            self._restore(ckpt.load_checkpoint(self.out / ckpt.CHECKPOINT))
+        else:
+            self._fresh()  # may still reject the input (e.g. masks that carve nothing): before writing
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / CONFIG)
+        write_info(self.out, self.run_info | {"finished": False})
+        log = RunLog(self.out, resume_step=self.step if resume else -1)
+        self.good, self.events = self._state(), []
+        rates: collections.deque = collections.deque(maxlen=50)
+        last_ckpt = time.perf_counter()
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+        bar = tqdm(total=self.total if self.total < NEVER else None, initial=self.step, disable=not progress)
+        try:
+            while self.step < self.total:
+                if self._stop:
+                    self.save_checkpoint()
+                    raise KeyboardInterrupt
+                if self.budget > 0:
+                    e = self.elapsed()
+                    if e >= self.budget - self.reserve:
+                        break
+                    if (
+                        not self.planned
+                        and e >= min(cfg.warmup_seconds, 0.1 * self.budget)
+                        and self.step >= 5
+                    ):
+                        self._replan(rates)
+                        bar.total = self.total
+                    sch = self.strategy.schedule
+                    if self.planned and self.step < sch.refine_stop and e >= 0.6 * self.budget:
+                        sch.refine_stop = self.step  # out of time to grow: freeze the model now
+                    if self.planned and self.step >= sch.refine_stop and self.step % 100 == 0:
+                        self._replan(collections.deque(list(rates)[-20:]))
+                        bar.total = self.total
+                stats = self.train_step()
+                self.step += 1
+                bar.update(1)
+                rates.append((time.perf_counter(), self.step))
+                if self.step % cfg.snapshot_every == 0:
+                    self.good = self._state()
+                n = len(self.params["means"])
+                if stats and (self.step % cfg.log_every == 0 or self.step == self.total):
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=n)
+                    log.write(self._row(stats, n))
+                if time.perf_counter() - last_ckpt >= cfg.checkpoint_minutes * 60:
+                    self.save_checkpoint()
+                    last_ckpt = time.perf_counter()
+        finally:
+            signal.signal(signal.SIGINT, old_handler)
+            bar.close()
+            log.close()
+        return self.finish()
+
+    def _row(self, stats: dict, n: int) -> dict:
+        row = {"step": self.step, "elapsed_s": round(self.elapsed(), 2), "num_gaussians": n}
+        row["sh_degree"] = stats.pop("sh")
+        row["lr_means"] = self.optimizers["means"].param_groups[0]["lr"]
+        return row | stats
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._stop = True
+
+    def finish(self) -> dict:
+        save_splats(self.params, self.out / PLY)
+        self.save_checkpoint()
+        result = {
+            "finished": True,
+            "iters": self.step,
+            "train_seconds": round(self.elapsed(), 2),
+            "num_gaussians": len(self.params["means"]),
+            "nan_rollbacks": self.nans,
+            "events": self.events,
+        }
+        write_info(self.out, self.run_info | result)
+        return result
