@@ -38,6 +38,7 @@ def test_masked_psnr_counts_foreground_only():
     assert psnr(b, a) < 10
     torch.testing.assert_close(l1(b, a, mask), torch.tensor(0.1))
     torch.testing.assert_close(mse(b, a), torch.tensor((0.01 * 15 + 0.49 * 15) / 30))
+    assert torch.isnan(masked_psnr(b, a, torch.zeros(6, 5)))
 
 
 @pytest.mark.parametrize("shape", [(2, 40, 33, 3), (1, 24, 24, 1)])

@@ -2,7 +2,7 @@
 
 Every function returns one value per image (shape ``[...]``) and is differentiable, so the same code
 serves as evaluation metric and training loss. Masks are ``[..., H, W]`` (or ``[..., H, W, 1]``),
-soft weights in [0, 1] allowed.
+soft weights in [0, 1] allowed; an all-zero mask gives NaN (undefined, not "perfect").
 
 SSIM uses a Gaussian window (11, sigma 1.5, constants K1 = 0.01, K2 = 0.03). ``padding="valid"``
 (default) only keeps windows fully inside the image, as ``pytorch_msssim.ssim`` and scikit-image;
@@ -39,7 +39,9 @@ def _weighted_mean_hw(values: torch.Tensor, mask: torch.Tensor | None) -> torch.
     if mask is None:
         return values.mean(dim=(-2, -1))
     mask = torch.broadcast_to(mask, values.shape)
-    return (values * mask).sum(dim=(-2, -1)) / mask.sum(dim=(-2, -1)).clamp_min(1e-12)
+    total = mask.sum(dim=(-2, -1))
+    out = (values * mask).sum(dim=(-2, -1)) / total.clamp_min(1e-12)
+    return torch.where(total > 0, out, torch.full_like(out, float("nan")))  # empty mask: undefined
 
 
 def l1(img: torch.Tensor, ref: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
