@@ -35,10 +35,16 @@ def _hull_precision(scene, carve, check, center, half, n=40):
             masks[i] = load_view(v)[1] > 0.5
         m = masks[i]
         uv, z = v.camera.project(pts)
-        ij = np.floor(uv).astype(np.int64, casting="unsafe") if np.all(np.isfinite(uv)) else None
-        if ij is None:
-            return np.zeros(len(pts), bool)
-        ok = (z > 0) & (ij[:, 0] >= 0) & (ij[:, 0] < m.shape[1]) & (ij[:, 1] >= 0) & (ij[:, 1] < m.shape[0])
+        fin = np.all(np.isfinite(uv), axis=1)
+        ij = np.floor(np.where(fin[:, None], uv, -1)).astype(np.int64)
+        ok = (
+            fin
+            & (z > 0)
+            & (ij[:, 0] >= 0)
+            & (ij[:, 0] < m.shape[1])
+            & (ij[:, 1] >= 0)
+            & (ij[:, 1] < m.shape[0])
+        )
         out = np.zeros(len(pts), bool)
         out[ok] = m[ij[ok, 1], ij[ok, 0]]
         return out
