@@ -88,7 +88,8 @@ def lego_own(root: Path):
         c2w, angle, img = frames[str(Path(view["image"]).resolve())]
         w, h = png_size(img)
         f = 0.5 * w / np.tan(0.5 * angle)
-        pg = (X - c2w[:3, 3]) @ c2w[:3, :3]  # OpenGL camera coords (x right, y up, z back)
+        w2c = np.linalg.inv(c2w)  # (Blender's rotations are orthonormal only to ~1e-7)
+        pg = X @ w2c[:3, :3].T + w2c[:3, 3]  # OpenGL camera coords (x right, y up, z back)
         return np.stack([w / 2 + f * pg[:, 0] / -pg[:, 2], h / 2 - f * pg[:, 1] / -pg[:, 2]], -1)
 
     return project, {"views": 400, "masks": None}
@@ -119,7 +120,7 @@ def llff_own(root: Path):
         P = poses[i]
         w, h = png_size(Path(view["image"]))
         f = P[2, 4] * w / P[1, 4]  # focal of the originals scaled to this image
-        d = (X - P[:, 3]) @ P[:, :3]  # (down, right, back)
+        d = (X - P[:, 3]) @ np.linalg.inv(P[:, :3]).T  # (down, right, back)
         return np.stack([w / 2 + f * d[:, 1] / -d[:, 2], h / 2 + f * d[:, 0] / -d[:, 2]], -1)
 
     return project, {"views": 66, "masks": 66}

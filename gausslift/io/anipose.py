@@ -7,7 +7,8 @@ pixel centres at 0 -> :func:`gausslift.cameras.K_from_opencv`), ``distortions`` 
 Session layout (all optional): ``<root>/<camera name>/*.mp4|avi`` (the view's ``meta["video"]``; views
 of video sessions have no image), ``<root>/points3d.h5`` (sleap-anipose triangulation, ``tracks``
 [frames, tracks, nodes, 3]) and ``<root>/<camera name>/*.analysis.h5`` (SLEAP 2D tracks, stored
-transposed as [tracks, 2, nodes, frames], OpenCV pixel coordinates -> +0.5 here).
+transposed as [tracks, 2, nodes, frames]; SLEAP's confidence-map grid puts pixel centres at integer
+coordinates, as OpenCV does -> +0.5 here).
 """
 
 from __future__ import annotations
