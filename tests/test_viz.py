@@ -251,3 +251,40 @@ def test_render_turntable_tiny(tmp_path):
     meta, got = _read_video(p)
     assert len(got) == 4 and meta["size"] == (40, 32)
     assert abs(got[1][16, 20].astype(float) - frames[1][16, 20].numpy() * 255).max() < 40
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium")
+def test_viewer_renders_in_headless_chromium(tmp_path):
+    import cv2
+
+    g = np.random.default_rng(0)
+    d = g.normal(size=(4000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    nose = g.normal(size=(400, 3)) * 0.05 + [0.65, 0.0, 0.0]  # a red blob facing the first camera
+    pts = np.concatenate([d * 0.6, nose])
+    rgb = np.concatenate([0.5 + 0.5 * d, np.tile([1.0, 0.0, 0.0], (400, 1))])
+    export_viewer(Splats.from_points(pts, rgb, sh_degree=0, scale=0.04, opacity=0.9), tmp_path / "site")
+    server = make_server(tmp_path / "site", port=0)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    shot = tmp_path / "shot.png"
+    try:
+        cmd = [_chromium(), "--headless=new", "--no-sandbox", "--use-angle=swiftshader"]
+        cmd += ["--enable-unsafe-swiftshader", "--window-size=320,240", "--virtual-time-budget=15000"]
+        cmd += [f"--screenshot={shot}", f"http://127.0.0.1:{server.server_address[1]}/"]
+        subprocess.run(cmd, capture_output=True, timeout=180)
+    finally:
+        server.shutdown()
+        server.server_close()
+    img = cv2.imread(str(shot))[..., ::-1].astype(int)
+    h, w = img.shape[:2]
+    nonwhite = (img.min(axis=2) < 230).mean()
+    red = (img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60)
+    ys, xs = np.nonzero(red)
+    assert 0.2 < nonwhite < 0.9, nonwhite
+    assert red.sum() > 200 and h / 2 < ys.mean() < h and abs(xs.mean() - w / 2) < w / 10
