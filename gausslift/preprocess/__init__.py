@@ -1,1 +1,1 @@
-
+"""Preprocessing real captures: ``gausslift ingest`` (see :mod:`gausslift.preprocess.ingest`)."""

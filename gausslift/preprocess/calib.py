@@ -1,0 +1,184 @@
+"""Calibration checks before ingest: is each camera consistent with the other cameras and its images?
+
+1. The generic scene checks of :mod:`gausslift.checks` (when present), passed on as warnings.
+2. Duplicates: two cameras with the same K, distortion and pose cannot film different images; both are
+   suspects.
+3. Keypoint reprojection (where the capture has labelled/triangulated 3D and 2D points): a camera whose
+   median error is above ``max(abs_px, rel * median over cameras)`` is bad; a suspect duplicate with the
+   worse error of its pair is bad.
+4. After masks exist (:func:`image_consistency`): the subject centre triangulated from the *other*
+   cameras' mask centroids must project inside this camera's mask (distance from its centroid below
+   the mask's equivalent radius), and projected 3D keypoints must mostly fall inside its mask.
+
+Bad cameras are reported and excluded unless the user insists (``keep_bad``); never used silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gausslift.cameras import Camera
+from gausslift.preprocess.center import centre_from_masks, mask_centroid
+from gausslift.scene import Scene
+
+
+@dataclass
+class CameraCheck:
+    name: str
+    reprojection: dict | None = None  # {"median_px", "mean_px", "n"}
+    duplicate_of: list[str] = field(default_factory=list)
+    image_consistency: dict | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def bad(self) -> bool:
+        return bool(self.reasons)
+
+    def as_dict(self) -> dict:
+        return {
+            "reprojection": self.reprojection,
+            "duplicate_of": self.duplicate_of,
+            "image_consistency": self.image_consistency,
+            "bad": self.bad,
+            "reasons": self.reasons,
+        }
+
+
+def _same(a: Camera, b: Camera) -> bool:
+    return (
+        np.allclose(a.K, b.K, atol=1e-6)
+        and np.allclose(a.viewmat, b.viewmat, atol=1e-6)
+        and np.allclose(a.dist, b.dist, atol=1e-9)
+    )
+
+
+def reprojection_errors(scene: Scene) -> dict[str, dict]:
+    """Per view: distance between projected 3D keypoints and their 2D labels (pixels)."""
+    try:
+        from gausslift.checks import reprojection_errors as other
+    except ImportError:
+        other = None
+    if other is not None:
+        return other(scene)
+    kp = scene.keypoints
+    out: dict[str, dict] = {}
+    if kp is None:
+        return out
+    for v in scene.views:
+        if v.name not in kp.points2d:
+            continue
+        uv, _ = v.camera.project(kp.points3d.reshape(-1, 3))
+        e = np.linalg.norm(uv - kp.points2d[v.name].reshape(-1, 2), axis=1)
+        e = e[np.isfinite(e)]
+        if len(e):
+            out[v.name] = {"median_px": float(np.median(e)), "mean_px": float(e.mean()), "n": int(len(e))}
+    return out
+
+
+def check_calibration(scene: Scene, abs_px: float = 15.0, rel: float = 3.0) -> tuple[dict, list[str]]:
+    """Checks 1-3 on every view of ``scene``: ({name: CameraCheck}, warnings)."""
+    warnings: list[str] = []
+    try:
+        from gausslift.checks import check_scene
+    except ImportError:
+        check_scene = None
+    if check_scene is not None:
+        warnings += [str(w) for w in check_scene(scene)]
+    checks = {v.name: CameraCheck(v.name) for v in scene.views}
+    views = scene.views
+    for i, a in enumerate(views):
+        for b in views[i + 1 :]:
+            if _same(a.camera, b.camera):
+                checks[a.name].duplicate_of.append(b.name)
+                checks[b.name].duplicate_of.append(a.name)
+    reproj = reprojection_errors(scene)
+    for name, r in reproj.items():
+        if name in checks and r.get("median_px") is not None:
+            checks[name].reprojection = r
+    med = [c.reprojection["median_px"] for c in checks.values() if c.reprojection]
+    limit = max(abs_px, rel * float(np.median(med))) if med else None
+    for c in checks.values():
+        if c.reprojection is not None and limit is not None and c.reprojection["median_px"] > limit:
+            c.reasons.append(
+                f"keypoints reproject {c.reprojection['median_px']:.1f} px (median) from their labels "
+                f"(limit {limit:.1f} px)"
+            )
+        for other in c.duplicate_of:
+            o = checks[other]
+            if (
+                c.reprojection
+                and o.reprojection
+                and c.reprojection["median_px"] > o.reprojection["median_px"]
+            ):
+                if not c.reasons:
+                    c.reasons.append(f"calibration identical to '{other}', which fits the keypoints better")
+        if c.duplicate_of and check_scene is None:
+            warnings.append(
+                f"camera '{c.name}': calibration identical to {', '.join(map(repr, c.duplicate_of))}"
+            )
+        for r in c.reasons:
+            warnings.append(f"camera '{c.name}': {r}")
+    return checks, warnings
+
+
+def image_consistency(
+    cams: dict[str, Camera],
+    masks: dict[str, list[np.ndarray]],
+    points3d: list[np.ndarray | None] | None = None,
+    max_rel: float = 1.0,
+    min_inside: float = 0.5,
+) -> dict[str, dict]:
+    """Check 4 per camera over the frames (lists aligned across cameras): {name: {"centroid_rel",
+    "keypoints_inside", "reason"}}; ``centroid_rel`` is the median distance, in mask radii, between
+    the mask centroid and the centre triangulated from the other cameras."""
+    import cv2
+
+    names = list(cams)
+    n_frames = len(next(iter(masks.values()))) if masks else 0
+    rel = {n: [] for n in names}
+    inside = {n: [] for n in names}
+    for f in range(n_frames):
+        cents = {n: mask_centroid(masks[n][f]) for n in names}
+        for n in names:
+            if cents[n] is None:
+                continue
+            others = [m for m in names if m != n and cents[m] is not None]
+            if len(others) >= 2:
+                try:
+                    c = centre_from_masks([cams[m] for m in others], [cents[m] for m in others])
+                except ValueError:
+                    c = None
+                if c is not None:
+                    uv, z = cams[n].project(c[None])
+                    radius = np.sqrt((masks[n][f] > 0).sum() / np.pi)
+                    if z[0] > 0 and radius > 0:
+                        rel[n].append(float(np.linalg.norm(uv[0] - cents[n]) / radius))
+            if points3d is not None and points3d[f] is not None:
+                uv, z = cams[n].project(points3d[f])
+                ok = np.all(np.isfinite(uv), axis=1) & (z > 0)
+                if ok.any():
+                    m = cv2.dilate(masks[n][f], np.ones((9, 9), np.uint8))
+                    ij = np.floor(uv[ok]).astype(int)
+                    h, w = m.shape
+                    inb = (ij[:, 0] >= 0) & (ij[:, 0] < w) & (ij[:, 1] >= 0) & (ij[:, 1] < h)
+                    hit = np.zeros(len(ij), bool)
+                    hit[inb] = m[ij[inb, 1], ij[inb, 0]] > 0
+                    inside[n].append(float(hit.mean()))
+    out = {}
+    for n in names:
+        r = {
+            "centroid_rel": float(np.median(rel[n])) if rel[n] else None,
+            "keypoints_inside": float(np.median(inside[n])) if inside[n] else None,
+            "reason": None,
+        }
+        if r["centroid_rel"] is not None and r["centroid_rel"] > max_rel:
+            r["reason"] = (
+                f"its mask centroid is {r['centroid_rel']:.1f} mask radii from the subject centre "
+                "triangulated by the other cameras"
+            )
+        elif r["keypoints_inside"] is not None and r["keypoints_inside"] < min_inside:
+            r["reason"] = f"only {r['keypoints_inside']:.0%} of the projected 3D keypoints fall on its mask"
+        out[n] = r
+    return out

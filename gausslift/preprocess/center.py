@@ -1,0 +1,60 @@
+"""The subject's centre in 3D: mean of given 3D keypoints, else the least-squares intersection of the
+rays through each view's mask centroid (each ray weighted equally), else the point nearest to all
+optical axes (cameras of a rig look at the subject)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gausslift.cameras import Camera
+
+
+def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
+    """Centre of mass of a mask (pixels, +0.5 convention), None when empty."""
+    m = np.asarray(mask, dtype=np.float64)
+    total = m.sum()
+    if total <= 0:
+        return None
+    ys, xs = np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5
+    return np.array([(m.sum(axis=0) @ xs) / total, (m.sum(axis=1) @ ys) / total])
+
+
+def intersect_rays(origins: np.ndarray, dirs: np.ndarray, weights=None) -> np.ndarray:
+    """Point minimising the weighted sum of squared distances to rays (origins [N,3], dirs [N,3])."""
+    o = np.asarray(origins, dtype=np.float64)
+    d = np.asarray(dirs, dtype=np.float64)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    w = np.ones(len(o)) if weights is None else np.asarray(weights, dtype=np.float64)
+    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    A = np.einsum("n,nij->ij", w, P)
+    b = np.einsum("n,nij,nj->i", w, P, o)
+    if np.linalg.cond(A) > 1e10:
+        raise ValueError("rays are (nearly) parallel: no intersection")
+    return np.linalg.solve(A, b)
+
+
+def ray_distance(point: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> float:
+    d = direction / np.linalg.norm(direction)
+    v = point - origin
+    return float(np.linalg.norm(v - (v @ d) * d))
+
+
+def centre_from_masks(cams: list[Camera], centroids: list[np.ndarray]) -> np.ndarray:
+    """Least-squares intersection of the rays through the mask centroids (>= 2 views)."""
+    origins, dirs = [], []
+    for cam, c in zip(cams, centroids):
+        o, d = cam.rays(np.asarray(c, dtype=np.float64)[None])
+        origins.append(o[0])
+        dirs.append(d[0])
+    return intersect_rays(np.array(origins), np.array(dirs))
+
+
+def centre_from_axes(cams: list[Camera]) -> np.ndarray:
+    return intersect_rays(np.array([c.center for c in cams]), np.array([c.forward for c in cams]))
+
+
+def centre_from_keypoints(points3d: np.ndarray) -> np.ndarray | None:
+    """Mean of the finite 3D keypoints [J, 3], None when there are none."""
+    p = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
+    p = p[np.all(np.isfinite(p), axis=1)]
+    return p.mean(axis=0) if len(p) else None

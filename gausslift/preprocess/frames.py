@@ -1,0 +1,134 @@
+"""Frames of a capture: the --frames spec, sequential video decoding that keeps only the frames asked for,
+and still images. Frames are 8-bit arrays as decoded (HxW grey or HxWx3 RGB); videos are synchronised by
+frame index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gausslift.errors import InputError
+
+
+def parse_frames(spec: str | None, n_frames: int) -> list[int]:
+    """'START:STOP:STEP' (Python slice semantics, any part optional) or 'a,b,c' -> frame indices."""
+    if spec is None or spec.strip() in ("", ":"):
+        return list(range(n_frames))
+    spec = spec.strip()
+    try:
+        if ":" in spec:
+            parts = [int(p) if p.strip() else None for p in spec.split(":")]
+            if len(parts) > 3:
+                raise ValueError
+            idx = list(range(n_frames))[slice(*parts)]
+        else:
+            idx = [int(p) for p in spec.split(",")]
+    except ValueError:
+        raise InputError(None, f"--frames '{spec}': expected START:STOP:STEP or a,b,c") from None
+    bad = [i for i in idx if not 0 <= i < n_frames]
+    if bad:
+        raise InputError(None, f"--frames '{spec}': frame {bad[0]} is outside 0..{n_frames - 1}")
+    if not idx:
+        raise InputError(None, f"--frames '{spec}' selects no frame of {n_frames}")
+    return idx
+
+
+def _open(path: Path):
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(path, "not a readable video")
+    return cap
+
+
+def video_info(path: str | Path) -> tuple[int, int, int]:
+    """(frame count, width, height) from the container (the count may be an estimate)."""
+    import cv2
+
+    cap = _open(Path(path))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return n, w, h
+
+
+def _to_array(frame: np.ndarray) -> np.ndarray:
+    """BGR decode -> grey HxW when the three channels are equal, else RGB HxWx3."""
+    if frame.ndim == 2:
+        return frame
+    b, g, r = frame[..., 0], frame[..., 1], frame[..., 2]
+    step = max(1, frame.shape[0] // 64)
+    if np.array_equal(b[::step], g[::step]) and np.array_equal(g[::step], r[::step]):
+        return np.ascontiguousarray(g)
+    return np.ascontiguousarray(frame[..., ::-1])
+
+
+def read_video_frames(path: str | Path, indices) -> dict[int, np.ndarray]:
+    """Decode ``path`` once, front to back, keeping only frames in ``indices`` (grab() skips the rest)."""
+    path = Path(path)
+    wanted = sorted(set(int(i) for i in indices))
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
+    cap = _open(path)
+    try:
+        i, last = 0, wanted[-1]
+        want = set(wanted)
+        while i <= last:
+            if i in want:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                out[i] = _to_array(frame)
+            elif not cap.grab():
+                break
+            i += 1
+    finally:
+        cap.release()
+    missing = [i for i in wanted if i not in out]
+    if missing:
+        raise InputError(path, f"video ends before frame {missing[0]} (decoded {i} frames)")
+    return out
+
+
+def sample_indices(n_frames: int, k: int, include=()) -> list[int]:
+    """About ``k`` frame indices spread evenly over the video, plus ``include``."""
+    base = np.linspace(0, max(n_frames - 1, 0), num=min(k, n_frames)).round().astype(int)
+    return sorted(set(base.tolist()) | {int(i) for i in include})
+
+
+def read_image_u8(path: str | Path) -> np.ndarray:
+    """An image file as 8-bit grey HxW or RGB HxWx3 (alpha dropped)."""
+    import cv2
+
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise InputError(path, "not a readable image")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = img[..., :3]
+    return _to_array(img) if img.ndim == 3 else img
+
+
+def read_mask_u8(path: str | Path) -> np.ndarray:
+    """A mask image (alpha channel if any, else grey) as 8-bit HxW."""
+    import cv2
+
+    path = Path(path)
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise InputError(path, "not a readable mask image")
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    if img.ndim == 3:
+        img = img[..., 3] if img.shape[2] == 4 else img[..., :3].max(axis=2)
+    return img
