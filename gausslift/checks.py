@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.cameras import Camera, pixels_to_normalized
-from gausslift.scene import Scene, View
+from gausslift.scene import Keypoints, Scene, View
 
 # thresholds (each warning message states the numbers it found)
 DUPLICATE_REL = 1e-3  # K entries and camera centres closer than this (relative) ...
@@ -318,8 +318,12 @@ def check_media(view: View) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------
 # keypoints
-def _residuals(scene: Scene, view: View) -> tuple[np.ndarray, np.ndarray] | None:
-    kp = scene.keypoints
+def _points(scene: Scene, source: str) -> Keypoints | None:
+    kp = scene.keypoints if source == "keypoints" else scene.meta.get(source)
+    return kp if isinstance(kp, Keypoints) else None
+
+
+def _residuals(kp: Keypoints | None, view: View) -> tuple[np.ndarray, np.ndarray] | None:
     if kp is None or view.name not in kp.points2d:
         return None
     obs = np.asarray(kp.points2d[view.name], dtype=np.float64).reshape(-1, 2)
@@ -332,12 +336,16 @@ def _residuals(scene: Scene, view: View) -> tuple[np.ndarray, np.ndarray] | None
     return err[np.isfinite(err)], obs[np.isfinite(obs).all(-1)]
 
 
-def reprojection_errors(scene: Scene) -> dict[str, dict[str, float | int | None]]:
-    """Per view with 2D keypoints: distance between the projected 3D keypoints and the 2D labels,
-    ``{"median_px", "mean_px", "max_px", "n"}`` (None when no point is both labelled and in front)."""
+def reprojection_errors(scene: Scene, source: str = "keypoints") -> dict[str, dict[str, float | int | None]]:
+    """Per view with 2D observations: distance between the projected 3D points and the 2D ones,
+    ``{"median_px", "mean_px", "max_px", "n"}`` (None when no point is both labelled and in front).
+
+    ``source`` is ``"keypoints"`` (``scene.keypoints``) or a key of ``scene.meta`` holding other
+    :class:`Keypoints`, e.g. ``"board"`` (calibration-board corners some readers load)."""
+    kp = _points(scene, source)
     out: dict[str, dict[str, float | int | None]] = {}
     for v in scene.views:
-        res = _residuals(scene, v)
+        res = _residuals(kp, v)
         if res is None:
             continue
         e = res[0]
@@ -346,14 +354,24 @@ def reprojection_errors(scene: Scene) -> dict[str, dict[str, float | int | None]
     return out
 
 
+POINT_SOURCES = {"keypoints": "keypoints", "board": "calibration-board corners"}
+
+
 def keypoint_warnings(scene: Scene) -> list[str]:
-    errs = reprojection_errors(scene)
+    out = []
+    for source, label in POINT_SOURCES.items():
+        out += _point_warnings(scene, source, label)
+    return out
+
+
+def _point_warnings(scene: Scene, source: str, label: str) -> list[str]:
+    errs = reprojection_errors(scene, source)
     meds = {k: d["median_px"] for k, d in errs.items() if d["median_px"] is not None}
     out = []
     if meds and max(meds.values()) < EXACT_PX and len(meds) > 1:
         out.append(
-            f"keypoints: the 2D labels of all {len(meds)} views equal the reprojected 3D labels "
-            f"(median error < {EXACT_PX:g} px): they were computed from the 3D labels and cannot validate "
+            f"{label}: the 2D points of all {len(meds)} views equal the reprojected 3D points "
+            f"(median error < {EXACT_PX:g} px): they were computed from the 3D points and cannot validate "
             "the calibration"
         )
         return out
@@ -365,18 +383,19 @@ def keypoint_warnings(scene: Scene) -> list[str]:
         diag = math.hypot(v.camera.width, v.camera.height)
         if (m > REPROJ_REL * rig and m > REPROJ_MIN_PX) or m > REPROJ_DIAG * diag:
             out.append(
-                f"camera '{v.name}': keypoint reprojection error median {m:.1f} px, mean {d['mean_px']:.1f} "
-                f"px over {d['n']} points (rig median {rig:.1f} px): its calibration does not fit the labels"
+                f"camera '{v.name}': reprojection error of the {label}: median {m:.1f} px, mean "
+                f"{d['mean_px']:.1f} px over {d['n']} points (rig median {rig:.1f} px): its calibration "
+                "does not fit them"
             )
+    kp = _points(scene, source)
     for v in scene.views:
-        res = _residuals(scene, v)
+        res = _residuals(kp, v)
         if res is None or not res[1].size:
             continue
-        obs = res[1]
-        lo, hi = obs.min(axis=0), obs.max(axis=0)
+        lo, hi = res[1].min(axis=0), res[1].max(axis=0)
         if lo[0] < 0 or lo[1] < 0 or hi[0] > v.camera.width or hi[1] > v.camera.height:
             out.append(
-                f"view '{v.name}': 2D keypoints span x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}..{hi[1]:.0f}, "
-                f"beyond its {v.camera.width}x{v.camera.height} image: wrong image size?"
+                f"view '{v.name}': 2D {label} span x {lo[0]:.0f}..{hi[0]:.0f}, y {lo[1]:.0f}.."
+                f"{hi[1]:.0f}, beyond its {v.camera.width}x{v.camera.height} image: wrong image size?"
             )
     return out

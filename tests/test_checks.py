@@ -169,16 +169,27 @@ def test_reprojection_errors_numbers_and_flag():
     assert set(errs) == {v.name for v in s.views}
     # 5 px in a 64 px image is > 1% of the diagonal; the rest of the rig is exact
     w = check_scene(s)
-    assert len(w) == 1 and only(w, "'cam3'", "keypoint reprojection error median")
+    assert len(w) == 1 and only(w, "'cam3'", "reprojection error of the keypoints: median")
+
+
+def test_calibration_board_points_are_checked_too():
+    s = clean_scene(keypoints=True)
+    board = Keypoints(s.keypoints.points3d, {k: v.copy() for k, v in s.keypoints.points2d.items()})
+    board.points2d["cam1"] += 6.0
+    s.meta["board"] = board
+    w = check_scene(s)
+    assert len(w) == 1 and only(w, "'cam1'", "reprojection error of the calibration-board corners")
+    assert reprojection_errors(s, "board")["cam1"]["median_px"] > 8
+    assert reprojection_errors(s)["cam1"]["median_px"] < 1
 
 
 def test_exact_labels_are_reported_as_uninformative():
     w = check_scene(clean_scene(keypoints=True, noise=0.0))
-    assert len(w) == 1 and only(w, "2D labels of all 6 views equal the reprojected 3D labels")
+    assert len(w) == 1 and only(w, "keypoints: the 2D points of all 6 views equal")
 
 
 def test_labels_beyond_the_image():
     s = clean_scene(keypoints=True)
     s.keypoints.points2d["cam2"][0, 0] = [-40.0, 10.0]
     w = check_scene(s)
-    assert only(w, "'cam2'", "beyond its 64x64 image")
+    assert only(w, "'cam2'", "2D keypoints span", "beyond its 64x64 image")

@@ -183,6 +183,26 @@ def test_anipose_keypoints_axis_order_and_pixel_convention(tmp_path):
         assert e["n"] == 34 and e["max_px"] < 1e-6
 
 
+def test_anipose_calibration_board_record(tmp_path):
+    cams, pts = rig()
+    root = write_anipose(tmp_path / "s", cams, pts)
+    corners = pts[:3]  # 3 board frames x 7 corners
+    det = np.stack([cv2_project(c, corners) for c in cams])
+    det[2] += 9.0  # the third camera's detections disagree with its calibration
+    with h5py.File(root / "calibration.metadata.h5", "w") as f:
+        f["detected_corners"] = det
+        f["triangulated_corners"] = corners
+    scene = read_scene(root)
+    errs = reprojection_errors(scene, "board")
+    assert errs["back"]["max_px"] < 1e-6 and errs["top"]["max_px"] < 1e-6
+    assert errs["side"]["median_px"] == pytest.approx(9 * np.sqrt(2))
+    with h5py.File(root / "calibration.metadata.h5", "w") as f:
+        f["detected_corners"] = det[:3]
+        f["triangulated_corners"] = corners
+    scene = read_scene(root)
+    assert "board" not in scene.meta and any("board ignored" in w for w in scene.warnings)
+
+
 def test_anipose_missing_video_and_bad_tracks_warn(tmp_path):
     cams, pts = rig()
     root = write_anipose(tmp_path / "s", cams, pts)

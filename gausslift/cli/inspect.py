@@ -89,16 +89,27 @@ def summary(scene: Scene, warnings: list[str]) -> str:
     if kp is not None:
         F, J = kp.points3d.shape[:2]
         lines += ["", f"keypoints: {F} frames x {J} points, 2D in {len(kp.points2d)} views"]
-        for name, e in reprojection_errors(scene).items():
-            if e["median_px"] is None:
-                lines.append(f"  {name}: no point both labelled and in front of the camera")
-            else:
-                lines.append(
-                    f"  {name}: reprojection median {e['median_px']:.3g} px, mean {e['mean_px']:.3g} px, "
-                    f"max {e['max_px']:.3g} px over {e['n']} points"
-                )
+        lines += _reprojection_lines(scene, "keypoints")
+    board = scene.meta.get("board")
+    if board is not None:
+        F, J = board.points3d.shape[:2]
+        lines += ["", f"calibration board: {F} frames x {J} corners, 2D in {len(board.points2d)} views"]
+        lines += _reprojection_lines(scene, "board")
     lines += ["", f"warnings: {len(warnings)}"] + [f"  - {w}" for w in warnings]
     return "\n".join(lines)
+
+
+def _reprojection_lines(scene: Scene, source: str) -> list[str]:
+    lines = []
+    for name, e in reprojection_errors(scene, source).items():
+        if e["median_px"] is None:
+            lines.append(f"  {name}: no point both labelled and in front of the camera")
+        else:
+            lines.append(
+                f"  {name}: reprojection median {e['median_px']:.3g} px, mean {e['mean_px']:.3g} px, "
+                f"max {e['max_px']:.3g} px over {e['n']} points"
+            )
+    return lines
 
 
 def run(args) -> int:

@@ -8,7 +8,9 @@ Session layout (all optional): ``<root>/<camera name>/*.mp4|avi`` (the view's ``
 of video sessions have no image), ``<root>/points3d.h5`` (sleap-anipose triangulation, ``tracks``
 [frames, tracks, nodes, 3]) and ``<root>/<camera name>/*.analysis.h5`` (SLEAP 2D tracks, stored
 transposed as [tracks, 2, nodes, frames]; SLEAP's confidence-map grid puts pixel centres at integer
-coordinates, as OpenCV does -> +0.5 here).
+coordinates, as OpenCV does -> +0.5 here), and ``<root>/calibration.metadata.h5`` (sleap-anipose's
+calibration record: board corners detected per camera [cameras, frames, corners, 2] and triangulated
+[frames, corners, 3]), kept as ``scene.meta["board"]`` for the calibration checks.
 """
 
 from __future__ import annotations
@@ -208,6 +210,21 @@ def read_keypoints(root: Path, names: list[str], scene: Scene) -> Keypoints | No
     return Keypoints(tracks.reshape(F, T * J, 3), points2d, labels)
 
 
+def read_board(root: Path, names: list[str], scene: Scene) -> Keypoints | None:
+    meta = root / "calibration.metadata.h5"
+    if not meta.is_file():
+        return None
+    det = _read_h5(meta, "detected_corners")
+    tri = _read_h5(meta, "triangulated_corners")
+    if det.ndim != 4 or det.shape[0] != len(names) or det.shape[1:3] != tri.shape[:2] or tri.shape[-1] != 3:
+        scene.warn(
+            f"{meta}: corners of shape {det.shape} / {tri.shape} do not fit {len(names)} cameras; "
+            "board ignored"
+        )
+        return None
+    return Keypoints(tri, {n: det[i] + 0.5 for i, n in enumerate(names)})
+
+
 def read(path: Path) -> Scene:
     path = Path(path)
     toml = _toml_path(path)
@@ -227,4 +244,7 @@ def read(path: Path) -> Scene:
         missing = [v.name for v in scene.views if "video" not in v.meta]
         scene.warn(f"no video found for camera(s) {', '.join(missing)} (looked in {root}/<camera>/)")
     scene.keypoints = read_keypoints(root, scene.names, scene)
+    board = read_board(root, scene.names, scene)
+    if board is not None:
+        scene.meta["board"] = board
     return scene
