@@ -14,7 +14,7 @@ import torch
 
 from gausslift.cli import main
 from gausslift.errors import InputError
-from gausslift.splats import Splats, load_ply, save_ply
+from gausslift.splats import Splats, load_ply, rgb_to_sh, save_ply
 from gausslift.viz import (
     export_viewer,
     framing,
@@ -238,8 +238,7 @@ def _has_rasterize():
 @pytest.mark.skipif(not _has_rasterize(), reason="gausslift.render.rasterize is not available yet")
 def test_render_turntable_tiny(tmp_path):
     s = blob(150, centre=(0.0, 0.0, 0.0))
-    s.sh0[:] = 0.0
-    s.sh0[:, 0, 0] = 1.5  # reddish: R = 0.5 + 1.5 * C0
+    s.sh0[:] = rgb_to_sh(torch.tensor([1.0, 0.0, 0.0]))  # pure red
     cams = orbit_cameras(n=4, radius=3.0, size=(40, 32))
     frames = list(render_frames(s, cams, background=(0.0, 0.0, 1.0), backend="auto"))
     assert len(frames) == 4 and frames[0].shape == (32, 40, 3)
@@ -257,11 +256,27 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
+def _screenshot(site, shot, size=(320, 240)):
+    server = make_server(site, port=0)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        cmd = [_chromium(), "--headless=new", "--no-sandbox", "--use-angle=swiftshader"]
+        cmd += ["--enable-unsafe-swiftshader", f"--window-size={size[0]},{size[1]}"]
+        cmd += ["--virtual-time-budget=15000", f"--screenshot={shot}"]
+        cmd += [f"http://127.0.0.1:{server.server_address[1]}/?hud=0"]
+        subprocess.run(cmd, capture_output=True, timeout=180)
+    finally:
+        server.shutdown()
+        server.server_close()
+    import cv2
+
+    return cv2.imread(str(shot))[..., ::-1].astype(np.float32) / 255
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_chromium() is None, reason="no headless Chromium")
 def test_viewer_renders_in_headless_chromium(tmp_path):
-    import cv2
-
     g = np.random.default_rng(0)
     d = g.normal(size=(4000, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
@@ -269,22 +284,28 @@ def test_viewer_renders_in_headless_chromium(tmp_path):
     pts = np.concatenate([d * 0.6, nose])
     rgb = np.concatenate([0.5 + 0.5 * d, np.tile([1.0, 0.0, 0.0], (400, 1))])
     export_viewer(Splats.from_points(pts, rgb, sh_degree=0, scale=0.04, opacity=0.9), tmp_path / "site")
-    server = make_server(tmp_path / "site", port=0)
-    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    shot = tmp_path / "shot.png"
-    try:
-        cmd = [_chromium(), "--headless=new", "--no-sandbox", "--use-angle=swiftshader"]
-        cmd += ["--enable-unsafe-swiftshader", "--window-size=320,240", "--virtual-time-budget=15000"]
-        cmd += [f"--screenshot={shot}", f"http://127.0.0.1:{server.server_address[1]}/"]
-        subprocess.run(cmd, capture_output=True, timeout=180)
-    finally:
-        server.shutdown()
-        server.server_close()
-    img = cv2.imread(str(shot))[..., ::-1].astype(int)
+    img = (_screenshot(tmp_path / "site", tmp_path / "shot.png") * 255).round().astype(int)
     h, w = img.shape[:2]
     nonwhite = (img.min(axis=2) < 230).mean()
     red = (img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60)
     ys, xs = np.nonzero(red)
     assert 0.2 < nonwhite < 0.9, nonwhite
     assert red.sum() > 200 and h / 2 < ys.mean() < h and abs(xs.mean() - w / 2) < w / 10
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_chromium() is None or not _has_rasterize(), reason="needs Chromium and gausslift.render")
+def test_viewer_matches_the_rasterizer(tmp_path):
+    g = np.random.default_rng(0)
+    d = g.normal(size=(3000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    s = Splats.from_points(d * 0.6, 0.5 + 0.5 * d, sh_degree=0, scale=0.03, opacity=0.7)
+    s.scales = s.scales + torch.as_tensor(g.normal(size=(3000, 3)) * 0.5, dtype=torch.float32)
+    s.quats = torch.as_tensor(g.normal(size=(3000, 4)), dtype=torch.float32)  # anisotropic, rotated
+    export_viewer(s, tmp_path / "site")
+    shot = _screenshot(tmp_path / "site", tmp_path / "shot.png", size=(256, 256))
+    v = json.loads((tmp_path / "site" / "view.json").read_text())
+    cam = orbit_cameras(1, v["radius"], v["elevation_deg"], v["fov_deg"], (256, 256), target=v["target"])
+    ref = next(render_frames(s, cam, background=(1.0, 1.0, 1.0))).numpy()
+    assert (ref.min(axis=2) < 0.9).mean() > 0.3  # the subject fills the view
+    assert np.abs(shot - ref).mean() < 0.01
