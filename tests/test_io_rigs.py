@@ -225,6 +225,8 @@ def test_anipose_missing_video_and_bad_tracks_warn(tmp_path):
         (lambda t: t.replace("[cam_0]", "[cam_0", 1), "TOML"),
         (lambda t: "", "no [cam_*]"),
         (lambda t: t.replace('name = "mid"', 'name = "back"'), "repeat"),
+        (lambda t: t.replace("distortions = [", 'distortions = [ "x",', 1), "distortions"),
+        (lambda t: t.replace("translation = [", "translation = [ 1.0,", 1), "translation"),
     ],
 )
 def test_anipose_broken_calibration_is_a_clear_error(tmp_path, edit, needle):

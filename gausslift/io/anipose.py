@@ -98,7 +98,10 @@ def parse_calibration(path: Path) -> list[tuple[str, Camera]]:
         if np.any(size <= 0) or np.any(size != np.round(size)):
             raise InputError(path, f"[{key}] 'size' must be two positive integers [width, height]")
         K = _array(path, key, t, "matrix", (3, 3))
-        dist = np.asarray(t.get("distortions", np.zeros(5)), dtype=np.float64).reshape(-1)
+        try:
+            dist = np.asarray(t.get("distortions", np.zeros(5)), dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            dist = np.full(6, np.nan)
         if dist.size > 5 or not np.all(np.isfinite(dist)):
             raise InputError(path, f"[{key}] 'distortions' must be at most 5 finite numbers")
         rvec = _array(path, key, t, "rotation", (3,))
@@ -138,11 +141,12 @@ def _read_h5(path: Path, key: str) -> np.ndarray:
 
     try:
         with h5py.File(path, "r") as f:
-            if key not in f:
-                raise InputError(path, f"has no '{key}' dataset")
-            return np.asarray(f[key][()], dtype=np.float64)
-    except OSError as e:
-        raise InputError(path, f"not a readable HDF5 file ({e})") from e
+            data = None if key not in f else np.asarray(f[key][()], dtype=np.float64)
+    except Exception as e:  # h5py raises OSError, KeyError, RuntimeError... on damaged files
+        raise InputError(path, f"not a readable HDF5 file ({e.__class__.__name__}: {e})") from e
+    if data is None:
+        raise InputError(path, f"has no '{key}' dataset")
+    return data
 
 
 def _sleap_names(path: Path) -> list[str] | None:
@@ -153,7 +157,7 @@ def _sleap_names(path: Path) -> list[str] | None:
             if "node_names" not in f:
                 return None
             return [n.decode() if isinstance(n, bytes) else str(n) for n in f["node_names"][()]]
-    except OSError:
+    except Exception:  # names are optional
         return None
 
 

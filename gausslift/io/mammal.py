@@ -69,10 +69,10 @@ def load_cameras(path: Path) -> list[tuple[str, dict]]:
     try:
         with open(path, "rb") as f:
             data = _SafeUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise InputError(path, f"not a readable camera pickle ({e})") from e
     except OSError as e:
         raise InputError(path, f"cannot read ({e.strerror})") from e
+    except Exception as e:  # a damaged pickle fails in many ways (EOF, overflow, memory, ...)
+        raise InputError(path, f"not a readable camera pickle ({e.__class__.__name__}: {e})") from e
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         items = [(str(k), v) for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
     elif isinstance(data, (list, tuple)) and all(isinstance(v, dict) for v in data):
