@@ -190,7 +190,8 @@ def test_viewer_js_parses_ply_and_sorts_like_python(tmp_path):
 const vm = require("vm"), fs = require("fs");
 const stub = {{ textContent: "", getContext: () => null }};
 const ctx = {{ document: {{ getElementById: () => stub }}, window: {{}}, console,
-  fetch: () => Promise.reject(new Error("offline")), TextDecoder, performance: {{ now: () => 0 }} }};
+  fetch: () => Promise.reject(new Error("offline")), TextDecoder, URLSearchParams,
+  location: {{ search: "" }}, performance: {{ now: () => 0 }} }};
 vm.createContext(ctx);
 vm.runInContext(fs.readFileSync("{tmp_path / "viewer.js"}", "utf8"), ctx);
 const b = fs.readFileSync("{tmp_path / "s.ply"}");
