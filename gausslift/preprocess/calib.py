@@ -4,8 +4,8 @@
 2. Duplicates: two cameras with the same K, distortion and pose cannot film different images; both are
    suspects.
 3. Keypoint reprojection (where the capture has labelled/triangulated 3D and 2D points): a camera whose
-   median error is above ``max(abs_px, rel * median over cameras)`` is bad; a suspect duplicate with the
-   worse error of its pair is bad.
+   median error is above ``min(max(rel * rig median, min_px), diag_frac * image diagonal)`` is bad
+   (the thresholds of :mod:`gausslift.checks`); a duplicate with the worse error of its pair is bad.
 4. After masks exist (:func:`image_consistency`): the subject centre triangulated from the *other*
    cameras' mask centroids must project inside this camera's mask (distance from its centroid below
    the mask's equivalent radius), and projected 3D keypoints must mostly fall inside its mask.
@@ -77,7 +77,9 @@ def reprojection_errors(scene: Scene) -> dict[str, dict]:
     return out
 
 
-def check_calibration(scene: Scene, abs_px: float = 15.0, rel: float = 3.0) -> tuple[dict, list[str]]:
+def check_calibration(
+    scene: Scene, rel: float = 3.0, min_px: float = 2.0, diag_frac: float = 0.01
+) -> tuple[dict, list[str]]:
     """Checks 1-3 on every view of ``scene``: ({name: CameraCheck}, warnings)."""
     warnings: list[str] = []
     try:
@@ -98,13 +100,17 @@ def check_calibration(scene: Scene, abs_px: float = 15.0, rel: float = 3.0) -> t
         if name in checks and r.get("median_px") is not None:
             checks[name].reprojection = r
     med = [c.reprojection["median_px"] for c in checks.values() if c.reprojection]
-    limit = max(abs_px, rel * float(np.median(med))) if med else None
-    for c in checks.values():
-        if c.reprojection is not None and limit is not None and c.reprojection["median_px"] > limit:
+    rig = float(np.median(med)) if med else 0.0
+    for v in views:
+        c = checks[v.name]
+        # as gausslift.checks: above rel x the rig's median (and min_px), or above diag_frac of the diagonal
+        limit = min(max(rel * rig, min_px), diag_frac * float(np.hypot(v.camera.width, v.camera.height)))
+        if c.reprojection is not None and c.reprojection["median_px"] > limit:
             c.reasons.append(
                 f"keypoints reproject {c.reprojection['median_px']:.1f} px (median) from their labels "
                 f"(limit {limit:.1f} px)"
             )
+    for c in checks.values():
         for other in c.duplicate_of:
             o = checks[other]
             if (

@@ -138,7 +138,7 @@ def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None =
     h, w = frame.shape[:2]
     lo, hi = seeds.min(axis=0), seeds.max(axis=0)
     span = max(float(np.max(hi - lo)), 0.08 * min(h, w))
-    pad = 0.6 * span
+    pad = 0.8 * span + 0.03 * min(h, w)
     x0, y0 = int(max(0, lo[0] - pad)), int(max(0, lo[1] - pad))
     x1, y1 = int(min(w, hi[0] + pad)), int(min(h, hi[1] + pad))
     crop = frame[y0:y1, x0:x1]
