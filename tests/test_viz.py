@@ -14,7 +14,7 @@ import torch
 
 from gausslift.cli import main
 from gausslift.errors import InputError
-from gausslift.splats import Splats, load_ply, rgb_to_sh, save_ply
+from gausslift.splats import SH_C0, Splats, load_ply, rgb_to_sh, save_ply
 from gausslift.viz import (
     export_viewer,
     framing,
@@ -114,7 +114,10 @@ def test_export_viewer_writes_a_static_site(tmp_path):
     html = page.read_text()
     assert "webgl2" in html and "scene.ply" in html and "view.json" in html
     scene = load_ply(site / "scene.ply")
-    assert len(scene) == 40 and scene.sh_degree == 0
+    assert len(scene) == 40 and scene.sh_degree == 2
+    torch.testing.assert_close(scene.shN, s.shN[60:])
+    export_viewer(tmp_path / "in.ply", tmp_path / "site0", sh_degree=0)
+    assert load_ply(tmp_path / "site0" / "scene.ply").sh_degree == 0
     torch.testing.assert_close(scene.opacities, s.opacities[60:])  # the 40 most opaque, in order
     view = json.loads((site / "view.json").read_text())
     assert view["count"] == 40 and view["background"] == [0.0, 0.0, 0.0] and view["radius"] > 0
@@ -180,7 +183,8 @@ def test_cli_view_serves_until_ctrl_c(tmp_path):
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_viewer_js_parses_ply_and_sorts_like_python(tmp_path):
-    s = blob(12, degree=0)
+    s = blob(12, degree=2)
+    s.shN = torch.randn(12, 8, 3)
     save_ply(s, tmp_path / "s.ply")
     html = (Path(__file__).resolve().parents[1] / "gausslift/viz/viewer.html").read_text()
     script = html.split("<script>")[1].split("</script>")[0]
@@ -198,7 +202,8 @@ const b = fs.readFileSync("{tmp_path / "s.ply"}");
 const sc = ctx.parsePly(b.buffer.slice(b.byteOffset, b.byteOffset + b.length));
 const order = new Uint32Array(sc.count);
 ctx.sortSplats(sc.pos, sc.count, {fwd}, {eye}, order);
-console.log(JSON.stringify({{ count: sc.count, data: Array.from(sc.data), order: Array.from(order) }}));
+console.log(JSON.stringify({{ count: sc.count, degree: sc.degree, data: Array.from(sc.data),
+  sh: Array.from(sc.sh), order: Array.from(order) }}));
 """
     (tmp_path / "driver.js").write_text(driver)
     out = subprocess.run(["node", str(tmp_path / "driver.js")], capture_output=True, text=True, timeout=60)
@@ -223,7 +228,11 @@ console.log(JSON.stringify({{ count: sc.count, data: Array.from(sc.data), order:
     iu = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
     want = np.stack([cov[:, i, j] for i, j in iu], 1)
     np.testing.assert_allclose(data[:, 4:10], want, rtol=1e-4, atol=1e-9)
-    np.testing.assert_allclose(data[:, 12:15], s.rgb.numpy(), atol=1e-6)
+    np.testing.assert_allclose(data[:, 12:15], 0.5 + SH_C0 * s.sh0[:, 0].numpy(), atol=1e-6)
+    assert got["degree"] == 2
+    sh = np.array(got["sh"]).reshape(12, 16, 3)  # 48 floats per splat, coefficient k at 3k..3k+2
+    np.testing.assert_allclose(sh[:, :8], s.shN.numpy(), rtol=1e-6)
+    assert not sh[:, 8:].any()
     depth = (s.means.double().numpy() - eye) @ np.array(fwd)
     assert got["order"] == list(np.argsort(-depth, kind="stable"))  # far to near
 
@@ -300,7 +309,8 @@ def test_viewer_matches_the_rasterizer(tmp_path):
     g = np.random.default_rng(0)
     d = g.normal(size=(3000, 3))
     d /= np.linalg.norm(d, axis=1, keepdims=True)
-    s = Splats.from_points(d * 0.6, 0.5 + 0.5 * d, sh_degree=0, scale=0.03, opacity=0.7)
+    s = Splats.from_points(d * 0.6, 0.5 + 0.5 * d, sh_degree=3, scale=0.03, opacity=0.7)
+    s.shN = torch.as_tensor(g.normal(size=(3000, 15, 3)) * 0.15, dtype=torch.float32)  # view-dependent
     s.scales = s.scales + torch.as_tensor(g.normal(size=(3000, 3)) * 0.5, dtype=torch.float32)
     s.quats = torch.as_tensor(g.normal(size=(3000, 4)), dtype=torch.float32)  # anisotropic, rotated
     export_viewer(s, tmp_path / "site")
@@ -309,4 +319,6 @@ def test_viewer_matches_the_rasterizer(tmp_path):
     cam = orbit_cameras(1, v["radius"], v["elevation_deg"], v["fov_deg"], (256, 256), target=v["target"])
     ref = next(render_frames(s, cam, background=(1.0, 1.0, 1.0))).numpy()
     assert (ref.min(axis=2) < 0.9).mean() > 0.3  # the subject fills the view
-    assert np.abs(shot - ref).mean() < 0.01
+    assert np.abs(shot - ref).mean() < 0.01  # measured 0.0037
+    ref0 = next(render_frames(s.with_sh_degree(0), cam, background=(1.0, 1.0, 1.0))).numpy()
+    assert np.abs(shot - ref0).mean() > 0.02  # the view-dependent colour is really shown (0.042)

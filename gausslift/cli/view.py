@@ -13,6 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0: any)")
     parser.add_argument("--export", metavar="DIR", default=None, help="write a static viewer folder and exit")
     parser.add_argument("--max-splats", type=int, default=None, help="keep only the N most opaque splats")
+    parser.add_argument("--sh-degree", type=int, default=None, help="SH degree shown (0..3; default: all)")
     parser.add_argument("--background", default="1,1,1", help="background colour r,g,b in [0,1]")
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
 
@@ -28,7 +29,7 @@ def _background(text: str) -> tuple[float, float, float]:
 
 
 def run(args) -> int:
-    kw = dict(max_splats=args.max_splats, background=_background(args.background))
+    kw = dict(max_splats=args.max_splats, sh_degree=args.sh_degree, background=_background(args.background))
     if args.max_splats is not None and args.max_splats < 1:
         raise InputError(None, "--max-splats must be at least 1")
     if args.export:

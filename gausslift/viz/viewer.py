@@ -1,5 +1,6 @@
-"""A local web viewer: a self-contained page (``viewer.html``, a small WebGL2 splat renderer) plus the
-scene as a degree-0 INRIA .ply and an initial orbit (``view.json``), served on 127.0.0.1 only.
+"""A local web viewer: a self-contained page (``viewer.html``, a small WebGL2 splat renderer with
+view-dependent colour up to SH degree 3, splats sorted back to front) plus the scene as an INRIA .ply
+and an initial orbit (``view.json``), served on 127.0.0.1 only.
 
 ``export_viewer(src, out_dir)`` writes the static folder (any static file server can host it; a
 browser will not ``fetch`` from ``file://``). ``make_server`` / ``serve`` serve such a folder.
@@ -61,6 +62,7 @@ def export_viewer(
     out_dir: str | Path,
     *,
     max_splats: int | None = None,
+    sh_degree: int | None = None,
     background=(1.0, 1.0, 1.0),
     elevation_deg: float = 20.0,
     fov_deg: float = 50.0,
@@ -68,11 +70,14 @@ def export_viewer(
     """Write ``index.html``, ``scene.ply`` and ``view.json`` into ``out_dir``; returns the page path.
 
     Splats with NaN/inf parameters are dropped. ``max_splats`` keeps the most opaque ones.
+    ``sh_degree`` lowers the SH degree written (smaller file, no view-dependent colour at 0); the
+    viewer uses at most degree 3.
     """
     splats = src if isinstance(src, Splats) else load_ply(resolve_ply(src), drop_nonfinite=True)
     if len(splats) == 0:
         raise InputError(None if isinstance(src, Splats) else src, "no splats to view")
-    splats = splats.detach().to("cpu").with_sh_degree(0)
+    degree = min(3, splats.sh_degree if sh_degree is None else max(0, sh_degree))
+    splats = splats.detach().to("cpu").with_sh_degree(min(degree, splats.sh_degree))
     if max_splats is not None and len(splats) > max_splats:
         keep = np.argsort(-splats.opacities.numpy(), kind="stable")[:max_splats]
         splats = splats[np.sort(keep)]
