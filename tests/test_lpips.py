@@ -196,3 +196,14 @@ def test_vgg_perceptual_matches_reference(wdir, tmp_path, monkeypatch):
     assert (loss > 0).all() and float(vp(a, a).abs().max()) == 0.0
     with pytest.raises(MissingWeightsError, match="vgg19-dcbb9e9d.pth"):
         VGGPerceptual(weights=wdir / "missing_dir")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_lpips_and_perceptual_on_cuda(wdir):
+    a, b = _images((2, 64, 64, 3), seed=13)
+    for net in (LPIPS("alex", weights=wdir), VGGPerceptual(weights=wdir)):
+        cpu = net(a, b)
+        gpu = net.to("cuda")(a.cuda(), b.cuda())
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-3, atol=1e-5)

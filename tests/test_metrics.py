@@ -120,3 +120,17 @@ def test_shape_errors():
         ssim(a, a)
     with pytest.raises(ValueError):
         masked_psnr(a, a, torch.ones(7, 8))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_metrics_on_cuda_match_cpu():
+    a, b = _pair((2, 32, 32, 3), noise=0.2)
+    mask = (torch.rand(32, 32) > 0.5).float()
+    for fn in (psnr, ssim, l1):
+        torch.testing.assert_close(
+            fn(a.cuda(), b.cuda(), mask.cuda()).cpu(), fn(a, b, mask), atol=1e-5, rtol=1e-5
+        )
+    torch.testing.assert_close(
+        ssim_map(a.cuda(), b.cuda(), padding="same").cpu(), ssim_map(a, b, padding="same")
+    )

@@ -322,3 +322,17 @@ def test_viewer_matches_the_rasterizer(tmp_path):
     assert np.abs(shot - ref).mean() < 0.01  # measured 0.0037
     ref0 = next(render_frames(s.with_sh_degree(0), cam, background=(1.0, 1.0, 1.0))).numpy()
     assert np.abs(shot - ref0).mean() > 0.02  # the view-dependent colour is really shown (0.042)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_render_turntable_gsplat_on_cuda(tmp_path):
+    pytest.importorskip("gsplat")
+    s = blob(500).to("cuda")
+    cams = orbit_cameras(n=6, radius=3.0, size=(64, 48))
+    frames = list(render_frames(s, cams, background=(1.0, 1.0, 1.0), backend="gsplat"))
+    cpu = list(render_frames(s.to("cpu"), cams, background=(1.0, 1.0, 1.0), backend="auto"))
+    assert all(f.device.type == "cpu" and f.shape == (48, 64, 3) for f in frames)
+    assert max(float((f - c).abs().mean()) for f, c in zip(frames, cpu)) < 0.01
+    p = render_turntable(s, cams, tmp_path / "t.mp4", backend="gsplat", fps=6)
+    assert len(_read_video(p)[1]) == 6
