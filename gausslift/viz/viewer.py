@@ -31,7 +31,10 @@ VIEW = "view.json"
 
 
 def viewer_page() -> str:
-    return resources.files("gausslift.viz").joinpath("viewer.html").read_text(encoding="utf-8")
+    page = resources.files("gausslift.viz").joinpath("viewer.html")
+    if not page.is_file():
+        raise GaussliftError("gausslift/viz/viewer.html is missing from this installation (reinstall)")
+    return page.read_text(encoding="utf-8")
 
 
 def resolve_ply(src: str | Path) -> Path:
