@@ -1,7 +1,7 @@
 """VGG19 perceptual loss: L1 between feature maps at relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 with
-weights 1/32, 1/16, 1/8, 1/4, 1 on ImageNet-normalised inputs (the weighting used by pix2pixHD and
-by GS-LRM/FaceLift). The torchvision checkpoint ``vgg19-dcbb9e9d.pth`` comes from the user (see
-:mod:`gausslift.metrics.nets`); nothing is downloaded.
+weights 1/32, 1/16, 1/8, 1/4, 1 on ImageNet-normalised inputs (pix2pixHD's layer weighting, taken at
+the last ReLU of each VGG19 block). The torchvision checkpoint ``vgg19-dcbb9e9d.pth`` comes from the
+user (see :mod:`gausslift.metrics.nets`); nothing is downloaded.
 """
 
 from __future__ import annotations
