@@ -63,3 +63,14 @@ def test_atomic_write_leaves_old_file_on_error(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text().strip() == '{\n  "a": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_output_gets_umask_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "p.json", {})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.json").stat().st_mode & 0o777 == 0o644
