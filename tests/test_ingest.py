@@ -180,7 +180,8 @@ def test_video_session_masks(tmp_path, moving):
             ]
         )
         write_points3d(tmp_path / "s", pts)
-    man = ingest(tmp_path / "s", tmp_path / "o", IngestOptions(frames="1:9:3", size=96))
+    opts = IngestOptions(frames="1:9:3", size=96, chunk=2 if moving else 16)  # 2: frames streamed in chunks
+    man = ingest(tmp_path / "s", tmp_path / "o", opts)
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     methods = {r["mask_method"] for r in rep["views"]}
     assert methods == ({"background"} if moving else {"grabcut"})

@@ -57,43 +57,66 @@ def video_info(path: str | Path) -> tuple[int, int, int]:
     return n, w, h
 
 
-def _to_array(frame: np.ndarray) -> np.ndarray:
-    """BGR decode -> grey HxW when the three channels are equal, else RGB HxWx3."""
+def _to_array(frame: np.ndarray, tol: int = 6) -> np.ndarray:
+    """BGR decode -> grey HxW when the channels agree within ``tol`` levels (grey video through a YUV
+    codec comes back with small chroma noise), else RGB HxWx3."""
+    import cv2
+
     if frame.ndim == 2:
         return frame
-    b, g, r = frame[..., 0], frame[..., 1], frame[..., 2]
     step = max(1, frame.shape[0] // 64)
-    if np.array_equal(b[::step], g[::step]) and np.array_equal(g[::step], r[::step]):
-        return np.ascontiguousarray(g)
+    rows = frame[::step].astype(np.int16)
+    if np.abs(rows[..., 0] - rows[..., 1]).max() <= tol and np.abs(rows[..., 2] - rows[..., 1]).max() <= tol:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     return np.ascontiguousarray(frame[..., ::-1])
 
 
-def read_video_frames(path: str | Path, indices) -> dict[int, np.ndarray]:
-    """Decode ``path`` once, front to back, keeping only frames in ``indices`` (grab() skips the rest)."""
-    path = Path(path)
-    wanted = sorted(set(int(i) for i in indices))
-    out: dict[int, np.ndarray] = {}
-    if not wanted:
-        return out
-    cap = _open(path)
-    try:
-        i, last = 0, wanted[-1]
+class VideoStream:
+    """Frames of a video read front to back: ``read(indices)`` decodes up to the last index asked for,
+    keeping only those (grab() skips the rest); asking for an earlier frame reopens the video."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.cap = None
+        self.pos = 0
+
+    def read(self, indices) -> dict[int, np.ndarray]:
+        wanted = sorted(set(int(i) for i in indices))
+        out: dict[int, np.ndarray] = {}
+        if not wanted:
+            return out
+        if self.cap is None or wanted[0] < self.pos:
+            self.close()
+            self.cap, self.pos = _open(self.path), 0
         want = set(wanted)
-        while i <= last:
-            if i in want:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                out[i] = _to_array(frame)
-            elif not cap.grab():
+        while self.pos <= wanted[-1]:
+            if self.pos in want:
+                ok, frame = self.cap.read()
+                if ok:
+                    out[self.pos] = _to_array(frame)
+            else:
+                ok = self.cap.grab()
+            if not ok:
                 break
-            i += 1
+            self.pos += 1
+        missing = [i for i in wanted if i not in out]
+        if missing:
+            raise InputError(self.path, f"video ends before frame {missing[0]} (decoded {self.pos} frames)")
+        return out
+
+    def close(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+def read_video_frames(path: str | Path, indices) -> dict[int, np.ndarray]:
+    """Decode ``path`` once, front to back, keeping only frames in ``indices``."""
+    stream = VideoStream(path)
+    try:
+        return stream.read(indices)
     finally:
-        cap.release()
-    missing = [i for i in wanted if i not in out]
-    if missing:
-        raise InputError(path, f"video ends before frame {missing[0]} (decoded {i} frames)")
-    return out
+        stream.close()
 
 
 def sample_indices(n_frames: int, k: int, include=()) -> list[int]:

@@ -43,7 +43,7 @@ from gausslift.preprocess.normalize import (
 )
 from gausslift.preprocess.reframe import FRAMINGS
 from gausslift.preprocess.report import summarize, write_report
-from gausslift.preprocess.sources import Source, load_source, media_kind, n_video_frames
+from gausslift.preprocess.sources import Source, media_kind, n_video_frames, open_source, read_chunk
 from gausslift.preprocess.write import calibration_only, reframe_and_warp, write_sample
 from gausslift.scene import Scene
 
@@ -58,7 +58,8 @@ class IngestOptions:
     framing: str = "pixel"
     keep_bad_cameras: bool = False
     workers: int = 2
-    background_frames: int = 41
+    background_frames: int = 25
+    chunk: int = 16  # frames held in memory at once
 
 
 @dataclass
@@ -124,15 +125,29 @@ def _seeds(scene: Scene, view, frame: int) -> tuple[np.ndarray | None, bool]:
     return (uv[ok], True) if ok.sum() >= 2 else (None, False)
 
 
-def compute_masks(sess: Session, src: Source, indices: list[int]) -> dict[int, MaskResult]:
-    out = {}
-    for i in indices:
-        seeds, are_kp = _seeds(sess.scene, src.view, i)
-        if i in src.given:
-            out[i] = given_mask(src.given[i], seeds)
-        else:
-            out[i] = auto_mask(src.frames[i], src.background, seeds, are_kp)
-    return out
+def compute_mask(sess: Session, src: Source, i: int) -> MaskResult:
+    """Mask of one camera at frame ``i``. Once the background model has missed the subject in two
+    frames of a camera (it hardly moves), its later chunks go straight to the seeded segmentation."""
+    seeds, are_kp = _seeds(sess.scene, src.view, i)
+    if i in src.given:
+        return given_mask(src.given[i], seeds)
+    bg = src.background if src.background_misses < 2 else None
+    r = auto_mask(src.frames[i], bg, seeds, are_kp)
+    if bg is None and src.background is not None:
+        r.note = "background model skipped: it missed the subject in earlier frames (it hardly moves)"
+    return r
+
+
+def compute_masks(sess: Session, pool, sources: list[Source], chunk: list[int]) -> dict:
+    """{camera: {frame: MaskResult}} for a chunk, one task per (camera, frame)."""
+    futs = {(s.view.name, i): pool.submit(compute_mask, sess, s, i) for s in sources for i in chunk}
+    masks: dict[str, dict[int, MaskResult]] = {s.view.name: {} for s in sources}
+    for (name, i), f in futs.items():
+        masks[name][i] = f.result()
+    for s in sources:
+        tried = [m for m in masks[s.view.name].values() if m.note.startswith("background model misses")]
+        s.background_misses += len(tried)
+    return masks
 
 
 def _retry_from_centre(sess: Session, sources, masks, indices) -> None:
@@ -198,41 +213,60 @@ def ingest(
         if opts.frames not in (None, "", "0", "0:1", ":"):
             sess.warnings.append(f"--frames {opts.frames} ignored: the capture is still images (one sample)")
 
+    chunks = [indices[i : i + opts.chunk] for i in range(0, len(indices), max(1, opts.chunk))]
+    rows, samples = [], []
+    tm = sess.timings
+    tm.update(read_check_s=time.perf_counter() - t0, decode_s=0.0, masks_s=0.0, reframe_write_s=0.0)
     with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
-        sources = list(
-            pool.map(lambda v: load_source(v, indices, opts.masks, opts.background_frames, n), views)
-        )
-        sess.timings["decode_s"] = time.perf_counter() - t0
-        masks = dict(
-            zip([s.view.name for s in sources], pool.map(lambda s: compute_masks(sess, s, indices), sources))
-        )
-        _retry_from_centre(sess, sources, masks, indices)
-        sess.timings["masks_s"] = time.perf_counter() - t0 - sess.timings["decode_s"]
-        t1 = time.perf_counter()
-        sources = _image_checks(sess, sources, masks, indices)
-        sess.used = [s.view.name for s in sources]
-        R_up = rotation_between(estimate_up([s.view.camera for s in sources]), UP)
-        rows, samples, writes = [], [], []
-        plan = []
-        for fi in indices:
-            centre, how = sample_centre(sess, sources, masks, fi)
-            T = world_from_capture([s.view.camera for s in sources], centre, R_up=R_up)
-            jobs = [(k, s, masks[s.view.name][fi]) for k, s in enumerate(sources)]
-            futs = [pool.submit(reframe_and_warp, s, mr, fi, T, opts) for _, s, mr in jobs]
-            plan.append((fi, how, T, jobs, futs))
-        for fi, how, T, jobs, futs in plan:
-            results = [f.result() for f in futs]
-            name = f"frame_{fi:06d}" if video else "sample_000000"
-            writes.append(pool.submit(write_sample, out / name, name, jobs, results, T, fi))
-            samples.append(
-                {"id": name, "frame": fi, "path": name, "centre_from": how, "world_from_capture": T.tolist()}
-            )
-            rows += [_row(name, k, s, mr, r) for (k, s, mr), r in zip(jobs, results)]
-        for w in writes:
-            w.result()
-    sess.timings["reframe_write_s"] = time.perf_counter() - t1
-    sess.timings["views_per_s_reframe_write"] = len(rows) / max(sess.timings["reframe_write_s"], 1e-9)
+        t = time.perf_counter()
+        args = (opts.masks, opts.background_frames, n, chunks[0])
+        sources = list(pool.map(lambda v: open_source(v, *args), views))
+        t = _tick(tm, "decode_s", t)
+        try:
+            for ci, chunk in enumerate(chunks):
+                list(pool.map(lambda s, c=chunk: read_chunk(s, c), sources))
+                t = _tick(tm, "decode_s", t)
+                masks = compute_masks(sess, pool, sources, chunk)
+                _retry_from_centre(sess, sources, masks, chunk)
+                if ci == 0:  # the image checks use the first chunk
+                    sources = _image_checks(sess, sources, masks, chunk)
+                    sess.used = [s.view.name for s in sources]
+                    R_up = rotation_between(estimate_up([s.view.camera for s in sources]), UP)
+                t = _tick(tm, "masks_s", t)
+                _reframe_chunk(sess, pool, out, sources, masks, chunk, R_up, video, rows, samples)
+                t = _tick(tm, "reframe_write_s", t)
+        finally:
+            for s in sources:
+                s.close()
+    tm["views_per_s"] = len(rows) / max(time.perf_counter() - t0, 1e-9)
     return _finish(sess, out, capture, samples, rows, R_up, t0)
+
+
+def _tick(timings: dict, key: str, t: float) -> float:
+    now = time.perf_counter()
+    timings[key] += now - t
+    return now
+
+
+def _reframe_chunk(sess, pool, out, sources, masks, chunk, R_up, video, rows, samples) -> None:
+    """Re-frame, resample and write every view of the chunk's samples (all views in parallel)."""
+    plan, writes = [], []
+    for fi in chunk:
+        centre, how = sample_centre(sess, sources, masks, fi)
+        T = world_from_capture([s.view.camera for s in sources], centre, R_up=R_up)
+        jobs = [(k, s, masks[s.view.name][fi]) for k, s in enumerate(sources)]
+        futs = [pool.submit(reframe_and_warp, s, mr, fi, T, sess.opts) for _, s, mr in jobs]
+        plan.append((fi, how, T, jobs, futs))
+    for fi, how, T, jobs, futs in plan:
+        results = [f.result() for f in futs]
+        name = f"frame_{fi:06d}" if video else "sample_000000"
+        writes.append(pool.submit(write_sample, out / name, name, jobs, results, T, fi))
+        samples.append(
+            {"id": name, "frame": fi, "path": name, "centre_from": how, "world_from_capture": T.tolist()}
+        )
+        rows += [_row(name, k, s, mr, r) for (k, s, mr), r in zip(jobs, results)]
+    for w in writes:
+        w.result()
 
 
 def _row(name: str, k: int, s: Source, mr: MaskResult, r) -> dict:

@@ -131,7 +131,7 @@ def background_mask(
     return _fill_holes(m), thr
 
 
-def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None = None, iters: int = 3):
+def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None = None, iters: int = 2):
     """cv2.grabCut on a crop around ``seeds`` [N, 2] (downscaled to <= 320 px); uint8 mask."""
     import cv2
 
@@ -142,7 +142,7 @@ def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None =
     x0, y0 = int(max(0, lo[0] - pad)), int(max(0, lo[1] - pad))
     x1, y1 = int(min(w, hi[0] + pad)), int(min(h, hi[1] + pad))
     crop = frame[y0:y1, x0:x1]
-    s = min(1.0, 192.0 / max(crop.shape[:2]))
+    s = min(1.0, 160.0 / max(crop.shape[:2]))
     small = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else crop.copy()
     if small.ndim == 2:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)

@@ -16,6 +16,7 @@ import numpy as np
 
 from gausslift.errors import InputError
 from gausslift.preprocess.frames import (
+    VideoStream,
     read_image_u8,
     read_mask_u8,
     read_video_frames,
@@ -31,10 +32,23 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 @dataclass
 class Source:
+    """One camera's inputs; ``frames``/``given`` hold the current chunk only (see :func:`read_chunk`)."""
+
     view: View
-    frames: dict[int, np.ndarray] = field(default_factory=dict)  # selected frame index -> 8-bit image
     background: np.ndarray | None = None
+    frames: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> 8-bit image
     given: dict[int, np.ndarray] = field(default_factory=dict)  # frame index -> 8-bit mask
+    stream: VideoStream | None = None
+    still: np.ndarray | None = None
+    given_kind: str | None = None  # video | images | image
+    given_files: list[Path] = field(default_factory=list)
+    given_stream: VideoStream | None = None
+    background_misses: int = 0
+
+    def close(self) -> None:
+        for s in (self.stream, self.given_stream):
+            if s is not None:
+                s.close()
 
 
 def media_kind(view: View) -> str:
@@ -81,61 +95,70 @@ def _pick_image(files: list[Path], idx: int) -> Path | None:
     return files[idx] if idx < len(files) else None
 
 
-def load_given_masks(root: Path, view: View, indices: list[int]) -> dict[int, np.ndarray]:
-    found = _given_mask_files(root, view.name)
-    if found is None:
-        raise InputError(root, f"no mask video, folder or image for camera '{view.name}'")
-    kind, files = found
-    if kind == "video":
-        out = read_video_frames(files[0], indices)
-        return {i: (m if m.ndim == 2 else m.max(axis=2)) for i, m in out.items()}
-    if kind == "image":
-        m = read_mask_u8(files[0])
-        return {i: m for i in indices}
-    out = {}
-    for i in indices:
-        p = _pick_image(files, i)
-        if p is None:
-            raise InputError(root / view.name, f"no mask image for frame {i}")
-        out[i] = read_mask_u8(p)
-    return out
-
-
-def load_source(view: View, indices: list[int], masks: str, background_frames: int, n_frames: int) -> Source:
-    """Decode what one camera needs: the selected frames, plus evenly spread frames for the background
-    model when masks are automatic (one sequential pass over the video)."""
+def open_source(view: View, masks: str, background_frames: int, n_frames: int, first: list[int]) -> Source:
+    """Open one camera: its video stream (or still image), given masks, and the background model from
+    about ``background_frames`` frames spread over the whole video, decoded in the same pass as the
+    frames of the ``first`` chunk (kept in ``src.frames``)."""
     src = Source(view)
+    cam = view.camera
     if media_kind(view) == "video":
-        need = list(indices)
-        bg_idx: list[int] = []
+        src.stream = VideoStream(view.meta["video"])
         if masks == "auto" and n_frames >= 3:
             bg_idx = sample_indices(n_frames, background_frames)
-            need = sorted(set(need) | set(bg_idx))
-        frames = read_video_frames(view.meta["video"], need)
-        if bg_idx:
-            src.background = background_model([frames[i] for i in bg_idx])
-        src.frames = {i: frames[i] for i in indices}
+            got = read_video_frames(view.meta["video"], sorted(set(bg_idx) | set(first)))
+            src.background = background_model([got[i] for i in bg_idx])
+            src.frames = {i: got[i] for i in first}
     else:
-        img = read_image_u8(view.image)
-        cam = view.camera
-        if img.shape[:2] != (cam.height, cam.width):
-            raise InputError(
-                view.image, f"image is {img.shape[1]}x{img.shape[0]}, camera {cam.width}x{cam.height}"
-            )
-        src.frames = {i: img for i in indices}
+        src.still = read_image_u8(view.image)
+        if src.still.shape[:2] != (cam.height, cam.width):
+            h, w = src.still.shape[:2]
+            raise InputError(view.image, f"image is {w}x{h}, camera {cam.width}x{cam.height}")
         if masks == "auto" and view.mask is not None:
-            m = read_mask_u8(view.mask)
-            src.given = {i: m for i in indices}
+            src.given_kind, src.given_files = "image", [Path(view.mask)]
         elif masks == "auto":
             from gausslift.scene import read_image_file
 
             full = read_image_file(view.image)
             if full.shape[2] == 4:
-                a = (full[..., 3] * 255 + 0.5).astype(np.uint8)
-                src.given = {i: a for i in indices}
+                src.given_kind = "alpha"
+                src.given = {0: (full[..., 3] * 255 + 0.5).astype(np.uint8)}
     if masks != "auto":
-        src.given = load_given_masks(Path(masks), view, list(indices))
-    for i, m in src.given.items():
-        if m.shape != (view.camera.height, view.camera.width):
-            raise InputError(masks, f"mask of camera '{view.name}' frame {i} is {m.shape[1]}x{m.shape[0]}")
+        found = _given_mask_files(Path(masks), view.name)
+        if found is None:
+            raise InputError(masks, f"no mask video, folder or image for camera '{view.name}'")
+        src.given_kind, src.given_files = found
+        if src.given_kind == "video":
+            src.given_stream = VideoStream(src.given_files[0])
     return src
+
+
+def read_chunk(src: Source, indices: list[int]) -> None:
+    """Load the frames (and given masks) of ``indices`` into ``src``, dropping the previous chunk."""
+    if src.stream is None:
+        src.frames = {i: src.still for i in indices}
+    elif not set(indices) <= set(src.frames):  # (the first chunk may be preloaded by open_source)
+        src.frames = src.stream.read(indices)
+    else:
+        src.frames = {i: src.frames[i] for i in indices}
+    kind = src.given_kind
+    if kind is None:
+        src.given = {}
+    elif kind == "alpha":
+        src.given = {i: next(iter(src.given.values())) for i in indices}
+    elif kind == "image":
+        m = read_mask_u8(src.given_files[0])
+        src.given = {i: m for i in indices}
+    elif kind == "video":
+        got = src.given_stream.read(indices)
+        src.given = {i: (m if m.ndim == 2 else m.max(axis=2)) for i, m in got.items()}
+    else:
+        src.given = {}
+        for i in indices:
+            p = _pick_image(src.given_files, i)
+            if p is None:
+                raise InputError(src.given_files[0].parent, f"no mask image for frame {i}")
+            src.given[i] = read_mask_u8(p)
+    cam = src.view.camera
+    for i, m in src.given.items():
+        if m.shape != (cam.height, cam.width):
+            raise InputError(None, f"mask of camera '{src.view.name}' frame {i} is {m.shape[1]}x{m.shape[0]}")
