@@ -25,8 +25,11 @@ from gausslift.scene import View
 
 
 def safe_name(name: str) -> str:
-    """A view name as a file name (path separators and odd characters become '_')."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "view"
+    """A view name as a relative file path: '/' keeps sub-folders (``test/r_0``), odd characters
+    and '.'/'..' segments become '_'."""
+    parts = [re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in name.split("/") if p]
+    parts = ["_" if set(p) <= {"."} else p for p in parts]
+    return "/".join(parts) or "view"
 
 
 def render_view(params, vd: ViewData, bg: torch.Tensor, backend: str = "auto"):

@@ -85,6 +85,11 @@ def carve(
     return stays, rgb / inside.clamp_min(1)[:, None]
 
 
+def _subsample(n: int, k: int = 32) -> list[int]:
+    """At most k evenly spread view indices (carving with more views changes little)."""
+    return sorted(set(np.linspace(0, n - 1, min(n, k)).round().astype(int).tolist()))
+
+
 def random_init(
     cams: Camera,
     images: list[torch.Tensor],
@@ -93,7 +98,11 @@ def random_init(
     gen: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     centre, half = view_region(cams, cfg)
-    res = 64
+    pick_views = _subsample(len(cams))
+    cams = cams[pick_views]
+    images = [images[i] for i in pick_views]
+    masks = None if masks is None else [masks[i] for i in pick_views]
+    res = 48
     axis = (torch.arange(res, dtype=torch.float32) + 0.5) / res * 2 - 1
     grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
     vox = torch.as_tensor(centre, dtype=torch.float32) + half * grid

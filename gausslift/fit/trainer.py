@@ -117,10 +117,12 @@ class Trainer:
 
     def _restore(self, d: dict) -> None:
         self.lr_factor = d["lr_factor"]
-        self._load_state(d)
         self.step, self.total, self.planned = d["step"], d["total"], d["planned"]
+        self._load_state(d)
         self.strategy.schedule = Schedule(*d["schedule"])
         self.sh_interval, self.nans = d["sh_interval"], d["nans"]
+        if self.budget <= 0 and self.cfg.iters != self.total:  # resumed with another length
+            self._plan(self.cfg.iters)
         self.perm, self.pos = d["perm"], d["pos"]
         ckpt.set_rng_state(d["rng"], self.gen)
         self.elapsed0, self.t0 = d["elapsed"], time.perf_counter()
@@ -191,7 +193,13 @@ class Trainer:
             return {}
         edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, self.step, info)
         mse = float(((renders[0].detach() - gt) ** 2).mean())
-        return {"loss": float(loss), "psnr": -10 * math.log10(max(mse, 1e-10)), "sh": sh, **parts, **edits}
+        return {
+            "loss": float(loss.detach()),
+            "psnr": -10 * math.log10(max(mse, 1e-10)),
+            "sh": sh,
+            **parts,
+            **edits,
+        }
 
     def fit(self, resume: bool = False, progress: bool = True) -> dict:
         from tqdm import tqdm

@@ -1,0 +1,113 @@
+"""The trainer on a tiny synthetic capture: it learns, resumes exactly, rolls back NaNs, and rejects
+bad input before writing anything."""
+
+import dataclasses
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_fit_support import blob_scene, rasterizer  # noqa: F401  (fixture)
+
+from gausslift.errors import InputError
+from gausslift.fit.config import FitConfig
+from gausslift.fit.trainer import Trainer
+
+
+def _cfg(**kw):
+    cfg = FitConfig(iters=40, init_num_points=150, log_every=10, snapshot_every=10, checkpoint_minutes=100)
+    cfg.strategy = dataclasses.replace(cfg.strategy, max_gaussians=400)
+    return dataclasses.replace(cfg, **kw)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return blob_scene(tmp_path_factory.mktemp("blob"), n_views=6, size=16)
+
+
+def _psnr_all(tr):
+    from gausslift.fit.model import render_params
+
+    out = []
+    for v in tr.data:
+        with torch.no_grad():
+            r, _, _ = render_params(tr.params, v.viewmat[None], v.K[None], 16, 16, 0, tr.bg, "auto")
+        gt = v.image * v.mask + tr.bg * (1 - v.mask)
+        out.append(-10 * math.log10(float(((r[0] - gt) ** 2).mean())))
+    return float(np.mean(out))
+
+
+def test_training_improves_and_writes_a_run(scene, tmp_path, rasterizer):  # noqa: F811
+    tr = Trainer(scene, _cfg(), tmp_path / "run")
+    tr._fresh()
+    before = _psnr_all(tr)
+    res = Trainer(scene, _cfg(), tmp_path / "run").fit(progress=False)
+    assert res["iters"] == 40 and res["finished"]
+    for f in ("splats.ply", "config.yaml", "run.json", "checkpoint.pt", "log.csv", "log.jsonl"):
+        assert (tmp_path / "run" / f).is_file(), f
+    tr2 = Trainer(scene, _cfg(), tmp_path / "run")
+    tr2._restore(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False))
+    assert _psnr_all(tr2) > before + 1.0
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("step,") and len(rows) == 1 + 4
+
+
+def test_resume_matches_an_uninterrupted_run(scene, tmp_path, rasterizer):  # noqa: F811
+    full = Trainer(scene, _cfg(iters=20), tmp_path / "a")
+    full.fit(progress=False)
+    cut = Trainer(scene, _cfg(iters=20), tmp_path / "b")
+    cut._fresh()
+    cut.good, cut.events = cut._state(), []
+    cut.out.mkdir(parents=True)
+    while cut.step < 8:
+        cut.train_step()
+        cut.step += 1
+    cut.save_checkpoint()  # as if killed right after a checkpoint at step 8
+    resumed = Trainer(scene, _cfg(iters=20), tmp_path / "b")
+    resumed.fit(resume=True, progress=False)
+    assert resumed.step == 20
+    for k in full.params:
+        assert torch.allclose(full.params[k], resumed.params[k], atol=1e-5), k
+
+
+def test_nan_rolls_back_and_lowers_the_learning_rate(scene, tmp_path, rasterizer, monkeypatch):  # noqa: F811
+    import gausslift.fit.trainer as trainer_mod
+
+    real = trainer_mod.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **kw):
+        calls["n"] += 1
+        loss, parts = real(*a, **kw)
+        return (loss * float("nan") if calls["n"] == 12 else loss), parts
+
+    monkeypatch.setattr(trainer_mod, "compute_loss", poisoned)
+    tr = Trainer(scene, _cfg(iters=16), tmp_path / "run")
+    res = tr.fit(progress=False)
+    assert res["nan_rollbacks"] == 1 and tr.lr_factor == 0.5
+    assert all(torch.isfinite(p).all() for p in tr.params.values())
+
+
+def test_budget_plans_the_run_length(scene, tmp_path, rasterizer):  # noqa: F811
+    cfg = _cfg(iters=10**6, minutes=0.1, warmup_seconds=2.0)
+    tr = Trainer(scene, cfg, tmp_path / "run")
+    res = tr.fit(progress=False)
+    assert res["train_seconds"] <= 0.1 * 60 + 5
+    assert tr.planned and tr.total < 10**6
+    assert tr.strategy.schedule.refine_stop <= tr.total
+
+
+def test_bad_input_is_one_error_and_nothing_written(scene, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match="no views"):
+        Trainer(scene.subset([]), _cfg(), out)
+    wrong = dataclasses.replace(scene.views[0], camera=scene.views[0].camera.resized(20, 20))
+    with pytest.raises(InputError, match="16x16 but its camera is 20x20"):
+        Trainer(scene.subset([wrong] + scene.views[1:]), _cfg(), out)
+    black = tmp_path / "black.png"
+    cv2.imwrite(str(black), np.zeros((16, 16), np.uint8))
+    masked = dataclasses.replace(scene.views[1], mask=black)
+    with pytest.raises(InputError, match="all black"):
+        Trainer(scene.subset([masked] + scene.views[2:]), _cfg(), out)
+    assert not out.exists()
