@@ -35,11 +35,16 @@ def _np_or_zeros(t, shape) -> np.ndarray:
 class Project(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means, quats, scales, viewmats, Ks, width, height, eps2d, near_plane, far_plane):
-        arrays = [_np(x) for x in (means, quats, scales, viewmats, Ks)]
+        inputs = [x.detach().float().contiguous() for x in (means, quats, scales, viewmats, Ks)]
         means2d, conics, depths, radii = _project.project_fwd(
-            *arrays, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+            *[x.numpy() for x in inputs],
+            width,
+            height,
+            eps2d=eps2d,
+            near_plane=near_plane,
+            far_plane=far_plane,
         )
-        ctx.arrays = arrays
+        ctx.save_for_backward(*inputs)  # autograd then notices in-place edits between forward and backward
         ctx.settings = (width, height, eps2d)
         ctx.radii = radii
         radii_t = torch.from_numpy(radii)
@@ -50,12 +55,12 @@ class Project(torch.autograd.Function):
     def backward(ctx, v_means2d, v_conics, v_depths, _v_radii):
         C, N = ctx.radii.shape[:2]
         width, height, eps2d = ctx.settings
-        v_means, v_quats, v_scales, v_view = _project.project_bwd(
-            *ctx.arrays, width, height, eps2d, ctx.radii,
-            _np_or_zeros(v_means2d, (C, N, 2)), _np_or_zeros(v_conics, (C, N, 3)),
-            _np_or_zeros(v_depths, (C, N)),
-        )  # fmt: skip
         want_view = ctx.needs_input_grad[3]
+        v_means, v_quats, v_scales, v_view = _project.project_bwd(
+            *[x.numpy() for x in ctx.saved_tensors], width, height, eps2d, ctx.radii,
+            _np_or_zeros(v_means2d, (C, N, 2)), _np_or_zeros(v_conics, (C, N, 3)),
+            _np_or_zeros(v_depths, (C, N)), want_view=want_view,
+        )  # fmt: skip
         return (
             torch.from_numpy(v_means),
             torch.from_numpy(v_quats),
@@ -67,15 +72,17 @@ class Project(torch.autograd.Function):
 class ShColors(torch.autograd.Function):
     @staticmethod
     def forward(ctx, coeffs, means, campos, radii, degree):
-        arrays = [_np(coeffs), _np(means), _np(campos)]
+        inputs = [x.detach().float().contiguous() for x in (coeffs, means, campos)]
         radii_np = radii.contiguous().numpy()
-        colors = _sh.sh_fwd(arrays[0], degree, arrays[1], arrays[2], radii_np)
-        ctx.arrays, ctx.radii, ctx.degree, ctx.colors = arrays, radii_np, degree, colors
+        coeffs_np, means_np, campos_np = (x.numpy() for x in inputs)
+        colors = _sh.sh_fwd(coeffs_np, degree, means_np, campos_np, radii_np)
+        ctx.save_for_backward(*inputs)
+        ctx.radii, ctx.degree, ctx.colors = radii_np, degree, colors
         return torch.from_numpy(colors)
 
     @staticmethod
     def backward(ctx, v_colors):
-        coeffs, means, campos = ctx.arrays
+        coeffs, means, campos = (x.numpy() for x in ctx.saved_tensors)
         want_dirs = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         v_coeffs, v_dirs = _sh.sh_bwd(
             coeffs, ctx.degree, means, campos, ctx.radii, ctx.colors, _np(v_colors), want_dirs=want_dirs

@@ -161,7 +161,7 @@ def project_fwd_kernel(
 @numba.njit(parallel=True, cache=True)
 def project_bwd_kernel(
     means, quats, scales, cams, eps2d, radii,
-    v_means2d, v_conics, v_depths, v_means, v_quats, v_scales, v_view_parts,
+    v_means2d, v_conics, v_depths, v_means, v_quats, v_scales, v_view_parts, want_view,
 ):  # fmt: skip
     N = means.shape[0]
     C = cams.shape[0]
@@ -240,6 +240,8 @@ def project_bwd_kernel(
                 vmx += W[0] * vpx + W[3] * vpy + W[6] * vz
                 vmy += W[1] * vpx + W[4] * vpy + W[7] * vz
                 vmz += W[2] * vpx + W[5] * vpy + W[8] * vz
+                if not want_view:
+                    continue
                 # viewmat gradient: outer(v_p, mean) + J^T GT ; translation: v_p
                 vp = (vpx, vpy, vz)
                 for i in range(3):
@@ -310,9 +312,13 @@ def project_fwd(
 
 
 def project_bwd(
-    means, quats, scales, viewmats, Ks, width, height, eps2d, radii, v_means2d, v_conics, v_depths
-):
-    """Vector-Jacobian product of `project_fwd` -> (v_means, v_quats, v_scales, v_viewmats [C,4,4])."""
+    means, quats, scales, viewmats, Ks, width, height, eps2d, radii, v_means2d, v_conics, v_depths,
+    want_view=True,
+):  # fmt: skip
+    """Vector-Jacobian product of `project_fwd` -> (v_means, v_quats, v_scales, v_viewmats [C,4,4] or None).
+
+    Gaussians culled in every camera get zero gradients; Ks get none.
+    """
     C, N = viewmats.shape[0], means.shape[0]
     v_means = np.empty((N, 3), np.float32)
     v_quats = np.empty((N, 4), np.float32)
@@ -321,8 +327,10 @@ def project_bwd(
     cams = camera_table(viewmats, Ks, width, height)
     project_bwd_kernel(
         means, quats, scales, cams, float(eps2d), radii,
-        v_means2d, v_conics, v_depths, v_means, v_quats, v_scales, parts,
+        v_means2d, v_conics, v_depths, v_means, v_quats, v_scales, parts, bool(want_view),
     )  # fmt: skip
+    if not want_view:
+        return v_means, v_quats, v_scales, None
     v_view = np.zeros((C, 4, 4), np.float32)
     v_view[:, :3, :] = parts.sum(0)
     return v_means, v_quats, v_scales, v_view
