@@ -11,12 +11,12 @@ from gausslift.cameras import Camera
 
 def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
     """Centre of mass of a mask (pixels, +0.5 convention), None when empty."""
-    m = np.asarray(mask, dtype=np.float64)
-    total = m.sum()
-    if total <= 0:
+    import cv2
+
+    m = cv2.moments(np.ascontiguousarray(mask, dtype=np.float32 if mask.dtype != np.uint8 else np.uint8))
+    if m["m00"] <= 0:
         return None
-    ys, xs = np.arange(m.shape[0]) + 0.5, np.arange(m.shape[1]) + 0.5
-    return np.array([(m.sum(axis=0) @ xs) / total, (m.sum(axis=1) @ ys) / total])
+    return np.array([m["m10"] / m["m00"] + 0.5, m["m01"] / m["m00"] + 0.5])
 
 
 def intersect_rays(origins: np.ndarray, dirs: np.ndarray, weights=None) -> np.ndarray:
