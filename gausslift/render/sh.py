@@ -16,6 +16,7 @@ from gausslift.render._torch_project import SH_C0, SH_C1, SH_C2, SH_C3
 _A2, _B2, _C2, _D2 = SH_C2
 _A3, _B3, _C3, _D3, _E3, _F3 = SH_C3
 _N_CHUNKS = 64  # parallel work units (scratch buffers are allocated once per unit)
+_FAST = {"contract", "arcp", "nsz", "reassoc"}  # no nnan/ninf
 
 
 @numba.njit(cache=True, inline="always")
@@ -109,7 +110,7 @@ def _fwd_one(n, coeffs, degree, means, campos, radii, colors, B, dB):
             colors[ci, n, ch] = max(acc, 0.0)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
 def sh_fwd_kernel(coeffs, degree, means, campos, radii, colors):
     """coeffs [Cc,N,K,3] with Cc in {1, C}; colors [C,N,3] out."""
     N = colors.shape[1]
@@ -156,7 +157,7 @@ def _bwd_one(n, coeffs, degree, means, campos, radii, colors, v_colors, want_dir
             v_dirs[ci, n, 2] = (vz - z * dot) / norm
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, fastmath=_FAST)
 def sh_bwd_kernel(coeffs, degree, means, campos, radii, colors, v_colors, want_dirs, v_coeffs, v_dirs):
     """v_coeffs [Cc,N,K,3] (zeroed here); v_dirs [C,N,3] = dL/d(mean - campos) when want_dirs."""
     N = colors.shape[1]
