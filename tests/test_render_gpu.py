@@ -86,3 +86,19 @@ def test_auto_picks_gsplat_on_cuda():
     args = [t.cuda() for t in sc[:7]] + sc[7:]
     _, _, meta = rasterize(*args, sh_degree=3)
     assert meta["backend"] == "gsplat"
+
+
+def test_cpu_backend_accepts_cuda_tensors():
+    if not torch.cuda.is_available():
+        pytest.skip("CUDA not available")
+    sc = _scene(0.9, N=300)
+    params = [t.cuda().requires_grad_(True) for t in sc[:5]]
+    renders, alphas, meta = rasterize(
+        *params, sc[5].cuda(), sc[6].cuda(), sc[7], sc[8], sh_degree=3, backend="cpu"
+    )
+    assert renders.is_cuda and alphas.is_cuda and meta["means2d"].is_cuda
+    meta["means2d"].retain_grad()
+    renders.sum().backward()
+    assert params[0].grad.is_cuda and meta["means2d"].grad.abs().sum() > 0
+    r_ref, _, _ = rasterize(*[t.detach().cpu() for t in params], *sc[5:], sh_degree=3, backend="cpu")
+    assert (renders.detach().cpu() - r_ref).abs().max() < 1e-6

@@ -1,8 +1,8 @@
 """`rasterize`: the one public entry point of the Gaussian rasteriser (gsplat `rasterization()` classic mode).
 
-Backends: "cpu" (numba kernels wrapped in autograd Functions), "torch" (pure-PyTorch reference, any
-device, slow), "gsplat" (gsplat's CUDA rasteriser, packed=False, classic), "auto" (gsplat when it imports
-and the tensors are on CUDA, else cpu; torch for CUDA tensors without gsplat).
+Backends: "cpu" (numba kernels wrapped in autograd Functions; tensors on another device are copied to the
+CPU and the results back, differentiably), "torch" (pure-PyTorch reference, slow), "gsplat" (gsplat's CUDA
+rasteriser, packed=False, classic), "auto" (gsplat when it imports and the tensors are on CUDA, else cpu).
 
 Semantics (all backends): EWA projection with eps2d added to the 2D covariance (no compensation); the
 Jacobian's x/z and y/z clamped to the image edge + 0.3 tan(half fov) (= 1.3 tan(half fov) for a centred
@@ -58,8 +58,15 @@ def rasterize(
         renders, alphas, meta = rasterize_gsplat(*args, tile_size=TILE_SIZE, **kw)
     elif backend == "torch":
         renders, alphas, meta = rasterize_torch(*args, tile_size=TILE_SIZE, **kw)
-    else:
+    elif means.device.type == "cpu":
         renders, alphas, meta = _rasterize_cpu(*args, **kw)
+    else:  # cpu kernels on tensors from another device: differentiable copies there and back
+        device = means.device
+        to_cpu = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t
+        kw["backgrounds"] = to_cpu(backgrounds)
+        renders, alphas, meta = _rasterize_cpu(*map(to_cpu, args), **kw)
+        renders, alphas = renders.to(device), alphas.to(device)
+        meta = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
     meta.update(width=int(width), height=int(height), n_cameras=C, tile_size=TILE_SIZE, backend=backend)
     meta.setdefault("gaussian_ids", None)
     meta.setdefault("camera_ids", None)
@@ -76,11 +83,7 @@ def _gsplat_importable() -> bool:
 
 def _resolve_backend(backend, means) -> str:
     if backend == "auto":
-        if means.is_cuda:
-            return "gsplat" if _gsplat_importable() else "torch"
-        return "cpu"
-    if backend == "cpu" and means.device.type != "cpu":
-        raise InputError(None, f"backend='cpu' needs CPU tensors, got {means.device} (use backend='auto')")
+        return "gsplat" if means.is_cuda and _gsplat_importable() else "cpu"
     if backend == "gsplat" and not (means.is_cuda and _gsplat_importable()):
         raise InputError(None, "backend='gsplat' needs the gsplat package and CUDA tensors")
     return backend
