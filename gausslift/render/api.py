@@ -1,8 +1,9 @@
 """`rasterize`: the one public entry point of the Gaussian rasteriser (gsplat `rasterization()` classic mode).
 
 Backends: "cpu" (numba kernels wrapped in autograd Functions; tensors on another device are copied to the
-CPU and the results back, differentiably), "torch" (pure-PyTorch reference, slow), "gsplat" (gsplat's CUDA
-rasteriser, packed=False, classic), "auto" (gsplat when it imports and the tensors are on CUDA, else cpu).
+CPU and renders/alphas back, differentiably; meta stays on the CPU), "torch" (pure-PyTorch reference,
+slow), "gsplat" (gsplat's CUDA rasteriser, packed=False, classic), "auto" (gsplat when it imports and the
+tensors are on CUDA, else cpu).
 
 Semantics (all backends): EWA projection with eps2d added to the 2D covariance (no compensation); the
 Jacobian's x/z and y/z clamped to the image edge + 0.3 tan(half fov) (= 1.3 tan(half fov) for a centred
@@ -61,12 +62,11 @@ def rasterize(
     elif means.device.type == "cpu":
         renders, alphas, meta = _rasterize_cpu(*args, **kw)
     else:  # cpu kernels on tensors from another device: differentiable copies there and back
-        device = means.device
         to_cpu = lambda t: t.cpu() if isinstance(t, torch.Tensor) else t
         kw["backgrounds"] = to_cpu(backgrounds)
         renders, alphas, meta = _rasterize_cpu(*map(to_cpu, args), **kw)
-        renders, alphas = renders.to(device), alphas.to(device)
-        meta = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in meta.items()}
+        # meta stays on the CPU: its means2d must be the tensor the renders were computed from
+        renders, alphas = renders.to(means.device), alphas.to(means.device)
     meta.update(width=int(width), height=int(height), n_cameras=C, tile_size=TILE_SIZE, backend=backend)
     meta.setdefault("gaussian_ids", None)
     meta.setdefault("camera_ids", None)
