@@ -7,7 +7,8 @@ Criteria (printed PASS/FAIL with the numbers):
    output mask dilated by 6 px;
 3. normalisation: size ratio mean 0.30 +- 0.03, CV <= 5%; median camera distance 2.7 +- 0.1;
 4. speed: whole run < 3 minutes;
-5. calibration checks: the camera whose calibration is a copy of another ('side') is caught and left out;
+5. calibration checks: the camera whose calibration is a copy of another ('side') is caught and left out,
+   and, when kept with --keep-bad-cameras, also caught from its images alone;
 6. calibration-only DANNCE rigs: labelled 3D points reproject onto the labelled 2D points, reported per
    camera.
 
@@ -142,6 +143,20 @@ def mouse(data: Path, out: Path, frames: str) -> None:
         "bad calibration caught",
         not side.get("used", True) and bool(side.get("reasons")),
         f"side: used={side.get('used')}, reasons={side.get('reasons')}; cameras used {man['cameras']}",
+    )
+    # the same camera is also caught from its images alone when it is kept (--keep-bad-cameras)
+    ingest(
+        session, out.parent / "mouse_keep", IngestOptions(frames="0:120:40", size=256, keep_bad_cameras=True)
+    )
+    rk = json.loads((out.parent / "mouse_keep" / "report.json").read_text())
+    ic = {n: (c.get("image_consistency") or {}).get("centroid_rel") for n, c in rk["cameras"].items()}
+    flagged = [n for n, c in rk["cameras"].items() if any("mask centroid" in r for r in c["reasons"])]
+    report(
+        "bad calibration caught from images",
+        flagged == ["side"],
+        "kept all 4 cameras; mask-centroid distance to the rig's consensus centre (mask radii): "
+        + ", ".join(f"{n} {v:.2f}" for n, v in ic.items() if v is not None)
+        + f"; flagged {flagged}",
     )
     methods = rep["summary"]["mask_methods"]
     print(f"       mask methods {methods}; warnings: {len(man['warnings'])}; outputs in {out}")

@@ -269,3 +269,29 @@ def test_calibration_only_rig_reports_reprojection(tmp_path):
         assert rep["cameras"][f"c{i}"]["reprojection"]["median_px"] < 1e-6
     assert rep["cameras"]["c3"]["reprojection"]["median_px"] > 5
     assert not rep["cameras"]["c3"]["used"]
+
+
+def test_given_mask_videos_are_used_as_they_are(tmp_path):
+    cams = make_rig(3, 128, 96)
+    names = ["a", "b", "c"]
+    centres = _session_centres(5, True)
+    truth = write_anipose_session(tmp_path / "s", cams, names, centres)
+    (tmp_path / "m").mkdir()
+    for n in names:  # deliberately eroded masks: the output must follow them, not re-segment
+        vw = cv2.VideoWriter(str(tmp_path / "m" / f"{n}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+        for m in truth[n]:
+            e = cv2.erode(m.astype(np.uint8) * 255, np.ones((5, 5), np.uint8))
+            vw.write(cv2.cvtColor(e, cv2.COLOR_GRAY2BGR))
+        vw.release()
+    man = ingest(
+        tmp_path / "s", tmp_path / "o", IngestOptions(frames="0:5:2", size=64, masks=str(tmp_path / "m"))
+    )
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert {r["mask_method"] for r in rep["views"]} == {"given"}
+    for r in rep["views"]:
+        fi = int(r["sample"].split("_")[1])
+        eroded = cv2.erode(truth[r["camera"]][fi].astype(np.uint8), np.ones((5, 5), np.uint8))
+        assert abs(r["mask_coverage"] - eroded.mean()) < 0.1 * eroded.mean()
+    with pytest.raises(InputError):
+        ingest(tmp_path / "s", tmp_path / "o2", IngestOptions(masks=str(tmp_path / "nomasks")))
+    assert len(man["samples"]) == 3

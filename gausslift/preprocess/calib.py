@@ -129,16 +129,44 @@ def check_calibration(
     return checks, warnings
 
 
+def _consensus_errors(cams, masks, cents, f, agree: float = 0.5) -> dict:
+    """Per camera: distance (in mask radii) from its mask centroid to the projection of the subject
+    centre that most cameras agree on: the centre triangulated from each pair of cameras, scored by how
+    many cameras see it within ``agree`` radii of their centroid (robust to a wrong camera in the rig)."""
+    from itertools import combinations
+
+    have = [n for n in cams if cents[n] is not None]
+    radius = {n: np.sqrt((masks[n][f] > 0).sum() / np.pi) for n in have}
+    best, best_key = None, None
+    for a, b in combinations(have, 2):
+        try:
+            c = centre_from_masks([cams[a], cams[b]], [cents[a], cents[b]])
+        except ValueError:
+            continue
+        e = {}
+        for n in have:
+            uv, z = cams[n].project(c[None])
+            ok = z[0] > 0 and radius[n] > 0 and np.all(np.isfinite(uv))
+            e[n] = float(np.linalg.norm(uv[0] - cents[n]) / radius[n]) if ok else np.inf
+        others = [v for k, v in e.items() if k not in (a, b)]
+        if not others:
+            continue
+        key = (-sum(v < agree for v in e.values()), float(np.median(others)))
+        if best_key is None or key < best_key:
+            best, best_key = e, key
+    return best or {}
+
+
 def image_consistency(
     cams: dict[str, Camera],
     masks: dict[str, list[np.ndarray]],
     points3d: list[np.ndarray | None] | None = None,
-    max_rel: float = 1.0,
+    max_rel: float = 0.6,
     min_inside: float = 0.5,
 ) -> dict[str, dict]:
     """Check 4 per camera over the frames (lists aligned across cameras): {name: {"centroid_rel",
     "keypoints_inside", "reason"}}; ``centroid_rel`` is the median distance, in mask radii, between
-    the mask centroid and the centre triangulated from the other cameras."""
+    the mask centroid and the projected subject centre the rig agrees on (:func:`_consensus_errors`)."""
     import cv2
 
     names = list(cams)
@@ -147,21 +175,12 @@ def image_consistency(
     inside = {n: [] for n in names}
     for f in range(n_frames):
         cents = {n: mask_centroid(masks[n][f]) for n in names}
+        errs = _consensus_errors(cams, masks, cents, f)
         for n in names:
-            if cents[n] is None:
-                continue
-            others = [m for m in names if m != n and cents[m] is not None]
-            if len(others) >= 2:
-                try:
-                    c = centre_from_masks([cams[m] for m in others], [cents[m] for m in others])
-                except ValueError:
-                    c = None
-                if c is not None:
-                    uv, z = cams[n].project(c[None])
-                    radius = np.sqrt((masks[n][f] > 0).sum() / np.pi)
-                    if z[0] > 0 and radius > 0:
-                        rel[n].append(float(np.linalg.norm(uv[0] - cents[n]) / radius))
-            if points3d is not None and points3d[f] is not None:
+            if errs.get(n) is not None:
+                rel[n].append(errs[n])
+        for n in names:
+            if cents[n] is not None and points3d is not None and points3d[f] is not None:
                 uv, z = cams[n].project(points3d[f])
                 ok = np.all(np.isfinite(uv), axis=1) & (z > 0)
                 if ok.any():
@@ -182,7 +201,7 @@ def image_consistency(
         if r["centroid_rel"] is not None and r["centroid_rel"] > max_rel:
             r["reason"] = (
                 f"its mask centroid is {r['centroid_rel']:.1f} mask radii from the subject centre "
-                "triangulated by the other cameras"
+                "the other cameras agree on"
             )
         elif r["keypoints_inside"] is not None and r["keypoints_inside"] < min_inside:
             r["reason"] = f"only {r['keypoints_inside']:.0%} of the projected 3D keypoints fall on its mask"
