@@ -42,10 +42,22 @@ _F0 = np.float32(0.0)
 _HALF = np.float32(0.5)
 _ONE = np.float32(1.0)
 _TWO = np.float32(2.0)
-_REC = 8  # packed record: mx, my, a, b, c, opacity, sigma_max, y_extent, colours...
+_REC = 9  # packed record: mx, my, a, b, c, opacity, sigma_max, y_extent, x_extent, colours...
+_SIG_CLAMP = np.float32(60.0)  # exp(-sigma) is evaluated at min(sigma, 60): alpha < 1/255 long before
+# exp(-s) = 2^-k exp(r): ln2 split (Cody-Waite) and the Cephes expf polynomial coefficients
+_LOG2E = np.float32(1.4426950408889634)
+_LN2_HI = np.float32(0.693359375)
+_LN2_LO = np.float32(-2.12194440e-4)
+_E0 = np.float32(5.0000001201e-1)
+_E1 = np.float32(1.6666665459e-1)
+_E2 = np.float32(4.1665795894e-2)
+_E3 = np.float32(8.3334519073e-3)
+_E4 = np.float32(1.3981999507e-3)
+_E5 = np.float32(1.9875691500e-4)
+_P1, _P2, _P4, _P8, _P16, _P32, _P64 = (np.float32(2.0**-n) for n in (1, 2, 4, 8, 16, 32, 64))
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _pack(means2d, conics, colors, opacities):
     """[CN, 8 + D] records. sigma_max < 0 marks a Gaussian that can never reach alpha >= 1/255 (or is not
     finite); y_extent < 0 marks a conic that is not positive definite (then whole tiles are scanned)."""
@@ -69,19 +81,50 @@ def _pack(means2d, conics, colors, opacities):
         if ok and o * np.float32(255.0) >= _ONE:
             tmax = np.float32(math.log(o * np.float32(255.0))) + SIGMA_MARGIN
         ey = np.float32(-1.0)
+        ex = np.float32(-1.0)
         det = a * c - b * b
-        if tmax >= 0 and a > 0 and det > 0:
+        if tmax >= 0 and a > 0 and c > 0 and det > 0:
             ey = np.float32(math.sqrt(_TWO * tmax * a / det))
-            if not np.isfinite(ey):
-                ey = np.float32(-1.0)
+            ex = np.float32(math.sqrt(_TWO * tmax * c / det))
+            if not (np.isfinite(ey) and np.isfinite(ex)):
+                ey = ex = np.float32(-1.0)
         P[g, 6] = tmax
         P[g, 7] = ey
+        P[g, 8] = ex
         for d in range(D):
             P[g, _REC + d] = colors[g, d]
     return P
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
+def _exp_neg(s):
+    """exp(-s) for s in [0, 87], branch-free so that rows vectorise (Cody-Waite reduction, Cephes expf
+    polynomial, 2^-k from the bits of k); relative error ~2e-7."""
+    k = np.int32(s * _LOG2E + _HALF)
+    kf = np.float32(k)
+    r = kf * _LN2_HI - s + kf * _LN2_LO  # -s + k ln2, in [-ln2/2, ln2/2]
+    q = _E5 * r + _E4
+    q = q * r + _E3
+    q = q * r + _E2
+    q = q * r + _E1
+    q = q * r + _E0
+    e = q * r * r + r + _ONE
+    e = e * (_P1 if (k & 1) != 0 else _ONE)
+    e = e * (_P2 if (k & 2) != 0 else _ONE)
+    e = e * (_P4 if (k & 4) != 0 else _ONE)
+    e = e * (_P8 if (k & 8) != 0 else _ONE)
+    e = e * (_P16 if (k & 16) != 0 else _ONE)
+    e = e * (_P32 if (k & 32) != 0 else _ONE)
+    return e * (_P64 if (k & 64) != 0 else _ONE)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _sigma_clamped(sigma):
+    s = sigma if sigma > _F0 else _F0
+    return s if s < _SIG_CLAMP else _SIG_CLAMP
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _rows(y0, y1, my, ey):
     """Pixel rows [lo, hi] of the tile (rows y0 .. y1-1) that the Gaussian can reach."""
     if ey < 0:
@@ -93,232 +136,241 @@ def _rows(y0, y1, my, ey):
     return int(lo), int(hi)
 
 
-@njit(cache=True, inline="always")
-def _cols(x0, x1, mx, dy, a, b, det, tmax, ey):
-    """Pixel columns [lo, hi] of one row (dy = my - row centre) that the Gaussian can reach."""
-    if ey < 0:
-        return x0, x1 - 1
-    disc = _TWO * a * tmax - det * dy * dy
-    if disc < 0:
-        return 0, -1
-    hw = np.float32(math.sqrt(disc)) / a
-    xc = mx + b * dy / a - _HALF
-    lo = max(np.float32(x0), np.floor(xc - hw))
-    hi = min(np.float32(x1 - 1), np.ceil(xc + hw))
-    if lo > hi:
-        return 0, -1
-    return int(lo), int(hi)
+@njit(cache=True, inline="always", error_model="numpy")
+def _misses_columns(x0, x1, mx, ex):
+    """True when the Gaussian's alpha >= 1/255 ellipse lies left or right of the columns x0 .. x1-1."""
+    return ex >= 0 and (mx + ex < np.float32(x0) or mx - ex > np.float32(x1))
 
 
-@njit(cache=True, parallel=True)
-def _forward(
-    P, bg, tile_offsets, flat_ids, tile_order, width, height, ts, tiles_x, nw, render, alpha, T_out, last_out
-):
+@njit(cache=True, inline="always", error_model="numpy")
+def _tile_xy(t, ntpc, tiles_x, ts, width, height):
+    c = t // ntpc
+    r = t - c * ntpc
+    ty = r // tiles_x
+    x0 = (r - ty * tiles_x) * ts
+    y0 = ty * ts
+    return c, x0, y0, min(x0 + ts, width), min(y0 + ts, height)
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render, alpha, T_out, last_out):
     C, H, W, D = render.shape
     ntpc = (tile_offsets.size - 1) // C
     nt = tile_order.size
     for w in prange(nw):
-        Tb = np.empty(ts * ts, np.float32)
-        acc = np.empty(ts * ts * D, np.float32)
-        done = np.empty(ts * ts, np.bool_)
-        last = np.empty(ts * ts, np.int32)
+        # tile state as [row, column] arrays: row-invariant outer index + in-range column index lets LLVM
+        # vectorise each 16-pixel row (a flat p = base + u index does not)
+        T = np.empty((ts, ts), np.float32)
+        live = np.empty((ts, ts), np.int32)
+        last = np.empty((ts, ts), np.int32)
+        acc = np.empty((D, ts, ts), np.float32)
+        wgt = np.empty(ts, np.float32)
+        px = np.empty(ts, np.float32)
+        row_live = np.empty(ts, np.int32)
         for k in range(w, nt, nw):
             t = tile_order[k]
-            c = t // ntpc
-            r = t - c * ntpc
-            ty = r // tiles_x
-            x0 = (r - ty * tiles_x) * ts
-            y0 = ty * ts
-            x1 = min(x0 + ts, width)
-            y1 = min(y0 + ts, height)
+            c, x0, y0, x1, y1 = _tile_xy(t, ntpc, tiles_x, ts, W, H)
             pw = x1 - x0
-            npix = pw * (y1 - y0)
-            for p in range(npix):
-                Tb[p] = _ONE
-                done[p] = False
-                last[p] = -1
-            for q in range(npix * D):
-                acc[q] = _F0
+            ph = y1 - y0
+            for u in range(ts):
+                px[u] = np.float32(x0 + u) + _HALF
+            for v in range(ts):
+                row_live[v] = pw if v < ph else 0
+                for u in range(ts):
+                    T[v, u] = _ONE
+                    last[v, u] = -1
+                    live[v, u] = 1 if (u < pw and v < ph) else 0
+            acc[:] = _F0
+            tile_live = pw * ph
             s0 = tile_offsets[t]
-            ndone = 0
             for i in range(s0, tile_offsets[t + 1]):
                 g = flat_ids[i]
                 tmax = P[g, 6]
-                if tmax < 0:
-                    continue
                 mx = P[g, 0]
+                if tmax < 0 or _misses_columns(x0, x1, mx, P[g, 8]):
+                    continue
                 my = P[g, 1]
                 a = P[g, 2]
                 b = P[g, 3]
                 cc = P[g, 4]
                 o = P[g, 5]
-                ey = P[g, 7]
-                det = a * cc - b * b
-                ylo, yhi = _rows(y0, y1, my, ey)
+                li = np.int32(i - s0)
+                ylo, yhi = _rows(y0, y1, my, P[g, 7])
                 for y in range(ylo, yhi + 1):
+                    v = y - y0
+                    if row_live[v] == 0:
+                        continue
                     dy = my - (np.float32(y) + _HALF)
-                    xlo, xhi = _cols(x0, x1, mx, dy, a, b, det, tmax, ey)
-                    rb = (y - y0) * pw - x0
-                    for x in range(xlo, xhi + 1):
-                        p = rb + x
-                        if done[p]:
-                            continue
-                        dx = mx - (np.float32(x) + _HALF)
-                        sigma = _HALF * (a * dx * dx + cc * dy * dy) + b * dx * dy
-                        if sigma < 0 or sigma > tmax:
-                            continue
-                        al = min(ALPHA_MAX, o * np.float32(math.exp(-sigma)))
-                        if al < ALPHA_MIN:
-                            continue
-                        tp = Tb[p]
+                    cdy2 = cc * dy * dy
+                    bdy = b * dy
+                    nstop = 0
+                    ncon = 0
+                    for u in range(ts):  # one SIMD row, branch-free
+                        dx = mx - px[u]
+                        sigma = _HALF * (a * dx * dx + cdy2) + bdy * dx
+                        al = o * _exp_neg(_sigma_clamped(sigma))
+                        al = al if al < ALPHA_MAX else ALPHA_MAX
+                        ok = (sigma >= _F0) & (al >= ALPHA_MIN) & (live[v, u] != 0)
+                        tp = T[v, u]
                         nT = tp * (_ONE - al)
-                        if nT <= T_MIN:
-                            done[p] = True
-                            ndone += 1
-                            continue
-                        wgt = al * tp
+                        stop = ok & (nT <= T_MIN)
+                        con = ok & (nT > T_MIN)
+                        wgt[u] = al * tp if con else _F0
+                        T[v, u] = nT if con else tp
+                        last[v, u] = li if con else last[v, u]
+                        live[v, u] = 0 if stop else live[v, u]
+                        nstop += 1 if stop else 0
+                        ncon += 1 if con else 0
+                    if ncon > 0:
                         for d in range(D):
-                            acc[p * D + d] += wgt * P[g, _REC + d]
-                        Tb[p] = nT
-                        last[p] = i - s0
-                if ndone >= npix:
+                            cd = P[g, _REC + d]
+                            for u in range(ts):
+                                acc[d, v, u] += wgt[u] * cd
+                    if nstop > 0:
+                        row_live[v] -= nstop
+                        tile_live -= nstop
+                if tile_live == 0:
                     break
-            for p in range(npix):
-                y = y0 + p // pw
-                x = x0 + p % pw
-                T = Tb[p]
-                for d in range(D):
-                    render[c, y, x, d] = acc[p * D + d] + T * bg[c, d]
-                alpha[c, y, x] = _ONE - T
-                T_out[c, y, x] = T
-                last_out[c, y, x] = last[p]
+            for v in range(ph):
+                for u in range(pw):
+                    Tp = T[v, u]
+                    for d in range(D):
+                        render[c, y0 + v, x0 + u, d] = acc[d, v, u] + Tp * bg[c, d]
+                    alpha[c, y0 + v, x0 + u] = _ONE - Tp
+                    T_out[c, y0 + v, x0 + u] = Tp
+                    last_out[c, y0 + v, x0 + u] = last[v, u]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _backward(
-    P,
-    bg,
-    tile_offsets,
-    flat_ids,
-    tile_order,
-    width,
-    height,
-    ts,
-    tiles_x,
-    nw,
-    T_out,
-    last_out,
-    v_render,
-    v_alpha,
-    grads,
+    P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, T_out, last_out, v_render, v_alpha, grads
 ):
     C, H, W, D = v_render.shape
     ntpc = (tile_offsets.size - 1) // C
     nt = tile_order.size
     for w in prange(nw):
-        Tb = np.empty(ts * ts, np.float32)
-        Q = np.empty(ts * ts, np.float32)
-        last = np.empty(ts * ts, np.int32)
-        vr = np.empty(ts * ts * D, np.float32)
-        buf = np.empty(ts * ts * D, np.float32)
-        vc = np.empty(D, np.float32)
+        Tb = np.empty((ts, ts), np.float32)
+        Q = np.empty((ts, ts), np.float32)  # T_final * (v_alpha - bg . v_render)
+        last = np.empty((ts, ts), np.int32)
+        vr = np.empty((D * ts, ts), np.float32)  # row d * ts + v
+        buf = np.empty((D * ts, ts), np.float32)  # colour composited behind the current Gaussian
+        lane = np.empty((6 + D, ts), np.float32)  # per-lane partial gradients of the current Gaussian
+        l_mx, l_my, l_a, l_b, l_c, l_o, l_col = lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6:]
+        rows = np.empty((4, ts), np.float32)  # per-row values shared by the passes
+        al_l, ra_l, T_l, va_l = rows[0], rows[1], rows[2], rows[3]
+        px = np.empty(ts, np.float32)
+        row_last = np.empty(ts, np.int32)
         G = grads[w]
         for k in range(w, nt, nw):
             t = tile_order[k]
-            c = t // ntpc
-            r = t - c * ntpc
-            ty = r // tiles_x
-            x0 = (r - ty * tiles_x) * ts
-            y0 = ty * ts
-            x1 = min(x0 + ts, width)
-            y1 = min(y0 + ts, height)
+            c, x0, y0, x1, y1 = _tile_xy(t, ntpc, tiles_x, ts, W, H)
             pw = x1 - x0
-            npix = pw * (y1 - y0)
-            maxlast = -1
-            for p in range(npix):
-                y = y0 + p // pw
-                x = x0 + p % pw
-                T = T_out[c, y, x]
-                Tb[p] = T
-                lp = last_out[c, y, x]
-                last[p] = lp
-                maxlast = max(maxlast, lp)
-                q = v_alpha[c, y, x]
-                for d in range(D):
-                    v = v_render[c, y, x, d]
-                    vr[p * D + d] = v
-                    buf[p * D + d] = _F0
-                    q -= v * bg[c, d]
-                Q[p] = T * q
+            ph = y1 - y0
+            for u in range(ts):
+                px[u] = np.float32(x0 + u) + _HALF
+            Tb[:] = _ONE
+            last[:] = -1
+            Q[:] = _F0
+            vr[:] = _F0
+            buf[:] = _F0
+            row_last[:] = -1
+            for v in range(ph):
+                for u in range(pw):
+                    Tp = T_out[c, y0 + v, x0 + u]
+                    Tb[v, u] = Tp
+                    last[v, u] = last_out[c, y0 + v, x0 + u]
+                    row_last[v] = max(row_last[v], last[v, u])
+                    q = v_alpha[c, y0 + v, x0 + u]
+                    for d in range(D):
+                        vv = v_render[c, y0 + v, x0 + u, d]
+                        vr[d * ts + v, u] = vv
+                        q -= vv * bg[c, d]
+                    Q[v, u] = Tp * q
             s0 = tile_offsets[t]
-            for i in range(s0 + maxlast, s0 - 1, -1):
+            for i in range(s0 + row_last.max(), s0 - 1, -1):
                 g = flat_ids[i]
                 tmax = P[g, 6]
-                if tmax < 0:
-                    continue
-                li = i - s0
                 mx = P[g, 0]
+                if tmax < 0 or _misses_columns(x0, x1, mx, P[g, 8]):
+                    continue
+                li = np.int32(i - s0)
                 my = P[g, 1]
                 a = P[g, 2]
                 b = P[g, 3]
                 cc = P[g, 4]
                 o = P[g, 5]
-                ey = P[g, 7]
-                det = a * cc - b * b
-                gmx = gmy = ga = gb = gc = gop = _F0
-                for d in range(D):
-                    vc[d] = _F0
                 hit = False
-                ylo, yhi = _rows(y0, y1, my, ey)
+                ylo, yhi = _rows(y0, y1, my, P[g, 7])
                 for y in range(ylo, yhi + 1):
+                    v = y - y0
+                    if row_last[v] < li:
+                        continue
                     dy = my - (np.float32(y) + _HALF)
-                    xlo, xhi = _cols(x0, x1, mx, dy, a, b, det, tmax, ey)
-                    rb = (y - y0) * pw - x0
-                    for x in range(xlo, xhi + 1):
-                        p = rb + x
-                        if li > last[p]:
-                            continue
-                        dx = mx - (np.float32(x) + _HALF)
-                        sigma = _HALF * (a * dx * dx + cc * dy * dy) + b * dx * dy
-                        if sigma < 0 or sigma > tmax:
-                            continue
-                        vis = np.float32(math.exp(-sigma))
-                        ar = o * vis
-                        al = min(ALPHA_MAX, ar)
-                        if al < ALPHA_MIN:
-                            continue
-                        hit = True
+                    cdy2 = cc * dy * dy
+                    bdy = b * dy
+                    T_r = Tb[v]
+                    last_r = last[v]
+                    nok = 0
+                    # Each loop below stores to at most 4 arrays: more and LLVM gives up the runtime alias
+                    # checks and runs the row scalar (5x slower).
+                    for u in range(ts):  # SIMD row, pass 1: alpha, transmittance
+                        dx = mx - px[u]
+                        sigma = _HALF * (a * dx * dx + cdy2) + bdy * dx
+                        al = o * _exp_neg(_sigma_clamped(sigma))
+                        al = al if al < ALPHA_MAX else ALPHA_MAX
+                        ok = (sigma >= _F0) & (al >= ALPHA_MIN) & (li <= last_r[u])
                         ra = _ONE / (_ONE - al)
-                        T = Tb[p] * ra
-                        Tb[p] = T
-                        fac = al * T
-                        va = Q[p] * ra
-                        for d in range(D):
-                            v = vr[p * D + d]
-                            cd = P[g, _REC + d]
-                            vc[d] += fac * v
-                            va += v * (cd * T - buf[p * D + d] * ra)
-                            buf[p * D + d] += cd * fac
-                        if ar <= ALPHA_MAX:
-                            vs = -ar * va
-                            gop += vis * va
-                            ga += _HALF * vs * dx * dx
-                            gb += vs * dx * dy
-                            gc += _HALF * vs * dy * dy
-                            gmx += vs * (a * dx + b * dy)
-                            gmy += vs * (b * dx + cc * dy)
+                        Tp = T_r[u]
+                        Tn = Tp * ra
+                        T_r[u] = Tn if ok else Tp
+                        al_l[u] = al if ok else _F0
+                        ra_l[u] = ra if ok else _F0
+                        T_l[u] = Tn if ok else _F0
+                        nok += 1 if ok else 0
+                    if nok == 0:
+                        continue
+                    if not hit:
+                        hit = True
+                        lane[:] = _F0
+                    Q_r = Q[v]
+                    for u in range(ts):  # d loss / d alpha: background and v_alpha part
+                        va_l[u] = Q_r[u] * ra_l[u]
+                    for d in range(D):  # pass 2: colour terms
+                        cd = P[g, _REC + d]
+                        vr_r = vr[d * ts + v]
+                        buf_r = buf[d * ts + v]
+                        lc = l_col[d]
+                        for u in range(ts):
+                            vv = vr_r[u]
+                            fac = al_l[u] * T_l[u]
+                            lc[u] += fac * vv
+                            va_l[u] += vv * (cd * T_l[u] - buf_r[u] * ra_l[u])
+                            buf_r[u] += cd * fac
+                    # pass 3: through alpha = opacity * exp(-sigma); no gradient where alpha was clamped
+                    for u in range(ts):
+                        dx = mx - px[u]
+                        vs = -al_l[u] * va_l[u] if al_l[u] < ALPHA_MAX else _F0
+                        l_mx[u] += vs * (a * dx + bdy)
+                        l_my[u] += vs * (b * dx + cc * dy)
+                        l_o[u] -= vs
+                    for u in range(ts):
+                        dx = mx - px[u]
+                        vs = -al_l[u] * va_l[u] if al_l[u] < ALPHA_MAX else _F0
+                        l_a[u] += _HALF * vs * dx * dx
+                        l_b[u] += vs * dx * dy
+                        l_c[u] += _HALF * vs * dy * dy
                 if hit:
-                    G[g, 0] += gmx
-                    G[g, 1] += gmy
-                    G[g, 2] += ga
-                    G[g, 3] += gb
-                    G[g, 4] += gc
-                    G[g, 5] += gop
+                    G[g, 0] += l_mx.sum()
+                    G[g, 1] += l_my.sum()
+                    G[g, 2] += l_a.sum()
+                    G[g, 3] += l_b.sum()
+                    G[g, 4] += l_c.sum()
+                    G[g, 5] += l_o.sum() / o  # d alpha / d opacity = alpha / opacity
                     for d in range(D):
-                        G[g, 6 + d] += vc[d]
+                        G[g, 6 + d] += l_col[d].sum()
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, error_model="numpy")
 def _reduce(grads, v_means2d, v_conics, v_colors, v_opacities):
     nw, CN, K = grads.shape
     D = K - 6
@@ -352,7 +404,8 @@ class RasterContext:
 
 
 def _f32(x):
-    return np.ascontiguousarray(x, dtype=np.float32)
+    a = np.ascontiguousarray(x, dtype=np.float32)
+    return a if a.flags.writeable else a.copy()  # one compiled signature (numba types read-only arrays apart)
 
 
 def rasterize_to_pixels_fwd(
@@ -363,7 +416,9 @@ def rasterize_to_pixels_fwd(
     radii = np.ascontiguousarray(radii, dtype=np.int32)
     C, N, D = colors.shape
     width, height, tile_size = int(width), int(height), int(tile_size)
-    bg = np.zeros((C, D), np.float32) if backgrounds is None else _f32(np.broadcast_to(backgrounds, (C, D)))
+    bg = np.zeros((C, D), np.float32)
+    if backgrounds is not None:
+        bg[:] = np.broadcast_to(np.asarray(backgrounds, dtype=np.float32), (C, D))
     tile_offsets, flat_ids = bin_gaussians(means2d, radii, depths, width, height, tile_size)
     tiles_x, _ = tile_grid(width, height, tile_size)
     # longest tile lists first, dealt cyclically to the workers
@@ -377,7 +432,7 @@ def rasterize_to_pixels_fwd(
     last = np.empty((C, height, width), np.int32)
     nw = numba.get_num_threads()
     if tile_order.size:
-        _forward(P, bg, tile_offsets, flat_ids, tile_order, width, height, tile_size, tiles_x, nw,
+        _forward(P, bg, tile_offsets, flat_ids, tile_order, tile_size, tiles_x, nw,
                  render, alpha, T_final, last)  # fmt: skip
     ctx = RasterContext(P, bg, tile_offsets, flat_ids, tile_order, T_final, last,
                         (C, N, D, width, height, tile_size))  # fmt: skip
@@ -393,8 +448,8 @@ def rasterize_to_pixels_bwd(ctx: RasterContext, v_render, v_alpha):
     nw = numba.get_num_threads()
     grads = np.zeros((nw, C * N, 6 + D), np.float32)
     if ctx.tile_order.size and ctx.flat_ids.size:
-        _backward(ctx.packed, ctx.backgrounds, ctx.tile_offsets, ctx.flat_ids, ctx.tile_order, width, height,
-                  tile_size, tiles_x, nw, ctx.T_final, ctx.last, v_render, v_alpha, grads)  # fmt: skip
+        _backward(ctx.packed, ctx.backgrounds, ctx.tile_offsets, ctx.flat_ids, ctx.tile_order, tile_size,
+                  tiles_x, nw, ctx.T_final, ctx.last, v_render, v_alpha, grads)  # fmt: skip
     v_means2d = np.empty((C, N, 2), np.float32)
     v_conics = np.empty((C, N, 3), np.float32)
     v_colors = np.empty((C, N, D), np.float32)
