@@ -295,3 +295,22 @@ def test_given_mask_videos_are_used_as_they_are(tmp_path):
     with pytest.raises(InputError):
         ingest(tmp_path / "s", tmp_path / "o2", IngestOptions(masks=str(tmp_path / "nomasks")))
     assert len(man["samples"]) == 3
+
+
+def test_capture_mask_videos_from_the_reader_are_used(tmp_path):
+    """Readers may attach a mask video to a view (MAMMAL's simpleclick_undist): used as given."""
+    cams = make_rig(3, 128, 96)
+    names = ["a", "b", "c"]
+    truth = write_anipose_session(tmp_path / "s", cams, names, _session_centres(4, True))
+    views = []
+    for n, cam in zip(names, cams):
+        mv = tmp_path / f"{n}_mask.avi"
+        vw = cv2.VideoWriter(str(mv), cv2.VideoWriter_fourcc(*"MJPG"), 10, (128, 96))
+        for m in truth[n]:
+            vw.write(cv2.cvtColor(m.astype(np.uint8) * 255, cv2.COLOR_GRAY2BGR))
+        vw.release()
+        views.append(View(n, cam, meta={"video": tmp_path / "s" / n / f"{n}.avi", "mask_video": mv}))
+    scene = Scene(views, format="synthetic", root=tmp_path)
+    ingest(None, tmp_path / "o", IngestOptions(frames="1:3", size=64), scene=scene)
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert {r["mask_method"] for r in rep["views"]} == {"given"} and len(rep["views"]) == 6

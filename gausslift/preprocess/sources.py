@@ -1,9 +1,10 @@
-"""Per-camera inputs of an ingest: the selected frames (video or still image), the background model and
-user-given masks.
+"""Per-camera inputs of an ingest: frames (video streamed in chunks, or a still image), the background
+model and masks.
 
-Given masks (``--masks PATH``) are looked up per camera name: ``PATH/<camera>.<video>`` (mask video,
-frames by index), ``PATH/<camera>/`` (mask images in name order, the i-th is frame i, or named by frame
-number), or ``PATH/<camera>.png|jpg`` (one mask, for still captures).
+Masks that come with the capture (a view's ``mask`` image, an RGBA image's alpha, a ``mask_video`` in
+its meta) are used as they are. Given masks (``--masks PATH``) are looked up per camera name:
+``PATH/<camera>.<video>`` (mask video, frames by index), ``PATH/<camera>/`` (mask images in name order,
+the i-th is frame i, or named by frame number), or ``PATH/<camera>.png|jpg`` (one mask, for stills).
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ def open_source(view: View, masks: str, background_frames: int, n_frames: int, f
     cam = view.camera
     if media_kind(view) == "video":
         src.stream = VideoStream(view.meta["video"])
+        if masks == "auto" and view.meta.get("mask_video") is not None:  # the capture's own masks (MAMMAL)
+            src.given_kind, src.given_files = "video", [Path(view.meta["mask_video"])]
+            src.given_stream = VideoStream(src.given_files[0])
+            return src
         if masks == "auto" and n_frames >= 3:
             bg_idx = sample_indices(n_frames, background_frames)
             got = read_video_frames(view.meta["video"], sorted(set(bg_idx) | set(first)))
