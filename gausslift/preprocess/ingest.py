@@ -43,7 +43,7 @@ from gausslift.preprocess.normalize import (
 )
 from gausslift.preprocess.reframe import FRAMINGS
 from gausslift.preprocess.report import summarize, write_report
-from gausslift.preprocess.sources import Source, media_kind, n_video_frames, open_source, read_chunk
+from gausslift.preprocess.sources import Source, check_video, media_kind, open_source, read_chunk
 from gausslift.preprocess.write import calibration_only, reframe_and_warp, write_sample
 from gausslift.scene import Scene
 
@@ -203,7 +203,9 @@ def ingest(
         raise InputError(scene.root, "some cameras have videos and others still images; cannot synchronise")
     video = media_kind(views[0]) == "video"
     if video:
-        counts = {v.name: n_video_frames(v) for v in views}
+        checked = [check_video(v, sess.warnings) for v in views]
+        views = [v for v, _ in checked]
+        counts = {v.name: k for v, k in checked}
         n = min(counts.values())
         if len(set(counts.values())) > 1:
             sess.warnings.append(f"videos differ in length {counts}; using the first {n} frames")

@@ -10,7 +10,7 @@ the i-th is frame i, or named by frame number), or ``PATH/<camera>.png|jpg`` (on
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,15 +60,23 @@ def media_kind(view: View) -> str:
     return "none"
 
 
-def n_video_frames(view: View) -> int:
+def check_video(view: View, warnings: list[str]) -> tuple[View, int]:
+    """(view, frame count): a video of another size but the same aspect ratio as its calibration (a
+    downsampled copy) gets its camera rescaled exactly (pixel centres at +0.5), with a warning."""
     n, w, h = video_info(view.meta["video"])
     cam = view.camera
-    if (w, h) != (cam.width, cam.height):
-        raise InputError(
-            view.meta["video"],
-            f"video is {w}x{h} but camera '{view.name}' is calibrated for {cam.width}x{cam.height}",
+    if (w, h) == (cam.width, cam.height):
+        return view, n
+    sx, sy = w / cam.width, h / cam.height
+    if abs(cam.width * sy - w) < 1.0 and abs(cam.height * sx - h) < 1.0:
+        warnings.append(
+            f"{view.meta['video']}: video is {w}x{h}, calibration {cam.width}x{cam.height}; camera rescaled"
         )
-    return n
+        return replace(view, camera=cam.resized(w, h)), n
+    raise InputError(
+        view.meta["video"],
+        f"video is {w}x{h} but camera '{view.name}' is calibrated for {cam.width}x{cam.height}",
+    )
 
 
 def _given_mask_files(root: Path, name: str) -> tuple[str, list[Path]] | None:
