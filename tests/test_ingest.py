@@ -314,3 +314,17 @@ def test_capture_mask_videos_from_the_reader_are_used(tmp_path):
     ingest(None, tmp_path / "o", IngestOptions(frames="1:3", size=64), scene=scene)
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert {r["mask_method"] for r in rep["views"]} == {"given"} and len(rep["views"]) == 6
+
+
+def test_stills_without_masks_are_segmented_from_the_projected_centre(tmp_path):
+    cams = make_rig(4)
+    scene = _still_scene(tmp_path, cams)
+    truth = [cv2.imread(str(v.mask), cv2.IMREAD_GRAYSCALE) > 127 for v in scene.views]
+    for v in scene.views:
+        v.mask = None
+    ingest(None, tmp_path / "o", IngestOptions(size=96), scene=scene)
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    for r, t in zip(rep["views"], truth):
+        assert r["mask_method"] == "grabcut" and "projected subject centre" in r["mask_note"]
+        assert abs(r["mask_coverage"] - t.mean()) < 0.1 * t.mean()
+        assert r["mask_confidence"] <= 0.3  # a weak seed is reported as such

@@ -151,18 +151,27 @@ def compute_masks(sess: Session, pool, sources: list[Source], chunk: list[int]) 
 
 
 def _retry_from_centre(sess: Session, sources, masks, indices) -> None:
-    """Views left without a mask: grabCut seeded by the subject centre the other views agree on."""
+    """Views left without a mask: grabCut seeded by the projected subject centre (the one the other
+    views' masks agree on, else the point the cameras' optical axes meet)."""
     for i in indices:
         empty = [s for s in sources if masks[s.view.name][i].method == "none"]
         full = [s for s in sources if masks[s.view.name][i].method != "none"]
-        if not empty or len(full) < 2:
+        if not empty:
             continue
-        cents = [mask_centroid(masks[s.view.name][i].mask) for s in full]
-        c = centre_from_masks([s.view.camera for s in full], cents)
+        try:
+            if len(full) >= 2:
+                cents = [mask_centroid(masks[s.view.name][i].mask) for s in full]
+                c = centre_from_masks([s.view.camera for s in full], cents)
+            else:
+                c = centre_from_axes([s.view.camera for s in sources])
+        except ValueError:
+            continue
         for s in empty:
             uv, z = s.view.camera.project(c[None])
-            if z[0] > 0:
-                masks[s.view.name][i] = auto_mask(s.frames[i], None, uv, False)
+            if z[0] > 0 and np.all(np.isfinite(uv)):
+                r = auto_mask(s.frames[i], None, uv, False)
+                r.note = (r.note + "; " if r.note else "") + "seeded by the projected subject centre"
+                masks[s.view.name][i] = r
 
 
 def sample_centre(sess: Session, sources, masks, frame: int) -> tuple[np.ndarray, str]:

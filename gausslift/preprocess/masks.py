@@ -150,7 +150,8 @@ def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None =
 
     h, w = frame.shape[:2]
     lo, hi = seeds.min(axis=0), seeds.max(axis=0)
-    span = max(float(np.max(hi - lo)), 0.08 * min(h, w))
+    few = len(seeds) < 3  # e.g. only the projected subject centre: a wider window, a larger prior
+    span = max(float(np.max(hi - lo)), (0.3 if few else 0.08) * min(h, w))
     pad = 0.8 * span + 0.03 * min(h, w)
     x0, y0 = int(max(0, lo[0] - pad)), int(max(0, lo[1] - pad))
     x1, y1 = int(min(w, hi[0] + pad)), int(min(h, hi[1] + pad))
@@ -166,7 +167,7 @@ def grabcut_mask(frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None =
         gc[hc > 0] = cv2.GC_PR_FGD
     pts = ((seeds - [x0, y0]) * s - 0.5).round().astype(np.int32)
     spread = float(np.max(pts.max(axis=0) - pts.min(axis=0))) if len(pts) > 1 else 0.0
-    r_pr = max(3, int(round(0.09 * spread)), int(round(0.03 * max(small.shape[:2]))))
+    r_pr = max(3, int(round(0.09 * spread)), int(round((0.2 if few else 0.03) * max(small.shape[:2]))))
     r_fg = max(1, int(round(0.01 * max(small.shape[:2]))))
     for p in pts:
         cv2.circle(gc, (int(p[0]), int(p[1])), r_pr, int(cv2.GC_PR_FGD), -1)
