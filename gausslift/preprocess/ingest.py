@@ -2,12 +2,15 @@
 together by construction.
 
 Per selected frame (a sample): masks per camera, the subject centre (mean of the 3D keypoints, else the
-rays through the mask centroids), ONE similarity ``world_from_capture`` for all cameras (subject at the
-origin, rig up = +z, median camera distance 2.7; the rotation is shared by all samples of a session),
-then per view a virtual pinhole at the same centre (see :mod:`gausslift.preprocess.reframe`); the image
-and the mask are resampled through one map that undistorts and applies ``H = K_out R_rel K_src^-1``,
-and the output camera is that same virtual pinhole, so they cannot disagree. Each output frame stores
-``source = {camera, frame, homography}``.
+rays through the mask centroids), ONE similarity ``world_from_capture`` applied to every camera of the
+sample (subject at the origin, rig up = +z, median camera distance 2.7). The rotation depends on the
+cameras only and is shared by all samples of a session (``rotation_up`` in the manifest); translation
+and scale follow the subject, which may move between frames, so each sample stores its own transform
+(its ``opencv_cameras.json`` and the manifest's ``samples``). Then per view a virtual pinhole at the
+same centre (see :mod:`gausslift.preprocess.reframe`); the image and the mask are resampled through one
+map that undistorts and applies ``H = K_out R_rel K_src^-1``, and the output camera is that same
+virtual pinhole, so they cannot disagree. Each output frame stores ``source = {camera, frame,
+homography}``. Videos are decoded front to back in chunks of frames (bounded memory).
 
 Bad calibrations (see :mod:`gausslift.preprocess.calib`) are reported and their cameras excluded
 unless ``keep_bad_cameras``.
@@ -314,6 +317,8 @@ def _image_checks(sess: Session, sources, masks, indices) -> list[Source]:
     if bad and not sess.opts.keep_bad_cameras and len(bad) < len(names):
         sess.warnings.append(f"camera(s) {', '.join(bad)} excluded (--keep-bad-cameras to use them)")
         return [s for s in sources if s.view.name not in bad]
+    if bad:
+        sess.warnings.append(f"camera(s) {', '.join(bad)} fail the image check but are USED")
     return sources
 
 
