@@ -250,3 +250,14 @@ def test_viewmat_gradient_matches_oracle():
         grads.append(vm.grad)
     assert grads[0][:, :3].abs().sum() > 0
     assert cosine(grads[0], grads[1]) >= 0.999
+
+
+def test_no_grad_inference_matches():
+    sc = scene(N=120, C=1, sh_degree=2)
+    with torch.no_grad():
+        r0, a0, meta = rasterize(*sc, sh_degree=2, backend="cpu")
+    assert not r0.requires_grad and not meta["means2d"].requires_grad
+    params = [t.clone().requires_grad_(True) for t in sc[:5]]
+    r1, a1, _ = rasterize(*params, *sc[5:], sh_degree=2, backend="cpu")
+    assert r1.requires_grad
+    assert torch.equal(r0, r1.detach()) and torch.equal(a0, a1.detach())
