@@ -128,23 +128,32 @@ def _seeds(scene: Scene, view, frame: int) -> tuple[np.ndarray | None, bool]:
     return (uv[ok], True) if ok.sum() >= 2 else (None, False)
 
 
-def compute_mask(sess: Session, src: Source, i: int) -> MaskResult:
+def compute_mask(sess: Session, src: Source, i: int, model: dict | None = None) -> MaskResult:
     """Mask of one camera at frame ``i``. Once the background model has missed the subject in two
     frames of a camera (it hardly moves), its later chunks go straight to the seeded segmentation."""
     seeds, are_kp = _seeds(sess.scene, src.view, i)
     if i in src.given:
         return given_mask(src.given[i], seeds)
     bg = src.background if src.background_misses < 2 else None
-    r = auto_mask(src.frames[i], bg, seeds, are_kp)
+    r = auto_mask(src.frames[i], bg, seeds, are_kp, model=model if are_kp else None)
     if bg is None and src.background is not None:
         r.note = "background model skipped: it missed the subject in earlier frames (it hardly moves)"
     return r
 
 
 def compute_masks(sess: Session, pool, sources: list[Source], chunk: list[int]) -> dict:
-    """{camera: {frame: MaskResult}} for a chunk, one task per (camera, frame)."""
-    futs = {(s.view.name, i): pool.submit(compute_mask, sess, s, i) for s in sources for i in chunk}
-    masks: dict[str, dict[int, MaskResult]] = {s.view.name: {} for s in sources}
+    """{camera: {frame: MaskResult}} for a chunk, one task per (camera, frame). The grabCut colour
+    models are learnt on the chunk's first frame of each camera and used frozen on the others (steadier
+    and about 3x faster than re-learning them every frame)."""
+    models = {s.view.name: {} for s in sources}
+    first = {s.view.name: pool.submit(compute_mask, sess, s, chunk[0], models[s.view.name]) for s in sources}
+    first = {n: f.result() for n, f in first.items()}
+    futs = {
+        (s.view.name, i): pool.submit(compute_mask, sess, s, i, models[s.view.name])
+        for s in sources
+        for i in chunk[1:]
+    }
+    masks: dict[str, dict[int, MaskResult]] = {n: {chunk[0]: r} for n, r in first.items()}
     for (name, i), f in futs.items():
         masks[name][i] = f.result()
     for s in sources:
