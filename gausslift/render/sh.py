@@ -20,21 +20,14 @@ _FAST = {"contract", "arcp", "nsz", "reassoc"}  # no nnan/ninf
 
 
 @numba.njit(cache=True, inline="always")
-def _basis(degree, x, y, z, B, dB):
-    """Fill B[k] and (if dB is not empty) dB[k, :] = dB_k/d(x, y, z)."""
-    grad = dB.shape[0] > 0
+def _basis(degree, x, y, z, B):
+    """B[k] = k-th basis function at the unit direction (x, y, z), k < (degree+1)^2."""
     B[0] = SH_C0
-    if grad:
-        dB[:, :] = 0.0
     if degree < 1:
         return
     B[1] = -SH_C1 * y
     B[2] = SH_C1 * z
     B[3] = -SH_C1 * x
-    if grad:
-        dB[1, 1] = -SH_C1
-        dB[2, 2] = SH_C1
-        dB[3, 0] = -SH_C1
     if degree < 2:
         return
     B[4] = _A2 * x * y
@@ -42,46 +35,48 @@ def _basis(degree, x, y, z, B, dB):
     B[6] = _C2 * z * z - _D2
     B[7] = -_A2 * x * z
     B[8] = _B2 * (x * x - y * y)
-    if grad:
-        dB[4, 0] = _A2 * y
-        dB[4, 1] = _A2 * x
-        dB[5, 1] = -_A2 * z
-        dB[5, 2] = -_A2 * y
-        dB[6, 2] = 2.0 * _C2 * z
-        dB[7, 0] = -_A2 * z
-        dB[7, 2] = -_A2 * x
-        dB[8, 0] = 2.0 * _B2 * x
-        dB[8, 1] = -2.0 * _B2 * y
     if degree < 3:
         return
     c1 = x * x - y * y
     s1 = 2.0 * x * y
-    c2 = x * c1 - y * s1
-    s2 = x * s1 + y * c1
     tc = -_C3 * z * z + _D3
-    B[9] = -_A3 * s2
+    B[9] = -_A3 * (x * s1 + y * c1)
     B[10] = _B3 * z * s1
     B[11] = tc * y
     B[12] = z * (_E3 * z * z - _F3)
     B[13] = tc * x
     B[14] = _B3 * z * c1
-    B[15] = -_A3 * c2
-    if grad:
-        dB[9, 0] = -_A3 * 6.0 * x * y
-        dB[9, 1] = -_A3 * 3.0 * (x * x - y * y)
-        dB[10, 0] = _B3 * z * 2.0 * y
-        dB[10, 1] = _B3 * z * 2.0 * x
-        dB[10, 2] = _B3 * s1
-        dB[11, 1] = tc
-        dB[11, 2] = -2.0 * _C3 * z * y
-        dB[12, 2] = 3.0 * _E3 * z * z - _F3
-        dB[13, 0] = tc
-        dB[13, 2] = -2.0 * _C3 * z * x
-        dB[14, 0] = _B3 * z * 2.0 * x
-        dB[14, 1] = -_B3 * z * 2.0 * y
-        dB[14, 2] = _B3 * c1
-        dB[15, 0] = -_A3 * 3.0 * (x * x - y * y)
-        dB[15, 1] = _A3 * 6.0 * x * y
+    B[15] = -_A3 * (x * c1 - y * s1)
+
+
+@numba.njit(cache=True, inline="always")
+def _basis_grad(degree, x, y, z, S):
+    """sum_k S[k] dB_k/d(x, y, z) (the direction is treated as unconstrained here)."""
+    if degree < 1:
+        return 0.0, 0.0, 0.0
+    gx = -SH_C1 * S[3]
+    gy = -SH_C1 * S[1]
+    gz = SH_C1 * S[2]
+    if degree < 2:
+        return gx, gy, gz
+    gx += _A2 * (y * S[4] - z * S[7]) + 2.0 * _B2 * x * S[8]
+    gy += _A2 * (x * S[4] - z * S[5]) - 2.0 * _B2 * y * S[8]
+    gz += -_A2 * (y * S[5] + x * S[7]) + 2.0 * _C2 * z * S[6]
+    if degree < 3:
+        return gx, gy, gz
+    c1 = x * x - y * y
+    tc = -_C3 * z * z + _D3
+    gx += (
+        -_A3 * (6.0 * x * y * S[9] + 3.0 * c1 * S[15]) + 2.0 * _B3 * z * (y * S[10] + x * S[14]) + tc * S[13]
+    )
+    gy += (
+        -_A3 * (3.0 * c1 * S[9] - 6.0 * x * y * S[15]) + 2.0 * _B3 * z * (x * S[10] - y * S[14]) + tc * S[11]
+    )
+    gz += (
+        2.0 * _B3 * x * y * S[10] - 2.0 * _C3 * z * (y * S[11] + x * S[13])
+        + (3.0 * _E3 * z * z - _F3) * S[12] + _B3 * c1 * S[14]
+    )  # fmt: skip
+    return gx, gy, gz
 
 
 @numba.njit(cache=True, inline="always")
@@ -94,14 +89,14 @@ def _unit_dir(means, campos, n, ci):
 
 
 @numba.njit(cache=True, inline="always")
-def _fwd_one(n, coeffs, degree, means, campos, radii, colors, B, dB):
+def _fwd_one(n, coeffs, degree, means, campos, radii, colors, B):
     nb = (degree + 1) * (degree + 1)
     for ci in range(colors.shape[0]):
         if radii[ci, n, 0] <= 0 or radii[ci, n, 1] <= 0:
             colors[ci, n, :] = 0.0
             continue
         x, y, z, _ = _unit_dir(means, campos, n, ci)
-        _basis(degree, x, y, z, B, dB)
+        _basis(degree, x, y, z, B)
         cc = ci if coeffs.shape[0] > 1 else 0
         for ch in range(3):
             acc = 0.5
@@ -117,57 +112,83 @@ def sh_fwd_kernel(coeffs, degree, means, campos, radii, colors):
     per = (N + _N_CHUNKS - 1) // _N_CHUNKS
     for chunk in numba.prange(_N_CHUNKS):
         B = np.empty(16)
-        dB = np.empty((0, 3))
         for n in range(chunk * per, min(N, (chunk + 1) * per)):
-            _fwd_one(n, coeffs, degree, means, campos, radii, colors, B, dB)
+            _fwd_one(n, coeffs, degree, means, campos, radii, colors, B)
 
 
 @numba.njit(cache=True, inline="always")
-def _bwd_one(n, coeffs, degree, means, campos, radii, colors, v_colors, want_dirs, v_coeffs, v_dirs, B, dB):
+def _bwd_one(
+    n, coeffs, degree, means, campos, radii, colors, v_colors, want_dirs, v_coeffs, v_dirs, B, S, acc
+):
     nb = (degree + 1) * (degree + 1)
-    v_coeffs[:, n] = 0.0
-    for ci in range(colors.shape[0]):
-        if want_dirs:
-            v_dirs[ci, n, :] = 0.0
+    C, Cc, K = colors.shape[0], coeffs.shape[0], coeffs.shape[2]
+    accumulate = Cc == 1 and C > 1  # shared coefficients seen by several cameras
+    if accumulate:
+        acc[:nb, :] = 0.0
+    for ci in range(C):
+        cc = 0 if Cc == 1 else ci
         if radii[ci, n, 0] <= 0 or radii[ci, n, 1] <= 0:
+            if want_dirs:
+                v_dirs[ci, n, :] = 0.0
+            if not accumulate:
+                v_coeffs[cc, n, :nb, :] = 0.0
             continue
         x, y, z, norm = _unit_dir(means, campos, n, ci)
-        _basis(degree, x, y, z, B, dB)
-        cc = ci if coeffs.shape[0] > 1 else 0
+        _basis(degree, x, y, z, B)
         g0 = v_colors[ci, n, 0] if colors[ci, n, 0] > 0.0 else 0.0
         g1 = v_colors[ci, n, 1] if colors[ci, n, 1] > 0.0 else 0.0
         g2 = v_colors[ci, n, 2] if colors[ci, n, 2] > 0.0 else 0.0
-        vx = 0.0
-        vy = 0.0
-        vz = 0.0
         for k in range(nb):
-            v_coeffs[cc, n, k, 0] += B[k] * g0
-            v_coeffs[cc, n, k, 1] += B[k] * g1
-            v_coeffs[cc, n, k, 2] += B[k] * g2
-            if want_dirs and k > 0:
-                s = g0 * coeffs[cc, n, k, 0] + g1 * coeffs[cc, n, k, 1] + g2 * coeffs[cc, n, k, 2]
-                vx += s * dB[k, 0]
-                vy += s * dB[k, 1]
-                vz += s * dB[k, 2]
+            b = B[k]
+            if accumulate:
+                acc[k, 0] += b * g0
+                acc[k, 1] += b * g1
+                acc[k, 2] += b * g2
+            else:
+                v_coeffs[cc, n, k, 0] = b * g0
+                v_coeffs[cc, n, k, 1] = b * g1
+                v_coeffs[cc, n, k, 2] = b * g2
+            if want_dirs:
+                S[k] = g0 * coeffs[cc, n, k, 0] + g1 * coeffs[cc, n, k, 1] + g2 * coeffs[cc, n, k, 2]
         if want_dirs:
-            # through the normalisation d / |d|
-            dot = x * vx + y * vy + z * vz
+            vx, vy, vz = _basis_grad(degree, x, y, z, S)
+            dot = x * vx + y * vy + z * vz  # through the normalisation d / |d|
             v_dirs[ci, n, 0] = (vx - x * dot) / norm
             v_dirs[ci, n, 1] = (vy - y * dot) / norm
             v_dirs[ci, n, 2] = (vz - z * dot) / norm
+    if accumulate:
+        for k in range(nb):
+            for ch in range(3):
+                v_coeffs[0, n, k, ch] = acc[k, ch]
+    if nb < K:
+        v_coeffs[:, n, nb:, :] = 0.0
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
 def sh_bwd_kernel(coeffs, degree, means, campos, radii, colors, v_colors, want_dirs, v_coeffs, v_dirs):
-    """v_coeffs [Cc,N,K,3] (zeroed here); v_dirs [C,N,3] = dL/d(mean - campos) when want_dirs."""
+    """v_coeffs [Cc,N,K,3] (all written); v_dirs [C,N,3] = dL/d(mean - campos) when want_dirs."""
     N = colors.shape[1]
     per = (N + _N_CHUNKS - 1) // _N_CHUNKS
     for chunk in numba.prange(_N_CHUNKS):
         B = np.empty(16)
-        dB = np.empty((16 if want_dirs else 0, 3))
+        S = np.empty(16)
+        acc = np.empty((16, 3))
         for n in range(chunk * per, min(N, (chunk + 1) * per)):
             _bwd_one(
-                n, coeffs, degree, means, campos, radii, colors, v_colors, want_dirs, v_coeffs, v_dirs, B, dB
+                n,
+                coeffs,
+                degree,
+                means,
+                campos,
+                radii,
+                colors,
+                v_colors,
+                want_dirs,
+                v_coeffs,
+                v_dirs,
+                B,
+                S,
+                acc,
             )
 
 
