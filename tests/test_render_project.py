@@ -1,5 +1,7 @@
 """Numba projection and SH kernels (forward and analytic backward) against the PyTorch oracle."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -188,3 +190,28 @@ def test_sh_matches_oracle(degree, per_camera):
         assert mt2.grad.abs().max() == 0  # degree 0 does not depend on the view direction
     nb = (degree + 1) ** 2
     assert ct2.grad[..., nb:, :].abs().max() == 0
+
+
+@pytest.mark.parametrize("u_true, clamped", [(0.6, False), (2.0, True)])
+def test_jacobian_clamp_closed_form(u_true, clamped):
+    """Isotropic Gaussian at (u z, 0, z): cov2d = s^2 J J^T + 0.3 I with x/z clamped to 1.3 tan(half fov)."""
+    W, H, fx, fy, z, s = 100, 80, 50.0, 40.0, 2.0, 0.5
+    scene = [
+        np.array([[u_true * z, 0.0, z]], np.float32),
+        np.array([[1.0, 0.0, 0.0, 0.0]], np.float32),
+        np.full((1, 3), s, np.float32),
+        np.eye(4, dtype=np.float32)[None].copy(),
+        np.array([[[fx, 0, W / 2], [0, fy, H / 2], [0, 0, 1]]], np.float32),
+        W,
+        H,
+    ]
+    means2d, conics, _, radii = P.project_fwd(*scene)
+    u = min(u_true, 1.3 * 0.5 * W / fx)  # centred principal point: limit = 1.3 tan(half fov)
+    assert (u < u_true) == clamped
+    a = s * s * fx * fx / (z * z) * (1 + u * u) + 0.3
+    c = s * s * fy * fy / (z * z) + 0.3
+    np.testing.assert_allclose(conics[0, 0], [1 / a, 0.0, 1 / c], rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(means2d[0, 0], [fx * u_true + W / 2, H / 2], rtol=1e-6)
+    assert radii[0, 0].tolist() == [math.ceil(3 * math.sqrt(a)), math.ceil(3 * math.sqrt(c))]
+    _, (_, c_ref, _, _) = oracle_project(scene, dtype=torch.float64)
+    np.testing.assert_allclose(conics[0, 0], c_ref[0, 0].numpy(), rtol=1e-5, atol=1e-9)
