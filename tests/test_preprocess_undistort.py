@@ -76,3 +76,18 @@ def test_samples_beyond_the_distortion_fold_are_invalid():
     mx, my = remap_maps(src, np.eye(3), make_K(20.0, 20.0, 50.0, 50.0), 100, 100)
     assert mx[0, 0] < -1000 and mx[50, 50] > 0
     assert max_valid_radius2(np.zeros(5)) == 25.0
+
+
+def test_map_agrees_with_opencv_initUndistortRectifyMap():
+    """An independent reference: OpenCV's own undistort+rectify map (pixel centres at integers, so both
+    K are shifted by -0.5) must give the same sampling positions wherever ours is valid."""
+    src = _cam()
+    src = src.with_(K=src.K * np.array([[1, 0, 1], [1, 1, 1], [1, 1, 1]]))  # no skew for OpenCV
+    R = Rotation.from_rotvec([0.04, -0.08, 0.1]).as_matrix()
+    K_out = make_K(130.0, 130.0, 48.0, 48.0)
+    mx, my = remap_maps(src, R, K_out, 96, 96)
+    shift = np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
+    cx, cy = cv2.initUndistortRectifyMap(src.K - shift, src.dist, R, K_out - shift, (96, 96), cv2.CV_32FC1)
+    ok = mx > -1000
+    assert ok.mean() > 0.9
+    assert np.abs(mx - cx)[ok].max() < 2e-3 and np.abs(my - cy)[ok].max() < 2e-3
