@@ -124,8 +124,8 @@ def check_calibration(
             warnings.append(
                 f"camera '{c.name}': calibration identical to {', '.join(map(repr, c.duplicate_of))}"
             )
-        for r in c.reasons:
-            warnings.append(f"camera '{c.name}': {r}")
+        if check_scene is None:  # (gausslift.checks already words these)
+            warnings += [f"camera '{c.name}': {r}" for r in c.reasons]
     return checks, warnings
 
 

@@ -98,6 +98,8 @@ def select_cameras(sess: Session) -> list:
     sess.warnings += w
     views = [v for v in scene.views if v.name not in opts.exclude]
     bad = [v.name for v in views if sess.checks[v.name].bad]
+    for n in bad:
+        sess.warnings.append(f"camera '{n}': bad calibration: {'; '.join(sess.checks[n].reasons)}")
     if bad:
         if opts.keep_bad_cameras:
             sess.warnings.append(

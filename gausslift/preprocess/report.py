@@ -95,8 +95,8 @@ def markdown(report: dict) -> str:
         for r in report["views"]:
             lines.append(_row([_f(r[key], fmt) for _, key, fmt in VIEW_COLUMNS]))
         lines.append("")
-    lines += ["## Cameras", "", _row(["camera", "used", "reprojection median px", "mean px", "n", "notes"])]
-    lines.append(_row(["---"] * 6))
+    head = ["camera", "used", "reprojection median px", "mean px", "n", "image check (mask radii)", "notes"]
+    lines += ["## Cameras", "", _row(head), _row(["---"] * len(head))]
     for name, c in report["cameras"].items():
         r = c.get("reprojection") or {}
         notes = "; ".join(c.get("reasons", []))
@@ -104,7 +104,8 @@ def markdown(report: dict) -> str:
             notes = "identical to " + ", ".join(c["duplicate_of"])
         used = "yes" if c["used"] else "no"
         med, mean = _f(r.get("median_px"), "{:.3f}"), _f(r.get("mean_px"), "{:.3f}")
-        lines.append(_row([name, used, med, mean, r.get("n", "-"), notes]))
+        ic = _f((c.get("image_consistency") or {}).get("centroid_rel"), "{:.2f}")
+        lines.append(_row([name, used, med, mean, r.get("n", "-"), ic, notes]))
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     return "\n".join(lines)
 

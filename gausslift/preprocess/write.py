@@ -4,7 +4,6 @@ top-level ``world_from_capture``), and, for calibration-only captures, the norma
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +98,7 @@ def calibration_only(sess, views, out: Path, capture, t0) -> dict:
     )
     sess.warnings.append("calibration only (no video or images): no samples written; cameras in cameras.json")
     R = T[:3, :3] / np.cbrt(np.linalg.det(T[:3, :3]))
-    man = _finish(sess, out, capture, [], [], R, t0 if t0 is not None else time.perf_counter())
+    man = _finish(sess, out, capture, [], [], R, t0)
     man["world_from_capture"] = T.tolist()
     atomic_write_json(out / "manifest.json", man)
     return man
