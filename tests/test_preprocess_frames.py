@@ -59,3 +59,23 @@ def test_sample_indices_and_images(tmp_path):
     assert read_image_u8(tmp_path / "c.png")[0, 0].tolist() == [200, 0, 0]
     with pytest.raises(InputError):
         read_image_u8(tmp_path / "nope.png")
+
+
+def test_given_mask_folder_picks_frames_by_number(tmp_path):
+    from gausslift.cameras import Camera, make_K
+    from gausslift.preprocess.sources import open_source, read_chunk
+    from gausslift.scene import View
+
+    img = tmp_path / "cam.png"
+    cv2.imwrite(str(img), np.zeros((6, 8), np.uint8))
+    (tmp_path / "masks" / "cam").mkdir(parents=True)
+    for i in (0, 5, 10):  # sparse, numbered files: frame 5 is mask_0005.png, not the 6th file
+        cv2.imwrite(str(tmp_path / "masks" / "cam" / f"mask_{i:04d}.png"), np.full((6, 8), 20 * i, np.uint8))
+    view = View("cam", Camera(make_K(5.0, 5.0, 4.0, 3.0), np.eye(4), 8, 6), image=img)
+    src = open_source(view, str(tmp_path / "masks"), 25, 1, [0])
+    read_chunk(src, [5, 10])
+    assert src.given[5][0, 0] == 100 and src.given[10][0, 0] == 200
+    with pytest.raises(InputError):
+        read_chunk(src, [7])
+    with pytest.raises(InputError):
+        open_source(View("other", view.camera, image=img), str(tmp_path / "masks"), 25, 1, [0])

@@ -99,8 +99,8 @@ def _pick_image(files: list[Path], idx: int) -> Path | None:
         m = re.findall(r"\d+", p.stem)
         if m:
             numbered.setdefault(int(m[-1]), p)
-    if len(numbered) == len(files) and idx in numbered:
-        return numbered[idx]
+    if len(numbered) == len(files):  # every file carries a number: that is its frame
+        return numbered.get(idx)
     return files[idx] if idx < len(files) else None
 
 
