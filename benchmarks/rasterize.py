@@ -4,12 +4,16 @@ Scenes: Gaussians uniform in the unit ball, scales 0.02 with log-normal jitter, 
 colours and rotations; one camera at distance 2.7 looking at the centre, horizontal FOV 50 degrees.
 Sizes: 20k at 200^2, 100k at 400^2, 300k at 512^2.
 
-What is timed: the rasterisation stage only (tile binning + depth sort + compositing, and its backward),
-starting from projected 2D Gaussians (means2d, conics, radii, depths) computed here in numpy (EWA splatting,
-eps2d = 0.3, radius = ceil(3 sigma) per axis). Timings are medians of several runs after a warm-up. Peak
-memory is measured in a fresh subprocess per (scene, backend, mode): ru_maxrss after the runs minus
-ru_maxrss after building the scene and warming up the code paths on a tiny scene (so it is the extra
-resident memory the rasteriser needed at its peak).
+What is timed (--stage):
+* full (default): ``gausslift.render.rasterize(..., backend="cpu")`` vs ``backend="torch"``: projection, tile
+  binning, depth sort, compositing, and for fwdbwd the backward to means/quats/scales/opacities/colors;
+* raster: only the raster stage (binning + sort + compositing, and its backward to means2d/conics/colors/
+  opacities): ``raster.rasterize_to_pixels_fwd/bwd`` vs the dense-tile ``rasterize_to_pixels_torch``, from
+  2D Gaussians projected here in numpy (EWA, eps2d = 0.3, radius = ceil(3 sigma) per axis).
+Timings are medians of several runs after a warm-up run. Peak memory is measured in a fresh subprocess
+per (scene, backend, mode): the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
+after imports, scene creation, a tiny warm-up render and malloc_trim; the reported value is VmHWM after
+the warm-up and timed runs minus the RSS at the reset: the extra resident memory at the peak of a render.
 
     python benchmarks/rasterize.py                 # all sizes
     python benchmarks/rasterize.py --sizes 100k --runs 5
@@ -18,6 +22,8 @@ resident memory the rasteriser needed at its peak).
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import json
 import math
 import os
@@ -31,15 +37,35 @@ import numpy as np
 SIZES = {"20k": (20_000, 200), "100k": (100_000, 400), "300k": (300_000, 512)}
 
 
-def make_scene(n, size, seed=0, distance=2.7, fov_deg=50.0, eps2d=0.3):
-    """Projected inputs of the rasteriser for a random Gaussian ball seen by one camera."""
+def make_gaussians(n, seed=0):
+    """Gaussians uniform in the unit ball: means, quats (wxyz), scales, opacities, colours (numpy)."""
     rng = np.random.default_rng(seed)
     d = rng.normal(size=(n, 3))
     means = d / np.linalg.norm(d, axis=1, keepdims=True) * rng.uniform(0, 1, (n, 1)) ** (1 / 3)
-    scales = 0.02 * np.exp(rng.normal(0, 0.3, (n, 3)))
     q = rng.normal(size=(n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
+    return dict(
+        means=means,
+        quats=q / np.linalg.norm(q, axis=1, keepdims=True),
+        scales=0.02 * np.exp(rng.normal(0, 0.3, (n, 3))),
+        opacities=rng.uniform(0.1, 1.0, n),
+        colors=rng.uniform(0, 1, (n, 3)),
+    )
+
+
+def make_camera(size, distance=2.7, fov_deg=50.0):
+    """viewmat (camera on -z looking at the origin, OpenCV axes) and K for a square image."""
+    f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
+    K = np.array([[f, 0, 0.5 * size], [0, f, 0.5 * size], [0, 0, 1.0]])
+    viewmat = np.eye(4)
+    viewmat[2, 3] = distance
+    return viewmat, K
+
+
+def make_scene(n, size, seed=0, eps2d=0.3):
+    """Projected inputs of the raster stage (numpy EWA splatting, radius = ceil(3 sigma) per axis)."""
+    gs = make_gaussians(n, seed)
+    viewmat, K = make_camera(size)
+    w, x, y, z = gs["quats"].T
     R = np.stack(
         [
             1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
@@ -48,11 +74,9 @@ def make_scene(n, size, seed=0, distance=2.7, fov_deg=50.0, eps2d=0.3):
         ],
         -1,
     ).reshape(n, 3, 3)  # fmt: skip
-    cov3 = R @ (scales[:, :, None] ** 2 * np.eye(3)) @ R.transpose(0, 2, 1)
-    # camera on the -z axis looking at the origin (OpenCV: x right, y down, z forward)
-    pc = means + np.array([0.0, 0.0, distance])
-    f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
-    cx = cy = 0.5 * size
+    cov3 = R @ (gs["scales"][:, :, None] ** 2 * np.eye(3)) @ R.transpose(0, 2, 1)
+    pc = gs["means"] @ viewmat[:3, :3].T + viewmat[:3, 3]
+    f, cx, cy = K[0, 0], K[0, 2], K[1, 2]
     tz = pc[:, 2]
     J = np.zeros((n, 2, 3))
     J[:, 0, 0] = f / tz
@@ -68,11 +92,36 @@ def make_scene(n, size, seed=0, distance=2.7, fov_deg=50.0, eps2d=0.3):
     return dict(
         means2d=f32(means2d),
         conics=f32(conics),
-        colors=f32(rng.uniform(0, 1, (n, 3))),
-        opacities=f32(rng.uniform(0.1, 1.0, n)),
+        colors=f32(gs["colors"]),
+        opacities=f32(gs["opacities"]),
         radii=np.ascontiguousarray(radii[None]),
         depths=f32(tz),
     )
+
+
+def _full_runner(n, size, backward, backend, seed=0):
+    """The whole pipeline through gausslift.render.rasterize (projection + raster), RGB, one camera."""
+    import torch
+
+    from gausslift.render import rasterize
+
+    gs = {k: torch.tensor(v, dtype=torch.float32) for k, v in make_gaussians(n, seed).items()}
+    viewmat, K = make_camera(size)
+    viewmats = torch.tensor(viewmat, dtype=torch.float32)[None]
+    Ks = torch.tensor(K, dtype=torch.float32)[None]
+    g = torch.Generator().manual_seed(1)
+    v_render = torch.randn(1, size, size, 3, generator=g)
+    v_alpha = torch.randn(1, size, size, 1, generator=g)
+
+    def run():
+        inp = {k: v.clone().requires_grad_(backward) for k, v in gs.items()}
+        with torch.set_grad_enabled(backward):
+            render, alpha, _ = rasterize(**inp, viewmats=viewmats, Ks=Ks, width=size, height=size,
+                                         backend=backend)  # fmt: skip
+            if backward:
+                ((render * v_render).sum() + (alpha * v_alpha).sum()).backward()
+
+    return run
 
 
 def _numba_runner(scene, size, backward):
@@ -113,22 +162,55 @@ def _torch_runner(scene, size, backward):
     return run
 
 
-def measure(key, backend, backward, runs):
+def measure(key, stage, backend, backward, runs):
     """Median seconds and peak extra RSS (MiB) of one configuration, in this process."""
     n, size = SIZES[key]
-    runner = _numba_runner if backend == "cpu" else _torch_runner
-    runner(make_scene(200, 32, seed=1), 32, backward)()  # compile / warm up code paths
-    scene = make_scene(n, size)
-    fn = runner(scene, size, backward)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if stage == "full":
+        _full_runner(200, 32, backward, backend, seed=1)()  # compile / warm up code paths
+        fn = _full_runner(n, size, backward, backend)
+    else:
+        runner = _numba_runner if backend == "cpu" else _torch_runner
+        runner(make_scene(200, 32, seed=1), 32, backward)()
+        fn = runner(make_scene(n, size), size, backward)
+    gc.collect()
+    base = _reset_peak_rss()
     fn()  # warm-up at full size
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"median_s": float(np.median(times)), "times": times, "peak_mib": (peak - base) / 1024}
+    return {"median_s": float(np.median(times)), "times": times, "peak_mib": (_peak_rss() - base) / 1024}
+
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _reset_peak_rss():
+    """Reset the kernel's peak-RSS counter (VmHWM) and return the current RSS in KiB (Linux). Freed heap
+    memory is first handed back to the OS (malloc_trim) so that reusing it is counted as new memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status_kib("VmRSS")
+    except OSError:  # no clear_refs: fall back to the process-lifetime peak
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _peak_rss():
+    try:
+        return _status_kib("VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def main(argv=None):
@@ -136,21 +218,24 @@ def main(argv=None):
     ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--torch-runs", type=int, default=3)
+    ap.add_argument("--stage", choices=("full", "raster"), default="full",
+                    help="full: gausslift.render.rasterize(); raster: the raster kernels alone")  # fmt: skip
+    ap.add_argument("--modes", nargs="*", default=["fwd", "fwdbwd"], choices=["fwd", "fwdbwd"])
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--one", nargs=3, metavar=("SIZE", "BACKEND", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:  # child process: one configuration, JSON on stdout
         key, backend, mode = args.one
         runs = args.runs if backend == "cpu" else args.torch_runs
-        print(json.dumps(measure(key, backend, mode == "fwdbwd", runs)))
+        print(json.dumps(measure(key, args.stage, backend, mode == "fwdbwd", runs)))
         return 0
     rows = []
     for key in args.sizes:
-        for mode in ("fwd", "fwdbwd"):
+        for mode in args.modes:
             res = {}
             for backend in ("cpu",) if args.skip_torch else ("cpu", "torch"):
                 cmd = [sys.executable, __file__, "--one", key, backend, mode, "--runs", str(args.runs),
-                       "--torch-runs", str(args.torch_runs)]  # fmt: skip
+                       "--torch-runs", str(args.torch_runs), "--stage", args.stage]  # fmt: skip
                 out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
                 if out.returncode != 0:
                     print(out.stderr, file=sys.stderr)

@@ -11,6 +11,7 @@ opacities (and backgrounds).
 from __future__ import annotations
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 ALPHA_MAX = 0.99
 ALPHA_MIN = 1.0 / 255.0
@@ -51,7 +52,7 @@ def tile_intersections(means2d, radii, depths, width, height, tile_size=16):
 
 def _composite_batch(px, py, mean, conic, opac, color, valid):
     """Dense compositing of B tiles: pixel centres px, py [B, S]; Gaussians [B, P, ...] (valid [B, P]).
-    Returns (colour [B, S, D], final transmittance [B, S])."""
+    Returns (colour [B, S, D], final transmittance [B, S], list length actually used per tile [B])."""
     dx = mean[..., 0:1] - px[:, None, :]  # [B, P, S]
     dy = mean[..., 1:2] - py[:, None, :]
     a, b, c = conic[..., 0:1], conic[..., 1:2], conic[..., 2:3]
@@ -61,17 +62,34 @@ def _composite_batch(px, py, mean, conic, opac, color, valid):
     alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
     with torch.no_grad():  # stop before the Gaussian that takes T to <= T_MIN (T is non-increasing)
         alive = torch.cumprod(1.0 - alpha, dim=1) > T_MIN
+        used = (alive.any(dim=2) & valid).sum(dim=1)  # alive is a prefix along P: Gaussians that matter
     alpha = torch.where(alive, alpha, torch.zeros_like(alpha))
     T = torch.cumprod(1.0 - alpha, dim=1)
     T_before = torch.cat([torch.ones_like(T[:, :1]), T[:, :-1]], dim=1)
     rgb = torch.einsum("bps,bpd->bsd", alpha * T_before, color)
-    return rgb, T[:, -1]
+    return rgb, T[:, -1], used
+
+
+def _batches(tiles, counts, S):
+    """Tiles (with counts > 0) grouped by similar list length, about BATCH_ELEMENTS elements each."""
+    tiles = tiles[counts[tiles] > 0]
+    tiles = tiles[torch.argsort(counts[tiles], descending=True, stable=True)]  # batch max = its first
+    i = 0
+    while i < tiles.numel():
+        nb = max(1, BATCH_ELEMENTS // (int(counts[tiles[i]]) * S))
+        yield tiles[i : i + nb]
+        i += nb
 
 
 def rasterize_to_pixels_torch(
     means2d, conics, colors, opacities, radii, depths, backgrounds, width, height, tile_size=16
 ):
-    """Returns (render [C, H, W, D], alpha [C, H, W]), differentiable by autograd."""
+    """Returns (render [C, H, W, D], alpha [C, H, W]), differentiable by autograd.
+
+    With gradients, a first no-grad pass trims every tile list after the last Gaussian that reaches a live
+    pixel (exact: later ones are masked anyway), then each batch runs under activation checkpointing so
+    memory stays bounded by the batch size instead of growing with all tiles' [P, pixels] blocks.
+    """
     C, N, D = colors.shape
     tiles_x = (width + tile_size - 1) // tile_size
     tiles_y = (height + tile_size - 1) // tile_size
@@ -81,34 +99,41 @@ def rasterize_to_pixels_torch(
     tile, gid = tile_intersections(means2d, radii, depths, width, height, tile_size)
     counts = torch.bincount(tile, minlength=n_tiles)
     starts = torch.cumsum(counts, 0) - counts
-    mean_f = means2d.reshape(C * N, 2)
-    conic_f = conics.reshape(C * N, 3)
-    opac_f = opacities.reshape(C * N)
-    color_f = colors.reshape(C * N, D)
+    flat = [
+        means2d.reshape(C * N, 2),
+        conics.reshape(C * N, 3),
+        opacities.reshape(C * N),
+        colors.reshape(C * N, D),
+    ]
     u = torch.arange(tile_size, dtype=dt) + 0.5
     off_x = u.repeat(tile_size)  # pixel s = v * tile_size + u
     off_y = u.repeat_interleave(tile_size)
 
-    tiles_sorted = torch.nonzero(counts).flatten()
-    tiles_sorted = tiles_sorted[torch.argsort(counts[tiles_sorted], stable=True)]
-    done_ids, done_rgb, done_T = [], [], []
-    i = 0
-    while i < tiles_sorted.numel():  # batches of tiles with similar list lengths
-        pmax = int(counts[tiles_sorted[i]])
-        nb = max(1, BATCH_ELEMENTS // (pmax * S))
-        ids = tiles_sorted[i : i + nb]
-        pmax = int(counts[ids].max())
+    def run(ids, cnt, *tensors):
+        pmax = int(cnt.max())
         ar = torch.arange(pmax)
-        valid = ar[None, :] < counts[ids][:, None]
+        valid = ar[None, :] < cnt[:, None]
         g = gid[(starts[ids][:, None] + ar[None, :]).clamp(max=gid.numel() - 1)]
         r = ids % (tiles_x * tiles_y)
         px = (r % tiles_x * tile_size).to(dt)[:, None] + off_x[None, :]
         py = (torch.div(r, tiles_x, rounding_mode="floor") * tile_size).to(dt)[:, None] + off_y[None, :]
-        rgb, T = _composite_batch(px, py, mean_f[g], conic_f[g], opac_f[g], color_f[g], valid)
+        mean, conic, opac, color = (t[g] for t in tensors)
+        return _composite_batch(px, py, mean, conic, opac, color, valid)
+
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
+    if grad:  # no-grad pass: list length actually used per tile
+        with torch.no_grad():
+            for ids in _batches(torch.arange(n_tiles), counts, S):
+                counts[ids] = run(ids, counts[ids], *flat)[2]
+    done_ids, done_rgb, done_T = [], [], []
+    for ids in _batches(torch.arange(n_tiles), counts, S):
+        if grad:
+            rgb, T, _ = checkpoint(run, ids, counts[ids], *flat, use_reentrant=False)
+        else:
+            rgb, T, _ = run(ids, counts[ids], *flat)
         done_ids.append(ids)
         done_rgb.append(rgb)
         done_T.append(T)
-        i += nb
 
     rgb_all = colors.new_zeros(n_tiles, S, D)
     T_all = colors.new_ones(n_tiles, S)
