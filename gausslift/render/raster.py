@@ -143,6 +143,20 @@ def _misses_columns(x0, x1, mx, ex):
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _row_misses(x0, x1, mx, dy, a, b, det, tmax, ex):
+    """True when, on the pixel row at vertical offset dy = my - centre_y, the alpha >= 1/255 ellipse spans
+    no pixel centre of the columns x0 .. x1-1 (its chord there is [xc - hw, xc + hw])."""
+    if ex < 0:
+        return False
+    disc = _TWO * a * tmax - det * dy * dy
+    if disc < 0:
+        return True
+    hw = np.float32(math.sqrt(disc)) / a
+    xc = mx + b * dy / a
+    return xc + hw < np.float32(x0) or xc - hw > np.float32(x1)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _tile_xy(t, ntpc, tiles_x, ts, width, height):
     c = t // ntpc
     r = t - c * ntpc
@@ -161,7 +175,6 @@ def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render,
         # tile state as [row, column] arrays: row-invariant outer index + in-range column index lets LLVM
         # vectorise each 16-pixel row (a flat p = base + u index does not)
         T = np.empty((ts, ts), np.float32)
-        live = np.empty((ts, ts), np.int32)
         last = np.empty((ts, ts), np.int32)
         acc = np.empty((D, ts, ts), np.float32)
         wgt = np.empty(ts, np.float32)
@@ -177,9 +190,9 @@ def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render,
             for v in range(ts):
                 row_live[v] = pw if v < ph else 0
                 for u in range(ts):
-                    T[v, u] = _ONE
+                    # a stopped pixel keeps -T (its final transmittance, negated); pixels outside: -1
+                    T[v, u] = _ONE if (u < pw and v < ph) else -_ONE
                     last[v, u] = -1
-                    live[v, u] = 1 if (u < pw and v < ph) else 0
             acc[:] = _F0
             tile_live = pw * ph
             s0 = tile_offsets[t]
@@ -187,20 +200,22 @@ def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render,
                 g = flat_ids[i]
                 tmax = P[g, 6]
                 mx = P[g, 0]
-                if tmax < 0 or _misses_columns(x0, x1, mx, P[g, 8]):
+                ex = P[g, 8]
+                if tmax < 0 or _misses_columns(x0, x1, mx, ex):
                     continue
                 my = P[g, 1]
                 a = P[g, 2]
                 b = P[g, 3]
                 cc = P[g, 4]
                 o = P[g, 5]
+                det = a * cc - b * b
                 li = np.int32(i - s0)
                 ylo, yhi = _rows(y0, y1, my, P[g, 7])
                 for y in range(ylo, yhi + 1):
                     v = y - y0
-                    if row_live[v] == 0:
-                        continue
                     dy = my - (np.float32(y) + _HALF)
+                    if row_live[v] == 0 or _row_misses(x0, x1, mx, dy, a, b, det, tmax, ex):
+                        continue
                     cdy2 = cc * dy * dy
                     bdy = b * dy
                     nstop = 0
@@ -210,15 +225,14 @@ def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render,
                         sigma = _HALF * (a * dx * dx + cdy2) + bdy * dx
                         al = o * _exp_neg(_sigma_clamped(sigma))
                         al = al if al < ALPHA_MAX else ALPHA_MAX
-                        ok = (sigma >= _F0) & (al >= ALPHA_MIN) & (live[v, u] != 0)
                         tp = T[v, u]
+                        ok = (sigma >= _F0) & (al >= ALPHA_MIN) & (tp > _F0)
                         nT = tp * (_ONE - al)
                         stop = ok & (nT <= T_MIN)
                         con = ok & (nT > T_MIN)
                         wgt[u] = al * tp if con else _F0
-                        T[v, u] = nT if con else tp
+                        T[v, u] = nT if con else (-tp if stop else tp)
                         last[v, u] = li if con else last[v, u]
-                        live[v, u] = 0 if stop else live[v, u]
                         nstop += 1 if stop else 0
                         ncon += 1 if con else 0
                     if ncon > 0:
@@ -233,7 +247,7 @@ def _forward(P, bg, tile_offsets, flat_ids, tile_order, ts, tiles_x, nw, render,
                     break
             for v in range(ph):
                 for u in range(pw):
-                    Tp = T[v, u]
+                    Tp = abs(T[v, u])
                     for d in range(D):
                         render[c, y0 + v, x0 + u, d] = acc[d, v, u] + Tp * bg[c, d]
                     alpha[c, y0 + v, x0 + u] = _ONE - Tp
@@ -291,7 +305,8 @@ def _backward(
                 g = flat_ids[i]
                 tmax = P[g, 6]
                 mx = P[g, 0]
-                if tmax < 0 or _misses_columns(x0, x1, mx, P[g, 8]):
+                ex = P[g, 8]
+                if tmax < 0 or _misses_columns(x0, x1, mx, ex):
                     continue
                 li = np.int32(i - s0)
                 my = P[g, 1]
@@ -299,13 +314,14 @@ def _backward(
                 b = P[g, 3]
                 cc = P[g, 4]
                 o = P[g, 5]
+                det = a * cc - b * b
                 hit = False
                 ylo, yhi = _rows(y0, y1, my, P[g, 7])
                 for y in range(ylo, yhi + 1):
                     v = y - y0
-                    if row_last[v] < li:
-                        continue
                     dy = my - (np.float32(y) + _HALF)
+                    if row_last[v] < li or _row_misses(x0, x1, mx, dy, a, b, det, tmax, ex):
+                        continue
                     cdy2 = cc * dy * dy
                     bdy = b * dy
                     T_r = Tb[v]
