@@ -57,13 +57,13 @@ _E5 = np.float32(1.9875691500e-4)
 _P1, _P2, _P4, _P8, _P16, _P32, _P64 = (np.float32(2.0**-n) for n in (1, 2, 4, 8, 16, 32, 64))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _pack(means2d, conics, colors, opacities):
     """[CN, 8 + D] records. sigma_max < 0 marks a Gaussian that can never reach alpha >= 1/255 (or is not
     finite); y_extent < 0 marks a conic that is not positive definite (then whole tiles are scanned)."""
     CN, D = colors.shape
     P = np.empty((CN, _REC + D), np.float32)
-    for g in prange(CN):
+    for g in range(CN):  # serial, as _reduce: a parallel region costs more than this on a busy machine
         mx = means2d[g, 0]
         my = means2d[g, 1]
         a = conics[g, 0]
@@ -386,11 +386,11 @@ def _backward(
                         G[g, 6 + d] += l_col[d].sum()
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def _reduce(grads, v_means2d, v_conics, v_colors, v_opacities):
     nw, CN, K = grads.shape
     D = K - 6
-    for g in prange(CN):
+    for g in range(CN):
         s = np.zeros(K, np.float32)
         for w in range(nw):
             for j in range(K):
