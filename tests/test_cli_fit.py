@@ -60,7 +60,9 @@ def test_fit_render_eval_compare(capture, tmp_path, rasterizer, capsys):  # noqa
 def test_resume_continues_a_finished_run(capture, tmp_path, rasterizer):  # noqa: F811
     run = tmp_path / "run"
     assert _fit(capture, run) == 0
+    (run / ".checkpoint.pt.k1ll3d.pt").write_bytes(b"half a checkpoint")  # a writer killed midway
     assert main(["fit", str(capture), "--out", str(run), "--resume", "--quiet", "--set", "iters=25"]) == 0
+    assert not list(run.glob(".*"))
     assert json.loads((run / "run.json").read_text())["iters"] == 25
     steps = [int(r.split(",")[0]) for r in (run / "log.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and steps[-1] == 25

@@ -59,6 +59,19 @@ def load_views(views: list[View], downscale: int = 1) -> list[ViewData]:
     return out
 
 
+def downscaled(d: ViewData, factor: int) -> ViewData:
+    """The view at 1/factor resolution (area resampling; K scaled exactly)."""
+    if factor <= 1:
+        return d
+    h, w = d.image.shape[:2]
+    w2, h2 = max(1, w // factor), max(1, h // factor)
+    cam = d.camera.resized(w2, h2)
+    img = torch.from_numpy(_resize(d.image.numpy(), w2, h2))
+    mask = None if d.mask is None else torch.from_numpy(_resize(d.mask.numpy(), w2, h2))
+    K = torch.as_tensor(cam.K, dtype=torch.float32)
+    return ViewData(d.name, cam, img, mask, d.viewmat, K)
+
+
 def train_views(scene: Scene) -> list[View]:
     """The views to fit: the 'train' split (every view when no view is marked train)."""
     if len(scene.views) == 0:

@@ -25,6 +25,17 @@ LOG_CSV = "log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "psnr", "num_gaussians", "sh_degree", "lr_means")
 
 
+def clean_partial(run: str | Path) -> list[str]:
+    """Remove temporary files a killed writer left beside its target (``.NAME.XXXX.ext``); the
+    targets themselves are only ever replaced whole."""
+    gone = []
+    for p in Path(run).glob(".*"):
+        if p.is_file() and any(p.name.startswith(f".{n}.") for n in (CONFIG, INFO, PLY, "checkpoint.pt")):
+            p.unlink()
+            gone.append(p.name)
+    return gone
+
+
 def read_info(run: str | Path) -> dict:
     path = Path(run) / INFO
     if not path.is_file():

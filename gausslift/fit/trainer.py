@@ -24,12 +24,19 @@ from gausslift.config import save_config
 from gausslift.errors import GaussliftError
 from gausslift.fit import checkpoint as ckpt
 from gausslift.fit.config import FitConfig, background_rgb
-from gausslift.fit.data import check_consistent, composite, load_views, stacked_cameras, train_views
+from gausslift.fit.data import (
+    check_consistent,
+    composite,
+    downscaled,
+    load_views,
+    stacked_cameras,
+    train_views,
+)
 from gausslift.fit.init import init_params, scene_extent
 from gausslift.fit.losses import Perceptual, compute_loss
 from gausslift.fit.model import render_params
 from gausslift.fit.optim import base_lrs, load_optimizer_state, make_optimizers, means_lr, optimizer_state
-from gausslift.fit.runs import CONFIG, PLY, RunLog, save_splats, write_info
+from gausslift.fit.runs import CONFIG, PLY, RunLog, clean_partial, save_splats, write_info
 from gausslift.fit.strategy import DefaultStrategy, Schedule, scaled_schedule
 from gausslift.scene import Scene
 
@@ -53,7 +60,7 @@ class Trainer:
         self.reserve = min(10.0, 0.03 * self.budget)
         self.strategy = DefaultStrategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self._stop = False
-        self.progress = True
+        self.levels = {1: self.data}
 
     # -- state ----------------------------------------------------------------------------------------
     def _fresh(self) -> None:
@@ -154,22 +161,66 @@ class Trainer:
         self.pos += 1
         return i
 
+    def _c2f(self) -> bool:
+        h, w = self.data[0].image.shape[:2]
+        return self.cfg.c2f_min_size > 0 and min(h, w) >= self.cfg.c2f_min_size
+
+    def _level(self) -> int:
+        """Coarse to fine: the downscale factor of the training images now."""
+        if not self._c2f():
+            return 1
+        done = self.elapsed() / self.budget if self.budget > 0 else self.step / max(self.total, 1)
+        return 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else 4
+
+    def _views(self, level: int) -> list:
+        if level not in self.levels:
+            self.levels[level] = [downscaled(d, level) for d in self.data]
+        return self.levels[level]
+
+    def _speed_factor(self) -> float:
+        """Mean speed over the rest of the run relative to now: the model grows (x0.6) and, coarse
+        to fine, later stages have more pixels (time ~ pixels^0.7)."""
+        f = 0.6
+        if self._c2f() and self._level() > 1:
+            c = self.cfg
+            f *= c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**0.7 + (1 - c.c2f_full) * 0.0625**0.7
+        return f
+
+    def _warmed_up(self, rates: collections.deque) -> bool:
+        """Enough steps timed to plan: the first steps (JIT compilation) are left out."""
+        if len(rates) < 3:
+            return False
+        if len(rates) == 3:
+            self.warm_from = rates[-1]
+        t0, s0 = self.warm_from
+        span = min(self.cfg.warmup_seconds, 0.1 * self.budget)
+        return self.step - s0 >= 10 and time.perf_counter() - t0 >= span
+
     def _replan(self, rates: collections.deque) -> None:
         """Budgeted runs: set the length from the measured speed (schedules only the first time)."""
-        if len(rates) < 2:
+        times = np.array([t for t, s in rates if self.planned or s >= self.warm_from[1]])
+        if len(times) < 3:
             return
-        (t_a, s_a), (t_b, s_b) = rates[0], rates[-1]
-        rate = (s_b - s_a) / max(t_b - t_a, 1e-6)
+        rate = 1.0 / max(float(np.median(np.diff(times))), 1e-6)  # median: robust to JIT pauses
         left = max(self.budget - self.reserve - self.elapsed(), 0.0)
         if not self.planned:
             # densification will grow the model and slow it down: plan for a mean speed below now
-            self._plan(self.step + max(1, int(rate * left * 0.6)))
+            self._plan(self.step + max(1, int(rate * left * self._speed_factor())))
             self.planned = True
         else:
             self._plan(self.step + max(1, int(rate * left)), schedule=False)
 
+    def _extend(self, rates: collections.deque) -> bool:
+        """A budgeted run that reached its planned length early plans more steps (True if it did)."""
+        if self.budget <= 0 or not self.planned:
+            return False
+        if self.budget - self.reserve - self.elapsed() < max(5.0, 0.02 * self.budget):
+            return False
+        self._replan(collections.deque(list(rates)[-50:]))
+        return self.step < self.total
+
     def train_step(self) -> dict:
-        cfg, v = self.cfg, self.data[self._next_view()]
+        cfg, v = self.cfg, self._views(self._level())[self._next_view()]
         bg = torch.rand(3, generator=self.gen) if (cfg.random_background and v.mask is not None) else self.bg
         sh = min(self.step // self.sh_interval, cfg.sh_degree) if self.planned else 0
         self._apply_lr()
@@ -210,35 +261,33 @@ class Trainer:
         else:
             self._fresh()  # may still reject the input (e.g. masks that carve nothing): before writing
         self.out.mkdir(parents=True, exist_ok=True)
+        clean_partial(self.out)
         save_config(cfg, self.out / CONFIG)
         write_info(self.out, self.run_info | {"finished": False})
         log = RunLog(self.out, resume_step=self.step if resume else -1)
         self.good, self.events = self._state(), []
-        rates: collections.deque = collections.deque(maxlen=50)
+        rates: collections.deque = collections.deque(maxlen=10_000)
         last_ckpt = time.perf_counter()
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = tqdm(total=self.total if self.total < NEVER else None, initial=self.step, disable=not progress)
         try:
-            while self.step < self.total:
-                if self._stop:
+            while self.step < self.total or self._extend(rates):
+                if self._stop:  # Ctrl-C: keep everything so far, resumable with --resume
+                    save_splats(self.params, self.out / PLY)
                     self.save_checkpoint()
                     raise KeyboardInterrupt
                 if self.budget > 0:
                     e = self.elapsed()
                     if e >= self.budget - self.reserve:
                         break
-                    if (
-                        not self.planned
-                        and e >= min(cfg.warmup_seconds, 0.1 * self.budget)
-                        and self.step >= 5
-                    ):
+                    if not self.planned and self._warmed_up(rates):
                         self._replan(rates)
                         bar.total = self.total
                     sch = self.strategy.schedule
                     if self.planned and self.step < sch.refine_stop and e >= 0.6 * self.budget:
                         sch.refine_stop = self.step  # out of time to grow: freeze the model now
                     if self.planned and self.step >= sch.refine_stop and self.step % 100 == 0:
-                        self._replan(collections.deque(list(rates)[-20:]))
+                        self._replan(collections.deque(list(rates)[-50:]))
                         bar.total = self.total
                 stats = self.train_step()
                 self.step += 1
