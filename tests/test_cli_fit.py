@@ -100,3 +100,24 @@ def test_written_images_are_valid_pngs(tmp_path):
     img = cv2.imread(str(tmp_path / "a" / "b.png"), cv2.IMREAD_UNCHANGED)
     assert np.abs(img[..., [2, 1, 0, 3]] / 255.0 - torch.cat([rgb, alpha], -1).numpy()).max() < 0.003
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.png"]
+
+
+@pytest.mark.slow
+def test_demo_writes_ply_turntable_and_metrics(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--minutes", "0.5", "--quiet"]) == 0
+    for f in ("splats.ply", "orbit.mp4", "metrics.json"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["num_views"] == 8 and m["psnr"] > 20
+    assert str(out / "orbit.mp4") in capsys.readouterr().out
+
+
+def test_demo_sample_is_small_and_licensed():
+    from gausslift.cli.demo import SAMPLE
+
+    size = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
+    assert size < 2_000_000
+    assert "Apache License" in (SAMPLE / "LICENSE").read_text()
+    assert "FaceLift" in (SAMPLE / "NOTICE").read_text()
+    assert len(list((SAMPLE / "images").glob("*.png"))) == 32

@@ -45,8 +45,8 @@ class FitConfig:
     # coarse to fine (CPU budgets): images of at least c2f_min_size px train at 1/4 resolution, then
     # 1/2 from c2f_half (fraction of the run), then full from c2f_full
     c2f_min_size: int = 384
-    c2f_half: float = 0.25
-    c2f_full: float = 0.55
+    c2f_half: float = 0.2
+    c2f_full: float = 0.65
     # model
     sh_degree: int = 3
     sh_degree_interval: int = 1000  # reference iterations per degree step

@@ -207,8 +207,13 @@ class Trainer:
             # densification will grow the model and slow it down: plan for a mean speed below now
             self._plan(self.step + max(1, int(rate * left * self._speed_factor())))
             self.planned = True
+            return
+        new = self.step + max(1, int(rate * left))
+        if new > 2 * self.total and self.elapsed() < 0.5 * self.budget:
+            # the first plan was far too short (a slow warm-up): plan the schedules again from here
+            self._plan(self.step + max(1, int(rate * left * self._speed_factor())))
         else:
-            self._plan(self.step + max(1, int(rate * left)), schedule=False)
+            self._plan(new, schedule=False)
 
     def _extend(self, rates: collections.deque) -> bool:
         """A budgeted run that reached its planned length early plans more steps (True if it did)."""
@@ -239,9 +244,6 @@ class Trainer:
         for o in self.optimizers.values():
             o.step()
             o.zero_grad(set_to_none=True)
-        if not self._finite():
-            self._rollback()
-            return {}
         edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, self.step, info)
         mse = float(((renders[0].detach() - gt) ** 2).mean())
         return {
@@ -293,8 +295,11 @@ class Trainer:
                 self.step += 1
                 bar.update(1)
                 rates.append((time.perf_counter(), self.step))
-                if self.step % cfg.snapshot_every == 0:
-                    self.good = self._state()
+                if self.step % cfg.snapshot_every == 0:  # a NaN loss is caught at once; NaN
+                    if self._finite():  # parameters at the latest here, before they become 'good'
+                        self.good = self._state()
+                    else:
+                        self._rollback()
                 n = len(self.params["means"])
                 if stats and (self.step % cfg.log_every == 0 or self.step == self.total):
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=n)
@@ -318,6 +323,8 @@ class Trainer:
         self._stop = True
 
     def finish(self) -> dict:
+        if not self._finite():
+            self._rollback()
         save_splats(self.params, self.out / PLY)
         self.save_checkpoint()
         result = {
