@@ -213,6 +213,13 @@ def _peak_rss():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _fmt(r):
+    if r is None:
+        return "failed"
+    t = r["times"]
+    return f"{r['median_s']:.4f} s [{min(t):.3f}-{max(t):.3f}] {r['peak_mib']:6.1f} MiB"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
@@ -245,7 +252,7 @@ def main(argv=None):
             c, t = res.get("cpu"), res.get("torch")
             ratio = t["median_s"] / c["median_s"] if c and t else float("nan")
             rows.append((key, mode, c, t, ratio))
-            fmt = lambda r: "failed" if r is None else f"{r['median_s']:.4f} s {r['peak_mib']:7.1f} MiB"  # noqa: E731
+            fmt = _fmt
             print(f"{key:>5} {mode:>7}  cpu {fmt(c)}   torch {fmt(t) if t or not args.skip_torch else '-'}"
                   f"   ratio {ratio:.1f}x", flush=True)  # fmt: skip
     return 0
