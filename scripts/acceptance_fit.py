@@ -111,8 +111,7 @@ def run_case(case: str, work: Path, scale: float) -> dict:
 def run_resume(work: Path, scale: float) -> dict:
     """Kill the facelift fit with SIGKILL halfway, resume it, compare with the uninterrupted run."""
     c = CASES["facelift"]
-    full = run_case("facelift", work, scale) if not (work / "facelift_test").is_dir() else None
-    full = full or {"psnr": score("facelift", work / "facelift_test")["psnr"]}
+    full = run_case("facelift", work / "uninterrupted", scale)
     run, minutes = work / "facelift_resume", c["minutes"] * scale
     p = gl("fit", DATA / c["data"], "--out", run, "--minutes", minutes, "--quiet", *c["args"])
     time.sleep(minutes * 60 / 2)

@@ -128,3 +128,25 @@ def test_coarse_to_fine_levels(scene, tmp_path):
     assert torch.allclose(half.K[:2], tr.data[0].K[:2] / 2)
     assert abs(float(half.image.mean()) - float(tr.data[0].image.mean())) < 0.02
     assert _cfg(c2f_min_size=17).c2f_min_size == 17 and not Trainer(scene, _cfg(), tmp_path)._c2f()
+
+
+def test_ctrl_c_writes_a_resumable_checkpoint(scene, tmp_path, rasterizer):  # noqa: F811
+    import os
+    import signal
+
+    tr = Trainer(scene, _cfg(iters=20), tmp_path / "run")
+    step = tr.train_step
+
+    def interrupted():
+        if tr.step == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step()
+
+    tr.train_step = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(progress=False)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 6 and (tmp_path / "run" / "splats.ply").is_file()
+    resumed = Trainer(scene, _cfg(iters=20), tmp_path / "run")
+    assert resumed.fit(resume=True, progress=False)["iters"] == 20

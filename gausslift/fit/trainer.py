@@ -4,7 +4,8 @@ One training view per iteration; Adam per parameter; SH degree rises 0 -> ``sh_d
 strategy edits the Gaussians through its hooks. With a ``minutes`` budget the run first measures its
 speed for ``warmup_seconds``, then plans its length (and so every schedule), re-planning the tail
 once densification has stopped. NaNs roll back to the last good in-memory state with a lower
-learning rate. Checkpoints are written every ``checkpoint_minutes`` and on Ctrl-C.
+learning rate. Checkpoints are written every ``checkpoint_minutes`` (at least 6 times in a budgeted
+run) and on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -270,6 +271,8 @@ class Trainer:
         self.good, self.events = self._state(), []
         rates: collections.deque = collections.deque(maxlen=10_000)
         last_ckpt = time.perf_counter()
+        every = cfg.checkpoint_minutes * 60  # and at least 6 times in a budgeted run
+        every = min(every, self.budget / 6) if self.budget > 0 else every
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
         bar = tqdm(total=self.total if self.total < NEVER else None, initial=self.step, disable=not progress)
         try:
@@ -304,7 +307,7 @@ class Trainer:
                 if stats and (self.step % cfg.log_every == 0 or self.step == self.total):
                     bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=n)
                     log.write(self._row(stats, n))
-                if time.perf_counter() - last_ckpt >= cfg.checkpoint_minutes * 60:
+                if time.perf_counter() - last_ckpt >= every:
                     self.save_checkpoint()
                     last_ckpt = time.perf_counter()
         finally:
