@@ -205,3 +205,15 @@ def test_inputs_untouched_and_memory_is_o_n_plus_intersections(rng):
     n_isect, n_gauss, n_pix = ctx.flat_ids.size, 300, W * H
     stored = sum(a.size for a in vars(ctx).values() if isinstance(a, np.ndarray))
     assert stored <= 20 * (n_gauss + n_isect + n_pix)
+
+
+def test_chunked_fill_matches_single_chunk(rng):
+    from gausslift.render import tiles
+
+    s = random_scene(rng, 2, 500, 64, 40, 3)
+    keys = tiles.sortable_keys(s["depths"]).reshape(2, 500)
+    order, nvis = tiles._depth_order(keys, s["radii"])
+    one = tiles._bin(s["means2d"], s["radii"], order, nvis, 16, 4, 3, 1)
+    three = tiles._bin(s["means2d"], s["radii"], order, nvis, 16, 4, 3, 3)
+    assert one[1].size > 0
+    assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1])
