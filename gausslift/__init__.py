@@ -9,7 +9,14 @@ Conventions used everywhere inside the package (converted only by readers and wr
 * images are float32 HxWx3 in [0, 1]; masks are float HxW in [0, 1].
 """
 
-from gausslift.errors import GaussliftError, InputError
+import os
+
+# torch's and numba's OpenMP pools both run on the CPU backend; with the default (active) wait policy the
+# idle pool spins while the other works, which halved rasteriser speed on 2 cores (docs/benchmarks.md).
+# It only takes effect if set before torch is first imported, so it is set here, at package import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from gausslift.errors import GaussliftError, InputError  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["GaussliftError", "InputError", "__version__"]
