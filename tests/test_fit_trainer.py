@@ -134,7 +134,7 @@ def test_ctrl_c_writes_a_resumable_checkpoint(scene, tmp_path, rasterizer):  # n
     import os
     import signal
 
-    tr = Trainer(scene, _cfg(iters=20), tmp_path / "run")
+    tr = Trainer(scene, _cfg(iters=10), tmp_path / "run")
     step = tr.train_step
 
     def interrupted():
@@ -148,5 +148,5 @@ def test_ctrl_c_writes_a_resumable_checkpoint(scene, tmp_path, rasterizer):  # n
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 6 and (tmp_path / "run" / "splats.ply").is_file()
-    resumed = Trainer(scene, _cfg(iters=20), tmp_path / "run")
-    assert resumed.fit(resume=True, progress=False)["iters"] == 20
+    resumed = Trainer(scene, _cfg(iters=10), tmp_path / "run")
+    assert resumed.fit(resume=True, progress=False)["iters"] == 10
