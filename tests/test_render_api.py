@@ -6,21 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from gausslift import cameras
 from gausslift.errors import InputError
 from gausslift.render import ALPHA_MAX, rasterize
 
 
 def look_at(eye, target=(0.0, 0.0, 0.0)):
-    eye = np.asarray(eye, float)
-    f = np.asarray(target, float) - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, [0.0, -1.0, 0.0])
-    r /= np.linalg.norm(r)
-    u = np.cross(f, r)
-    V = np.eye(4)
-    V[:3, :3] = np.stack([r, u, f])
-    V[:3, 3] = -V[:3, :3] @ eye
-    return V
+    """OpenCV world-to-camera matrix looking from eye at target, image-up along world -y."""
+    return cameras.look_at(np.asarray(eye, float), target, up=(0.0, -1.0, 0.0))
 
 
 def scene(seed=0, N=400, C=2, W=72, H=56, sh_degree=None):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from gausslift import cameras
 from gausslift.render import _torch_project as TP
 from gausslift.render import project as P
 from gausslift.render import sh as SH
@@ -13,17 +14,8 @@ from gausslift.render.autograd import Project, ShColors
 
 
 def look_at(eye, target=(0.0, 0.0, 0.0)):
-    """OpenCV world-to-camera matrix looking from eye at target (y down)."""
-    eye = np.asarray(eye, float)
-    f = np.asarray(target, float) - eye
-    f /= np.linalg.norm(f)
-    r = np.cross(f, [0.0, -1.0, 0.0])
-    r /= np.linalg.norm(r)
-    u = np.cross(f, r)
-    V = np.eye(4)
-    V[:3, :3] = np.stack([r, u, f])
-    V[:3, 3] = -V[:3, :3] @ eye
-    return V
+    """OpenCV world-to-camera matrix looking from eye at target, image-up along world -y."""
+    return cameras.look_at(np.asarray(eye, float), target, up=(0.0, -1.0, 0.0))
 
 
 def random_scene(rng, N, C=2, W=96, H=64):
