@@ -373,6 +373,16 @@ def look_at(
 
 # ---------------------------------------------------------------------------------------------------
 # rigs
+def _orbit_basis(up) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit ``up`` and two unit vectors spanning the plane normal to it (exactly x, y for z up)."""
+    u = np.asarray(up, dtype=np.float64)
+    u = u / np.linalg.norm(u)
+    ref = np.array([1.0, 0.0, 0.0]) if abs(u[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
+    a = ref - (ref @ u) * u
+    a = a / np.linalg.norm(a)
+    return u, a, np.cross(u, a)
+
+
 def ring(
     n: int,
     radius: float = FACELIFT_RADIUS,
@@ -384,9 +394,10 @@ def ring(
     up=(0.0, 0.0, 1.0),
     azimuths_deg: np.ndarray | None = None,
 ) -> Camera:
-    """N cameras on a circle around ``target`` (z-up world), looking at it; batched Camera.
+    """N cameras on a circle around ``target`` about the ``up`` axis, looking at it; batched Camera.
 
-    Azimuth 0 is on +x, increasing counter-clockwise seen from +z (towards +y).
+    Azimuth 0 is along +x projected onto the plane normal to ``up`` (+y when +x is nearly parallel
+    to ``up``), increasing counter-clockwise seen from ``up``; for the z-up default that is +x towards +y.
     """
     w, h = (size, size) if isinstance(size, int) else size
     az = np.radians(
@@ -395,8 +406,9 @@ def ring(
         else np.asarray(azimuths_deg, dtype=np.float64)
     )
     el = np.radians(elevation_deg)
-    eye = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.full_like(az, np.sin(el))], -1)
-    eye = eye * radius + np.asarray(target)
+    u, a, b = _orbit_basis(up)
+    dirs = np.cos(el) * (np.cos(az)[:, None] * a + np.sin(az)[:, None] * b) + np.sin(el) * u
+    eye = dirs * radius + np.asarray(target, dtype=np.float64)
     K = K_from_fov(fov_deg, w, h)
     if (w, h) == (FACELIFT_SIZE, FACELIFT_SIZE) and abs(fov_deg - FACELIFT_FOV_DEG) < 1e-9:
         K = make_K(FACELIFT_FOCAL, FACELIFT_FOCAL, w / 2, h / 2)

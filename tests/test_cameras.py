@@ -224,3 +224,17 @@ def test_facelift_training_ring_equals_sample(shared_data):
     assert np.abs(uv - uv_ref).max() < 1e-3  # measured 2.1e-4 px (the file stores w2c to ~1e-7)
     loc = np.array([f["blender_camera_location"] for f in frames])
     assert np.abs(ring.center - loc).max() < 1e-6
+
+
+def test_ring_about_any_up_axis():
+    from gausslift.cameras import ring
+
+    target = np.array([1.0, 2.0, 3.0])
+    up = np.array([0.0, -1.0, 0.0])
+    r = ring(8, 2.0, 30.0, target=target, up=up)
+    off = r.center - target
+    np.testing.assert_allclose(np.linalg.norm(off, axis=1), 2.0, atol=1e-12)
+    np.testing.assert_allclose(np.degrees(np.arcsin(off @ up / 2.0)), 30.0, atol=1e-9)
+    # each camera looks at the target with `up` pointing up in its image (-y of the camera)
+    np.testing.assert_allclose(np.einsum("ni,ni->n", r.forward, -off / 2.0), 1.0, atol=1e-12)
+    assert np.all(-r.R[:, 1, :] @ up > 0)

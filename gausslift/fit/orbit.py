@@ -10,8 +10,7 @@ from gausslift.cameras import (
     FACELIFT_FOV_DEG,
     FACELIFT_RADIUS,
     Camera,
-    K_from_fov,
-    look_at,
+    ring,
 )
 from gausslift.fit.init import look_centre
 
@@ -44,13 +43,5 @@ def orbit_cameras(cams: Camera, n: int = 120, size: tuple[int, int] | None = Non
     else:
         r = rig_orbit(cams)
         target, radius, el, up = r["target"], r["radius"], r["elevation"], r["up"]
-    a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
-    a /= np.linalg.norm(a)
-    b = np.cross(up, a)
-    az = np.radians(np.arange(n) * 360.0 / n)
-    e = np.radians(el)
-    dirs = np.cos(e) * (np.cos(az)[:, None] * a + np.sin(az)[:, None] * b) + np.sin(e) * up
-    eye = target + radius * dirs
-    vm = look_at(eye, target, up)
-    K = np.broadcast_to(K_from_fov(FACELIFT_FOV_DEG, w, h), (n, 3, 3))
-    return Camera(K, vm, w, h)
+    # azimuth0 90: the turntable starts a quarter turn from ring()'s azimuth 0, as it always has
+    return ring(n, radius, el, FACELIFT_FOV_DEG, (w, h), azimuth0_deg=90.0, target=target, up=up)
