@@ -21,6 +21,7 @@ import numpy as np
 
 from gausslift.cameras import Camera, K_from_opencv, rodrigues_to_matrix, viewmat_from_Rt
 from gausslift.errors import InputError
+from gausslift.io.common import as_matrix
 from gausslift.scene import Keypoints, Scene, View
 
 FORMAT = "anipose"
@@ -71,16 +72,7 @@ def _load_toml(path: Path) -> dict:
 def _array(path: Path, cam: str, table: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
     if key not in table:
         raise InputError(path, f"[{cam}] has no '{key}'")
-    try:
-        a = np.asarray(table[key], dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise InputError(path, f"[{cam}] '{key}' is not numeric") from e
-    if a.shape != shape:
-        want = "x".join(map(str, shape))
-        raise InputError(path, f"[{cam}] '{key}' has shape {'x'.join(map(str, a.shape))}, expected {want}")
-    if not np.all(np.isfinite(a)):
-        raise InputError(path, f"[{cam}] '{key}' contains NaN or infinite values")
-    return a
+    return as_matrix(table[key], shape, path, f"[{cam}] '{key}'")
 
 
 def parse_calibration(path: Path) -> list[tuple[str, Camera]]:
