@@ -125,17 +125,23 @@ def sample_indices(n_frames: int, k: int, include=()) -> list[int]:
     return sorted(set(base.tolist()) | {int(i) for i in include})
 
 
-def read_image_u8(path: str | Path) -> np.ndarray:
-    """An image file as 8-bit grey HxW or RGB HxWx3 (alpha dropped)."""
+def _decode_u8(path: str | Path, what: str) -> np.ndarray:
+    """An image file decoded as stored (grey, BGR or BGRA), 16-bit reduced to 8-bit."""
     import cv2
 
     path = Path(path)
     data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
-        raise InputError(path, "not a readable image")
+        raise InputError(path, f"not a readable {what}")
     if img.dtype == np.uint16:
         img = (img >> 8).astype(np.uint8)
+    return img
+
+
+def read_image_u8(path: str | Path) -> np.ndarray:
+    """An image file as 8-bit grey HxW or RGB HxWx3 (alpha dropped)."""
+    img = _decode_u8(path, "image")
     if img.ndim == 3 and img.shape[2] == 4:
         img = img[..., :3]
     return _to_array(img) if img.ndim == 3 else img
@@ -143,15 +149,7 @@ def read_image_u8(path: str | Path) -> np.ndarray:
 
 def read_mask_u8(path: str | Path) -> np.ndarray:
     """A mask image (alpha channel if any, else grey) as 8-bit HxW."""
-    import cv2
-
-    path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(path, "not a readable mask image")
-    if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+    img = _decode_u8(path, "mask image")
     if img.ndim == 3:
         img = img[..., 3] if img.shape[2] == 4 else img[..., :3].max(axis=2)
     return img
