@@ -14,8 +14,6 @@ import torch
 
 from gausslift.fit.config import FitConfig
 
-PARAM_NAMES = ("means", "quats", "scales", "opacities", "sh0", "shN")
-
 
 def base_lrs(cfg: FitConfig, extent: float) -> dict[str, float]:
     return {

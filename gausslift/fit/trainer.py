@@ -36,7 +36,14 @@ from gausslift.fit.data import (
 from gausslift.fit.init import init_params, scene_extent
 from gausslift.fit.losses import Perceptual, compute_loss
 from gausslift.fit.model import render_params
-from gausslift.fit.optim import base_lrs, load_optimizer_state, make_optimizers, means_lr, optimizer_state
+from gausslift.fit.optim import (
+    base_lrs,
+    load_optimizer_state,
+    make_optimizers,
+    means_lr,
+    optimizer_state,
+    set_lr,
+)
 from gausslift.fit.runs import CONFIG, PLY, RunLog, clean_partial, save_splats, write_info
 from gausslift.fit.strategy import DefaultStrategy, Schedule, scaled_schedule
 from gausslift.scene import Scene
@@ -140,8 +147,7 @@ class Trainer:
         lrs = base_lrs(self.cfg, self.extent)
         lrs["means"] = means_lr(self.cfg, self.extent, self.step, self.total)
         for k, o in self.optimizers.items():
-            for g in o.param_groups:
-                g["lr"] = lrs[k] * self.lr_factor
+            set_lr(o, lrs[k] * self.lr_factor)
 
     def _rollback(self) -> None:
         self.nans += 1

@@ -34,7 +34,6 @@ MODELS = {
     9: ("RADIAL_FISHEYE", 5),
     10: ("THIN_PRISM_FISHEYE", 12),
 }
-MODEL_IDS = {name: i for i, (name, _) in MODELS.items()}
 
 
 def find_model(path: Path) -> Path | None:

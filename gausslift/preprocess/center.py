@@ -33,12 +33,6 @@ def intersect_rays(origins: np.ndarray, dirs: np.ndarray, weights=None) -> np.nd
     return np.linalg.solve(A, b)
 
 
-def ray_distance(point: np.ndarray, origin: np.ndarray, direction: np.ndarray) -> float:
-    d = direction / np.linalg.norm(direction)
-    v = point - origin
-    return float(np.linalg.norm(v - (v @ d) * d))
-
-
 def centre_from_masks(cams: list[Camera], centroids: list[np.ndarray]) -> np.ndarray:
     """Least-squares intersection of the rays through the mask centroids (>= 2 views)."""
     origins, dirs = [], []
