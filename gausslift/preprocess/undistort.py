@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from gausslift.cameras import Camera, distort_normalized, pixels_to_normalized, undistort_normalized
+from gausslift.cameras import (
+    Camera,
+    distort_normalized,
+    normalized_to_pixels,
+    pixels_to_normalized,
+    undistort_normalized,
+)
 
 
 def homography(K_src: np.ndarray, R_rel: np.ndarray, K_out: np.ndarray) -> np.ndarray:
@@ -102,10 +108,7 @@ def undistort_points(src: Camera, uv_raw: np.ndarray) -> np.ndarray:
     xy = pixels_to_normalized(uv_raw, src.K)
     if src.has_distortion:
         xy = undistort_normalized(xy, np.asarray(src.dist))
-    K = np.asarray(src.K)
-    return np.stack(
-        [K[0, 0] * xy[..., 0] + K[0, 1] * xy[..., 1] + K[0, 2], K[1, 1] * xy[..., 1] + K[1, 2]], -1
-    )
+    return normalized_to_pixels(xy, src.K)
 
 
 def pinhole_project(src: Camera, points: np.ndarray) -> np.ndarray:
