@@ -351,6 +351,26 @@ def matrix_to_rodrigues(R: np.ndarray) -> np.ndarray:
     return Rotation.from_matrix(R.reshape(-1, 3, 3)).as_rotvec().reshape(R.shape[:-2] + (3,))
 
 
+def nearest_point_to_rays(
+    origins: np.ndarray, dirs: np.ndarray, weights: np.ndarray | None = None, min_eig: float = 1e-3
+) -> np.ndarray | None:
+    """The point minimising the weighted sum of squared distances to rays (origins, dirs [N, 3]).
+
+    None when the rays are (nearly) parallel: the normal matrix's smallest eigenvalue is below
+    ``min_eig`` times the total weight.
+    """
+    o = np.asarray(origins, dtype=np.float64).reshape(-1, 3)
+    d = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
+    d = d / np.linalg.norm(d, axis=1, keepdims=True)
+    w = np.ones(len(o)) if weights is None else np.asarray(weights, dtype=np.float64)
+    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
+    A = np.einsum("n,nij->ij", w, P)
+    b = np.einsum("n,nij,nj->i", w, P, o)
+    if len(o) == 0 or np.linalg.eigvalsh(A)[0] < min_eig * w.sum():
+        return None
+    return np.linalg.solve(A, b)
+
+
 def look_at(
     eye: np.ndarray, target: np.ndarray = (0.0, 0.0, 0.0), up: np.ndarray = (0.0, 0.0, 1.0)
 ) -> np.ndarray:

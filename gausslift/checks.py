@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gausslift.cameras import Camera, pixels_to_normalized
+from gausslift.cameras import Camera, nearest_point_to_rays, pixels_to_normalized
 from gausslift.scene import Keypoints, Scene, View
 
 # thresholds (each warning message states the numbers it found)
@@ -180,16 +180,7 @@ def axes_point(views: list[View]) -> np.ndarray | None:
     """Least-squares point nearest all optical axes (None when the axes are near parallel)."""
     if len(views) < 2:
         return None
-    A, b = np.zeros((3, 3)), np.zeros(3)
-    for v in views:
-        d = v.camera.forward / np.linalg.norm(v.camera.forward)
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ v.camera.center
-    ev = np.linalg.eigvalsh(A)
-    if ev[0] < 1e-3 * len(views):
-        return None
-    return np.linalg.solve(A, b)
+    return nearest_point_to_rays([v.camera.center for v in views], [v.camera.forward for v in views])
 
 
 def subject_point(scene: Scene, views: list[View] | None = None) -> np.ndarray | None:

@@ -238,3 +238,17 @@ def test_ring_about_any_up_axis():
     # each camera looks at the target with `up` pointing up in its image (-y of the camera)
     np.testing.assert_allclose(np.einsum("ni,ni->n", r.forward, -off / 2.0), 1.0, atol=1e-12)
     assert np.all(-r.R[:, 1, :] @ up > 0)
+
+
+def test_nearest_point_to_rays():
+    from gausslift.cameras import nearest_point_to_rays
+
+    p = np.array([0.3, -0.2, 1.5])
+    o = np.array([[2.0, 0, 0], [0, 3.0, 1], [-1.0, -2, 4]])
+    assert np.allclose(nearest_point_to_rays(o, p - o), p, atol=1e-12)
+    # weights: a far-off third ray pulls the point only as much as it is weighted
+    o2 = np.vstack([o, [[5.0, 5, 5]]])
+    d2 = np.vstack([p - o, [[1.0, 0, 0]]])
+    assert np.allclose(nearest_point_to_rays(o2, d2, weights=[1, 1, 1, 0]), p, atol=1e-12)
+    assert not np.allclose(nearest_point_to_rays(o2, d2), p, atol=1e-3)
+    assert nearest_point_to_rays([[0, 0, 0], [1.0, 0, 0]], [[0, 0, 1.0], [0, 0, 1.0]]) is None

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from gausslift.cameras import Camera
+from gausslift.cameras import Camera, nearest_point_to_rays
 from gausslift.errors import InputError
 from gausslift.fit.config import FitConfig
 
@@ -31,10 +31,9 @@ def look_centre(cams: Camera) -> np.ndarray:
     """The point closest (least squares) to all optical axes; the mean camera's focus for a rig
     whose axes are nearly parallel."""
     o, d = cams.center, cams.forward
-    A = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
-    M, b = A.sum(0), np.einsum("nij,nj->i", A, o)
-    if np.linalg.eigvalsh(M)[0] > 1e-3 * len(o):
-        return np.linalg.solve(M, b)
+    p = nearest_point_to_rays(o, d)
+    if p is not None:
+        return p
     depth = np.linalg.norm(o - o.mean(0), axis=1).max() + 1.0
     return o.mean(0) + depth * d.mean(0) / np.linalg.norm(d.mean(0))
 

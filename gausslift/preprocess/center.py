@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gausslift.cameras import Camera
+from gausslift.cameras import Camera, nearest_point_to_rays
 
 
 def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
@@ -21,16 +21,10 @@ def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
 
 def intersect_rays(origins: np.ndarray, dirs: np.ndarray, weights=None) -> np.ndarray:
     """Point minimising the weighted sum of squared distances to rays (origins [N,3], dirs [N,3])."""
-    o = np.asarray(origins, dtype=np.float64)
-    d = np.asarray(dirs, dtype=np.float64)
-    d = d / np.linalg.norm(d, axis=1, keepdims=True)
-    w = np.ones(len(o)) if weights is None else np.asarray(weights, dtype=np.float64)
-    P = np.eye(3)[None] - d[:, :, None] * d[:, None, :]
-    A = np.einsum("n,nij->ij", w, P)
-    b = np.einsum("n,nij,nj->i", w, P, o)
-    if np.linalg.cond(A) > 1e10:
+    p = nearest_point_to_rays(origins, dirs, weights, min_eig=1e-10)
+    if p is None:
         raise ValueError("rays are (nearly) parallel: no intersection")
-    return np.linalg.solve(A, b)
+    return p
 
 
 def centre_from_masks(cams: list[Camera], centroids: list[np.ndarray]) -> np.ndarray:
