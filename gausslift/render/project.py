@@ -122,6 +122,16 @@ def project_fwd_kernel(
                    near, far, means2d, conics, depths, radii)  # fmt: skip
 
 
+@numba.njit(cache=True, inline="always")
+def _invisible(conics, radii, ci, n):
+    """Mark Gaussian n invisible in camera ci (zero conic, zero radii)."""
+    conics[ci, n, 0] = 0.0
+    conics[ci, n, 1] = 0.0
+    conics[ci, n, 2] = 0.0
+    radii[ci, n, 0] = 0
+    radii[ci, n, 1] = 0
+
+
 # The per-range bodies are serial functions so that the small helpers can be inlined into them (inlining
 # them into the prange loop itself trips numba's parfor array analysis).
 @numba.njit(cache=True, fastmath=_FAST)
@@ -137,11 +147,7 @@ def _fwd_range(n0, n1, means, quats, scales, cams, width, height, eps2d, near, f
             if not (z > near and z < far):
                 means2d[ci, n, 0] = 0.0
                 means2d[ci, n, 1] = 0.0
-                conics[ci, n, 0] = 0.0
-                conics[ci, n, 1] = 0.0
-                conics[ci, n, 2] = 0.0
-                radii[ci, n, 0] = 0
-                radii[ci, n, 1] = 0
+                _invisible(conics, radii, ci, n)
                 continue
             J00, J02, J11, J12, _, _, _, _ = _jacobian(px, py, z, K)
             _, _, _, _, a, b, c = _cov2d(J00, J02, J11, J12, W, S, eps2d)
@@ -151,11 +157,7 @@ def _fwd_range(n0, n1, means, quats, scales, cams, width, height, eps2d, near, f
             means2d[ci, n, 1] = mv
             det = a * c - b * b
             if not det > 0.0:
-                conics[ci, n, 0] = 0.0
-                conics[ci, n, 1] = 0.0
-                conics[ci, n, 2] = 0.0
-                radii[ci, n, 0] = 0
-                radii[ci, n, 1] = 0
+                _invisible(conics, radii, ci, n)
                 continue
             conics[ci, n, 0] = c / det
             conics[ci, n, 1] = -b / det
