@@ -10,7 +10,10 @@ import sys
 
 from gausslift.errors import GaussliftError
 
-VERBS = ("demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view")
+VERBS = (
+    "demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view",
+    "synth", "lrm", "mvdiff", "lift", "avatar",
+)
 
 
 def _load(verb: str):
