@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.cameras import Camera, nearest_point_to_rays, pixels_to_normalized
-from gausslift.scene import Keypoints, Scene, View
+from gausslift.scene import Keypoints, Scene, View, read_image_raw
 
 # thresholds (each warning message states the numbers it found)
 DUPLICATE_REL = 1e-3  # K entries and camera centres closer than this (relative) ...
@@ -268,9 +268,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         w, h = struct.unpack(">II", head[16:24])
         return int(w), int(h)
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image_raw(path)
     return None if img is None else (img.shape[1], img.shape[0])
 
 

@@ -95,15 +95,58 @@ class Scene:
 
 # ---------------------------------------------------------------------------------------------------
 # image loading
-def read_image_file(path: str | Path) -> np.ndarray:
-    """Read an image as float32 [H, W, C] in [0, 1] (C = 1, 3 or 4); clear error when unreadable."""
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+
+
+def strip_png_exif(data: bytes) -> bytes:
+    """A PNG byte stream without its ``eXIf`` chunks (others unchanged); non-PNG data as given.
+
+    libpng prints "eXIf: duplicate" to stderr for PNGs carrying two eXIf chunks (the FaceLift sample
+    does); the chunk holds metadata only (OpenCV's IMREAD_UNCHANGED ignores EXIF orientation), so
+    dropping it changes no pixel. A truncated or malformed chunk list is left to the decoder, which
+    then reports the real error."""
+    if not data.startswith(_PNG_SIG) or b"eXIf" not in data:
+        return data
+    parts, pos, n = [data[:8]], 8, len(data)
+    while pos + 12 <= n:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        end = pos + 12 + length
+        if end > n:
+            return data
+        if data[pos + 4 : pos + 8] != b"eXIf":
+            parts.append(data[pos:end])
+        pos = end
+    if pos != n:
+        return data
+    return b"".join(parts)
+
+
+def decode_image(data: bytes | np.ndarray) -> np.ndarray | None:
+    """Decode image file bytes with OpenCV as stored (grey, BGR or BGRA; 8 or 16 bit), without
+    libpng's eXIf warning; None when the bytes are not a readable image."""
     import cv2
 
+    raw = bytes(data) if not isinstance(data, bytes) else data
+    if not raw:
+        return None
+    buf = np.frombuffer(strip_png_exif(raw), dtype=np.uint8)
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def read_image_raw(path: str | Path) -> np.ndarray | None:
+    """An image file decoded as stored (see :func:`decode_image`); None when missing or unreadable."""
+    try:
+        return decode_image(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Read an image as float32 [H, W, C] in [0, 1] (C = 1, 3 or 4); clear error when unreadable."""
     path = Path(path)
     if not path.is_file():
         raise InputError(path, "image file is missing")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img = read_image_raw(path)
     if img is None:
         raise InputError(path, "not a readable image")
     if img.dtype == np.uint8:

@@ -165,18 +165,33 @@ def write_llff(root: Path, cams: Camera, factor: int = 2, masks: bool = True) ->
     return root
 
 
-def write_neus(root: Path, cams: Camera, scale: float = 2.0, offset=(0.3, -0.2, 0.1)) -> Path:
+def write_neus(
+    root: Path,
+    cams: Camera,
+    scale: float = 2.0,
+    offset=(0.3, -0.2, 0.1),
+    image_name: str = "{:03d}.png",
+    mask_name: str = "{:03d}.png",
+    stray: bool = False,
+) -> Path:
     """NeuS: cameras_sphere.npz with world_mat_i = K_cv [R|t] inv(scale_mat) (K_cv: pixel centres at
-    integers, NeuS's convention) and scale_mat_i mapping the unit sphere into the capture."""
+    integers, NeuS's convention) and scale_mat_i mapping the unit sphere into the capture.
+
+    DTU scans as published name images ``image/000000.png`` and masks ``mask/000.png`` and carry a
+    one-byte stray file ``a`` in both folders: ``image_name="{:06d}.png", stray=True``."""
     root = Path(root)
     scale_mat = np.diag([scale, scale, scale, 1.0])
     scale_mat[:3, 3] = offset
     mats = {}
     for k, cam in enumerate(cams):
         rgba = render_sphere(cam)
-        _imwrite(root / f"image/{k:03d}.png", rgba, alpha=False)
+        _imwrite(root / "image" / image_name.format(k), rgba, alpha=False)
         (root / "mask").mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(root / f"mask/{k:03d}.png"), np.repeat(rgba[..., 3:], 3, 2))
+        cv2.imwrite(str(root / "mask" / mask_name.format(k)), np.repeat(rgba[..., 3:], 3, 2))
+    if stray:
+        (root / "image" / "a").write_bytes(b"\n")
+        (root / "mask" / "a").write_bytes(b"\n")
+    for k, cam in enumerate(cams):
         K4 = np.eye(4)
         K4[:3, :3] = cam.K
         K4[0, 2] -= 0.5
@@ -244,3 +259,101 @@ def centred_K(cams: Camera) -> Camera:
     """The same cameras with fx == fy and a centred principal point (for LLFF / Blender)."""
     K = make_K(cams.K[0, 0, 0], cams.K[0, 0, 0], cams.width / 2, cams.height / 2)
     return cams.with_(K=np.broadcast_to(K, cams.K.shape))
+
+
+# ---------------------------------------------------------------------------------------------------
+# DeepFly3D: a tethered fly seen by a near-orthographic rig (f = 16,000 px at 118 mm)
+FLY_CENTRE = np.array([0.2, -0.1, 0.15])  # mm
+FLY_RADII = np.array([0.45, 0.25, 0.22])  # mm: an ellipsoid "fly", long along x
+
+
+def df3d_rig(n: int = 3, size=(320, 160), f: float = 16000.0, distance: float = 118.0) -> Camera:
+    """n cameras on a horizontal half ring (azimuths spread over 180 degrees, as DeepFly3D's seven
+    around the fly) at ``distance`` mm from the origin, looking at it, z up."""
+    az = np.linspace(-90.0, 90.0, n) if n > 1 else np.zeros(1)
+    fov = float(np.degrees(2 * np.arctan(size[0] / 2 / f)))
+    return ring(n, radius=distance, elevation_deg=5.0, fov_deg=fov, size=size, azimuths_deg=az)
+
+
+def render_ellipsoid(cam: Camera, centre=FLY_CENTRE, radii=FLY_RADII) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB uint8 image, silhouette bool) of a shaded, striped ellipsoid on a dark background, by ray
+    casting through pixel centres (i + 0.5, j + 0.5) built here from K and the viewmat directly."""
+    j, i = np.mgrid[0 : cam.height, 0 : cam.width]
+    uv1 = np.stack([i + 0.5, j + 0.5, np.ones_like(i, dtype=float)], -1).reshape(-1, 3)
+    R, t = cam.viewmat[:3, :3], cam.viewmat[:3, 3]
+    d = (uv1 @ np.linalg.inv(cam.K).T) @ R
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    o = (-R.T @ t - centre) / radii  # in the ellipsoid's unit-sphere coordinates
+    dn = d / radii
+    a = np.sum(dn * dn, 1)
+    b = dn @ o
+    disc = b * b - a * (o @ o - 1.0)
+    hit = disc > 0
+    s = (-b - np.sqrt(np.where(hit, disc, 0))) / a
+    p = o + s[:, None] * dn  # unit sphere point
+    n = p / radii
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    shade = 0.35 + 0.65 * np.clip(-(n * d).sum(1), 0, 1)
+    stripes = 0.75 + 0.25 * np.sign(np.sin(p[:, 0] * 9.0))
+    rgb = np.stack([shade * stripes, 0.8 * shade, 0.5 * shade * stripes], 1)
+    bg = np.array([0.08, 0.1, 0.12])
+    img = np.where(hit[:, None], rgb, bg).reshape(cam.height, cam.width, 3)
+    return np.round(img * 255).astype(np.uint8), hit.reshape(cam.height, cam.width)
+
+
+def fly_points(frames: int = 2, joints: int = 12, seed: int = 0) -> np.ndarray:
+    """[frames, joints, 3] points on the ellipsoid's surface (mm), a little different per frame."""
+    rng = np.random.default_rng(seed)
+    v = rng.normal(size=(frames, joints, 3))
+    v /= np.linalg.norm(v, axis=-1, keepdims=True)
+    return FLY_CENTRE + 0.95 * FLY_RADII * v
+
+
+def write_deepfly3d(
+    root: Path, cams: Camera, points3d: np.ndarray, frames: int = 3, video: bool = True, hidden=()
+) -> Path:
+    """A df3d-cli output: ``root/camera_{k}.mp4`` (or ``camera_{k}_img_{i}.jpg``) and
+    ``root/df3d/df3d_result_<name>.pkl`` with DeepFly3D's conventions written out here: per camera
+    ``R``, ``tvec`` (x_cam = R X + tvec), ``intr`` (OpenCV K, pixel centres at 0) and ``distort``;
+    ``points2d`` [C, T, J, 2] normalised (row / H, column / W), zeros where unseen (``hidden``: (camera,
+    frame, joint) triples); ``points3d_wo_procrustes`` the 3D points, ``points3d`` a template-aligned
+    copy (here shifted and rotated, as df3d's Procrustes step would), ``camera_ordering``."""
+    import pickle
+
+    root = Path(root)
+    (root / "df3d").mkdir(parents=True, exist_ok=True)
+    data: dict = {}
+    C, (T, J) = len(cams), points3d.shape[:2]
+    p2 = np.zeros((C, T, J, 2))
+    for k, cam in enumerate(cams):
+        R, t = cam.viewmat[:3, :3], cam.viewmat[:3, 3]
+        K_cv = cam.K.copy()
+        K_cv[0, 2] -= 0.5
+        K_cv[1, 2] -= 0.5
+        data[k] = {"R": R.copy(), "tvec": t.copy(), "intr": K_cv, "distort": np.zeros(5)}
+        x = (points3d @ R.T + t) @ K_cv.T
+        xy = x[..., :2] / x[..., 2:]
+        p2[k, ..., 0] = xy[..., 1] / cam.height
+        p2[k, ..., 1] = xy[..., 0] / cam.width
+        img, _ = render_ellipsoid(cam)
+        bgr = np.ascontiguousarray(img[..., ::-1])
+        if video:
+            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            w = cv2.VideoWriter(str(root / f"camera_{k}.mp4"), fourcc, 30, (cam.width, cam.height))
+            for _ in range(frames):
+                w.write(bgr)
+            w.release()
+        else:
+            for i in range(frames):
+                cv2.imwrite(str(root / f"camera_{k}_img_{i}.jpg"), bgr)
+    for c, f, j in hidden:
+        p2[c, f, j] = 0.0
+    rot = Rotation.from_euler("xyz", [20, -30, 50], degrees=True).as_matrix()
+    data["points2d"] = p2
+    data["points3d_wo_procrustes"] = points3d.copy()
+    data["points3d"] = (points3d - points3d.mean((0, 1))) @ rot.T
+    data["camera_ordering"] = np.arange(C)
+    data["heatmap_confidence"] = np.ones((C, T, J))
+    with open(root / "df3d" / f"df3d_result_{root.name}.pkl", "wb") as fh:
+        pickle.dump(data, fh)
+    return root

@@ -1,7 +1,9 @@
 """Readers and writers, one module per capture format, auto-detected from a folder or file.
 
 Each reader module exports ``FORMAT`` (its name), ``detect(path: Path) -> bool`` (cheap: looks at file
-names, never parses big files) and ``read(path: Path) -> Scene``. Readers convert the format's own
+names, never parses big files) and ``read(path: Path) -> Scene``; optionally ``diagnose(path) -> str |
+None``, a cheap sentence saying how a folder nearly matches the format and what is missing, which
+:func:`detect_format` reports when no reader accepts the folder. Readers convert the format's own
 conventions to the internal one (see :mod:`gausslift.cameras`) and nowhere else.
 """
 
@@ -14,7 +16,7 @@ from gausslift.errors import InputError
 from gausslift.scene import Scene
 
 # Order matters where layouts overlap: the first reader whose detect() says yes reads the path.
-READERS = ("facelift", "transforms", "llff", "neus", "colmap", "anipose", "dannce", "mammal")
+READERS = ("facelift", "transforms", "llff", "neus", "colmap", "anipose", "dannce", "mammal", "deepfly3d")
 
 
 def reader_modules():
@@ -36,6 +38,20 @@ def detect_format(path: str | Path) -> str:
         if mod.detect(path):
             return mod.FORMAT
     known = ", ".join(m.FORMAT for m in reader_modules())
+    for mod in reader_modules():
+        hint = mod.diagnose(path) if hasattr(mod, "diagnose") else None
+        if hint:
+            raise InputError(path, f"not a complete capture; closest format: {mod.FORMAT} ({hint})")
+    if path.is_dir():
+        from gausslift.io.common import list_images
+
+        n = max(len(list_images(path)), len(list_images(path / "images")))
+        if n:
+            raise InputError(
+                path,
+                f"holds {n} images but no camera file of a known format ({known}); "
+                "calibrate them first (for example with COLMAP)",
+            )
     raise InputError(path, f"not a capture in any known format ({known})")
 
 

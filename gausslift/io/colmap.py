@@ -45,9 +45,35 @@ def find_model(path: Path) -> Path | None:
     return None
 
 
+_PARTS = ("cameras", "images", "points3D")
+
+
+def partial_model(path: Path) -> tuple[Path, list[str]] | None:
+    """(folder, missing file names) for a folder that holds part of a COLMAP model (for example
+    ``cameras.bin`` and ``points3D.bin`` but no ``images.bin``, as some LLFF scenes ship), else None."""
+    for d in (path / "sparse" / "0", path / "sparse", path):
+        for ext in (".bin", ".txt"):
+            have = [p for p in _PARTS if (d / f"{p}{ext}").is_file()]
+            if have:
+                need = [f"{p}{ext}" for p in _PARTS[:2] if p not in have]
+                return (d, need) if need else None
+    return None
+
+
 def detect(path: Path) -> bool:
     path = Path(path)
     return path.is_dir() and find_model(path) is not None
+
+
+def diagnose(path: Path) -> str | None:
+    """Why ``path`` is almost, but not quite, a COLMAP capture (for auto-detection's error)."""
+    path = Path(path)
+    part = partial_model(path) if path.is_dir() else None
+    if part is None:
+        return None
+    d, need = part
+    have = [f"{p}{e}" for p in _PARTS for e in (".bin", ".txt") if (d / f"{p}{e}").is_file()]
+    return f"found {', '.join(have)} in {d}, but {' and '.join(need)} is missing"
 
 
 def params_to_K_dist(model: str, params: np.ndarray, where: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +252,10 @@ def read(path: Path) -> Scene:
     path = Path(path)
     model = find_model(path)
     if model is None:
+        part = partial_model(path)
+        if part is not None:
+            d, need = part
+            raise InputError(d / need[0], f"COLMAP model is incomplete: {' and '.join(need)} is missing")
         raise InputError(path, "no COLMAP model (cameras and images .bin/.txt) in sparse/0, sparse or here")
     cams, imgs, points, ext = read_model(model)
     img_dir = _images_dir(path, model)

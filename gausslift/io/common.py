@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import numpy as np
 
 from gausslift.cameras import Camera
 from gausslift.errors import InputError
+from gausslift.scene import read_image_raw
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".JPG", ".JPEG", ".PNG", ".exr", ".tif", ".tiff", ".bmp", ".webp")
 
@@ -83,6 +86,47 @@ def check_rotation(R: np.ndarray, path: Path | None, what: str, tol: float = 1e-
 
 
 # ---------------------------------------------------------------------------------------------------
+# pickles (MAMMAL, DeepFly3D): numpy arrays and plain containers only, so a pickle cannot run code
+_PICKLE_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("builtins", "list"),
+    ("builtins", "dict"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # protocol 2 pickles store bytes through it
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _PICKLE_ALLOWED or (module == "numpy" and name.endswith("Dtype")):
+            return super().find_class(module, name)
+        if module.startswith("numpy.dtypes"):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def load_pickle(path: Path, what: str = "pickle") -> Any:
+    """Unpickle ``path`` allowing numpy arrays, numpy scalars and plain containers only; InputError
+    naming the file when it is unreadable, damaged or asks for anything else (code cannot run)."""
+    try:
+        with open(path, "rb") as f:
+            return _SafeUnpickler(f).load()
+    except OSError as e:
+        raise InputError(path, f"cannot read ({e.strerror})") from e
+    except Exception as e:  # a damaged pickle fails in many ways (EOF, overflow, memory, ...)
+        raise InputError(path, f"not a readable {what} ({e.__class__.__name__}: {e})") from e
+
+
+# ---------------------------------------------------------------------------------------------------
 # images
 def image_header(path: Path) -> tuple[int, int, int] | None:
     """(width, height, channels) of an image from its header only (PNG, JPEG), else by decoding.
@@ -100,9 +144,7 @@ def image_header(path: Path) -> tuple[int, int, int] | None:
                 return _jpeg_size(f)
     except OSError:
         return None
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image_raw(path)
     if img is None:
         return None
     return img.shape[1], img.shape[0], 1 if img.ndim == 2 else img.shape[2]
@@ -156,6 +198,104 @@ def list_images(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in {e.lower() for e in IMAGE_EXTS}
     )
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in {e.lower() for e in IMAGE_EXTS}
+
+
+def list_images_noting(folder: Path, warnings: list[str], what: str = "images") -> list[Path]:
+    """:func:`list_images`, plus ONE warning naming the other (non-image) files found in ``folder``
+    (e.g. a stray one-byte file ``a`` in a DTU scan), which are ignored."""
+    files = list_images(folder)
+    if folder.is_dir():
+        other = sorted(
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and not _is_image_name(p)
+        )
+        if other:
+            shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
+            warnings.append(f"{folder}: ignored {len(other)} non-image file(s) among the {what} ({shown})")
+    return files
+
+
+def stem_index(stem: str) -> int | None:
+    """The integer in a file stem (the last run of digits: ``000012`` -> 12, ``r_12`` -> 12)."""
+    runs = re.findall(r"\d+", stem)
+    return int(runs[-1]) if runs else None
+
+
+def _by_index(files: list[Path]) -> dict[int, Path]:
+    """index -> file for the files whose stem carries an index no other file shares."""
+    idx: dict[int, list[Path]] = {}
+    for f in files:
+        i = stem_index(f.stem)
+        if i is not None:
+            idx.setdefault(i, []).append(f)
+    return {i: fs[0] for i, fs in idx.items() if len(fs) == 1}
+
+
+def _names(paths, n: int = 5) -> str:
+    names = [p.name if isinstance(p, Path) else str(p) for p in paths]
+    return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
+
+
+def pair_masks(images: list[Path], mask_dir: Path | None, warnings: list[str]) -> dict[Path, Path]:
+    """Pair image files with the mask files of ``mask_dir``; returns image path -> mask path.
+
+    The one pairing rule every reader uses:
+
+    1. the same stem (``r_0.png`` <-> ``r_0.png`` or ``r_0.jpg``);
+    2. then, for the rest, the same integer index in the stem (``000012.png`` <-> ``012.png``), when
+       that index is unique on both sides;
+    3. then, when nothing paired by 1 or 2 and the counts are equal, sorted position (NeuS's own loader
+       pairs the sorted lists this way).
+
+    Warnings are summaries, at most one per kind: masks paired by index or by position ("paired 49
+    masks by index: names differ"), non-image files ignored, views left without a mask, masks that
+    pair with no image.
+    """
+    if mask_dir is None or not mask_dir.is_dir():
+        return {}
+    masks = list_images_noting(mask_dir, warnings, "masks")
+    by_stem: dict[str, Path] = {}
+    for m in masks:
+        by_stem.setdefault(m.stem, m)
+    out: dict[Path, Path] = {}
+    for img in images:
+        if img.stem in by_stem:
+            out[img] = by_stem[img.stem]
+    used = set(out.values())
+    rest_i = [i for i in images if i not in out]
+    rest_m = [m for m in masks if m not in used]
+    how = None
+    if rest_i and rest_m:
+        mi, mm = _by_index(rest_i), _by_index(rest_m)
+        common = sorted(set(mi) & set(mm))
+        for k in common:
+            out[mi[k]] = mm[k]
+        if common:
+            how = "index"
+            first = mi[common[0]]
+        elif not out and len(images) == len(masks):
+            for img, m in zip(sorted(images), sorted(masks)):
+                out[img] = m
+            how, first = "sorted position", sorted(images)[0]
+    if how is not None:
+        n = sum(1 for i in images if i in out and out[i].stem != i.stem)
+        warnings.append(
+            f"{mask_dir}: paired {n} masks by {how}: names differ (e.g. {first.name} <-> {out[first].name})"
+        )
+    unpaired = [i for i in images if i not in out]
+    if unpaired:
+        warnings.append(
+            f"{mask_dir}: no mask for {len(unpaired)} views ({_names(unpaired)}); those views have no mask"
+        )
+    extra = sorted(set(masks) - set(out.values()))
+    if extra:
+        warnings.append(f"{mask_dir}: {len(extra)} masks pair with no image ({_names(extra)}); ignored")
+    return out
 
 
 def find_by_stem(folder: Path, stem: str) -> Path | None:

@@ -21,10 +21,10 @@ from gausslift.errors import InputError
 from gausslift.io.common import (
     as_matrix,
     check_rotation,
-    find_by_stem,
     has_alpha,
     image_header,
-    list_images,
+    list_images_noting,
+    pair_masks,
     require_views,
 )
 from gausslift.scene import Scene, View
@@ -86,21 +86,35 @@ def read(path: Path, factor: int | None = None) -> Scene:
     elif dirs:
         key = min(dirs)  # type: ignore[type-var]
     else:
-        raise InputError(root, "no images or images_N folder next to poses_bounds.npy")
+        raise InputError(
+            root, f"no images or images_N folder next to poses_bounds.npy (it has {len(poses)} poses)"
+        )
+    warnings: list[str] = []
+    counts = {k: len(list_images_noting(d, [])) for k, d in dirs.items()}
+    if counts[key] != len(poses) and factor is None:
+        fitting = sorted((k for k, n in counts.items() if n == len(poses)), key=lambda k: k or 1)
+        if fitting:
+            warnings.append(
+                f"{dirs[key]}: has {counts[key]} images but {npy.name} has {len(poses)} poses; "
+                f"using {dirs[fitting[0]].name} instead"
+            )
+            key = fitting[0]
     img_dir = dirs[key]
-    files = list_images(img_dir)
+    files = list_images_noting(img_dir, warnings)
     if len(files) != len(poses):
+        order = sorted(dirs, key=lambda k: k or 1)
+        found = ", ".join(f"{dirs[k].name}: {counts[k]}" for k in order)
         raise InputError(
             img_dir,
-            f"has {len(files)} images but {npy.name} has {len(poses)} poses (LLFF pairs them in sorted "
-            "order, so the counts must match)",
+            f"has {len(files)} images but {npy.name} has {len(poses)} poses, and no image folder has "
+            f"{len(poses)} (found {found}; LLFF pairs images with poses in sorted order, so the counts "
+            "must match)",
         )
     mask_dir = next(
         (root / n for n in ([f"masks_{key}"] if key else []) + ["masks"] if (root / n).is_dir()), None
     )
-    warnings: list[str] = []
+    masks = pair_masks(files, mask_dir, warnings)
     views: list[View] = []
-    missing_masks = []
     size_warned = 0
     for i, (img, pose) in enumerate(zip(files, poses)):
         H, W, f = pose[:, 4]
@@ -122,19 +136,12 @@ def read(path: Path, factor: int | None = None) -> Scene:
         K = make_K(f / n, f / n, w / 2.0, h / 2.0)
         viewmat = viewmat_from_opengl_c2w(opengl_c2w_from_llff(pose[:, :4]))
         cam = Camera(K, viewmat, w, h)
-        mask = find_by_stem(mask_dir, img.stem) if mask_dir is not None else None
+        mask = masks.get(img)
         if mask is None and has_alpha(header):
             mask = img
-        elif mask is None and mask_dir is not None:
-            missing_masks.append(img.stem)
         meta = {"index": i, "near": float(bounds[i, 0]), "far": float(bounds[i, 1]), "factor": n}
         views.append(View(img.stem, cam, img, mask, "train", meta))
     if size_warned > 3:
         warnings.append(f"{size_warned} images in total disagree with {npy.name}'s size")
-    if missing_masks:
-        warnings.append(
-            f"{mask_dir}: no mask for {len(missing_masks)} views ({', '.join(missing_masks[:5])}"
-            f"{', ...' if len(missing_masks) > 5 else ''}); those views have no mask"
-        )
     require_views(views, npy, warnings)
     return Scene(views, format=FORMAT, root=root, warnings=warnings, meta={"llff_factor": key or 1})

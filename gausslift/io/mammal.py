@@ -13,44 +13,19 @@ The pickle is read with a restricted unpickler (numpy arrays and plain container
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
 from gausslift.cameras import Camera, K_from_opencv, viewmat_from_Rt
 from gausslift.errors import InputError
+from gausslift.io.common import load_pickle
 from gausslift.io.dannce import video_size
 from gausslift.scene import Scene, View
 
 FORMAT = "mammal"
 CAMERA_FILE = "new_cam.pkl"
 DEFAULT_SIZE = (1152, 1024)  # markerless_mouse_1 (width, height)
-
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("builtins", "list"),
-    ("builtins", "dict"),
-    ("builtins", "tuple"),
-    ("collections", "OrderedDict"),
-    ("_codecs", "encode"),  # protocol 2 pickles store bytes through it
-}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _ALLOWED or (module == "numpy" and name.endswith("Dtype")):
-            return super().find_class(module, name)
-        if module.startswith("numpy.dtypes"):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def _pkl_path(path: Path) -> Path | None:
@@ -66,13 +41,7 @@ def detect(path: Path) -> bool:
 
 
 def load_cameras(path: Path) -> list[tuple[str, dict]]:
-    try:
-        with open(path, "rb") as f:
-            data = _SafeUnpickler(f).load()
-    except OSError as e:
-        raise InputError(path, f"cannot read ({e.strerror})") from e
-    except Exception as e:  # a damaged pickle fails in many ways (EOF, overflow, memory, ...)
-        raise InputError(path, f"not a readable camera pickle ({e.__class__.__name__}: {e})") from e
+    data = load_pickle(path, "camera pickle")
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
         items = [(str(k), v) for k, v in sorted(data.items(), key=lambda kv: str(kv[0]))]
     elif isinstance(data, (list, tuple)) and all(isinstance(v, dict) for v in data):

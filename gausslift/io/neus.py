@@ -13,7 +13,9 @@ integers, the OpenCV convention. So the reader adds 0.5 to the principal point
 (:func:`gausslift.cameras.K_from_opencv`).
 
 Images pair with indices by the number in their name when every name is a number (``000.png`` ->
-index 0), else by sorted position; masks pair with images by name.
+index 0), else by sorted position; masks in ``mask/`` pair with images by
+:func:`gausslift.io.common.pair_masks` (same stem, else the index in the name as in DTU's ``000000.png``
+/ ``000.png``, else sorted position), with one summary warning.
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ from gausslift.errors import InputError
 from gausslift.io.common import (
     as_matrix,
     checked_camera,
-    find_by_stem,
     image_header,
-    list_images,
+    list_images_noting,
+    pair_masks,
     require_views,
 )
 from gausslift.scene import Scene, View
@@ -52,6 +54,19 @@ def detect(path: Path) -> bool:
     if path.is_file():
         return path.name in NPZ_NAMES and (path.parent / "image").is_dir()
     return (path / "cameras_sphere.npz").is_file() or (_npz(path) is not None and (path / "image").is_dir())
+
+
+def diagnose(path: Path) -> str | None:
+    """How a folder nearly is a NeuS/IDR scan (for auto-detection's error), else None."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    npz = _npz(path)
+    if npz is not None and not (path / "image").is_dir():
+        return f"found {npz.name} but no image/ folder"
+    if npz is None and (path / "image").is_dir() and (path / "mask").is_dir():
+        return f"found image/ and mask/ folders but no {' or '.join(NPZ_NAMES)}"
+    return None
 
 
 def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,10 +101,10 @@ def read(path: Path) -> Scene:
     ids = sorted(int(k[len("world_mat_") :]) for k in mats if k.startswith("world_mat_") and k[10:].isdigit())
     if not ids:
         raise InputError(npz_path, "no world_mat_<i> arrays")
-    files = list_images(root / "image")
+    warnings: list[str] = []
+    files = list_images_noting(root / "image", warnings)
     if not files:
         raise InputError(root / "image", "no images (folder missing or empty)")
-    warnings: list[str] = []
     if all(f.stem.isdigit() for f in files):
         by_id = {int(f.stem): f for f in files}
         width, ext = len(files[0].stem), files[0].suffix
@@ -107,7 +122,7 @@ def read(path: Path) -> Scene:
                 root / "image", f"has {len(files)} images but {npz_path.name} has {len(ids)} cameras"
             )
         pairs = list(zip(ids, files))
-    mask_dir = root / "mask"
+    masks = pair_masks([img for _, img in pairs], root / "mask", warnings)
     views: list[View] = []
     scale0 = None
     for i, img in pairs:
@@ -142,10 +157,7 @@ def read(path: Path) -> Scene:
             warnings.append(f"{img}: principal point ({cx:.1f}, {cy:.1f}) lies outside the image")
         if cam.world_to_camera(np.zeros((1, 3)))[0, 2] <= 0:
             warnings.append(f"{img}: the normalised scene centre is behind camera {i}")
-        mask = find_by_stem(mask_dir, img.stem) if mask_dir.is_dir() else None
-        if mask is None and mask_dir.is_dir():
-            warnings.append(f"{mask_dir}: no mask for {img.name}; view has no mask")
-        views.append(View(img.stem, cam, img, mask, "train", {"index": i}))
+        views.append(View(img.stem, cam, img, masks.get(img), "train", {"index": i}))
     require_views(views, npz_path, warnings)
     return Scene(
         views,

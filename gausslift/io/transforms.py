@@ -10,7 +10,8 @@ off the renders; we follow the renders.)
 
 Splits: ``transforms_{train,val,test}.json`` in a folder; or one ``transforms.json`` whose frames are
 all 'train' unless it lists ``train_filenames`` / ``val_filenames`` / ``test_filenames``
-(nerfstudio). Masks: nerfstudio ``mask_path``, else the image's alpha channel when it has one.
+(nerfstudio). Masks: nerfstudio ``mask_path``; else a ``masks/`` (or ``mask/``) folder next to the JSON,
+paired with the images by :func:`gausslift.io.common.pair_masks`; else the image's alpha channel.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gausslift.io.common import (
     has_alpha,
     image_header,
     load_json,
+    pair_masks,
     require_views,
     resolve_image,
 )
@@ -92,12 +94,14 @@ def read(path: Path) -> Scene:
     extras: dict = {}
     world_from_capture = None
     ply_files: list[Path] = []
-    for js, file_split in _files(path):
+    empty: list[Path] = []
+    files = _files(path)
+    for js, file_split in files:
         data = load_json(js)
         if not isinstance(data, dict) or not isinstance(data.get("frames"), list):
             raise InputError(js, "expected an object with a 'frames' list")
         if not data["frames"]:
-            warnings.append(f"{js}: no frames")
+            empty.append(js)
         model = str(data.get("camera_model", "OPENCV"))
         if model not in _PINHOLE_MODELS:
             raise InputError(js, f"camera_model {model} is not supported (pinhole + OpenCV distortion only)")
@@ -122,6 +126,10 @@ def read(path: Path) -> Scene:
             view.split = file_split or split_of.get(rel, split_of.get(_view_name(rel), "train"))
             view.meta["file"] = js.name
             views.append(view)
+    if len(empty) == len(files):
+        raise InputError(empty[0], "has no frames (its 'frames' list is empty): no camera to read")
+    warnings += [f"{js}: no frames" for js in empty]
+    _folder_masks(views, root, warnings)
     require_views(views, path, warnings)
     points, rgb = _points(ply_files, warnings)
     names = [v.name for v in views]
@@ -137,6 +145,23 @@ def read(path: Path) -> Scene:
         points_rgb=rgb,
         meta={"transforms": extras},
     )
+
+
+MASK_DIRS = ("masks", "mask")
+
+
+def _folder_masks(views: list[View], root: Path, warnings: list[str]) -> None:
+    """When no frame names a ``mask_path``, masks from a ``masks/`` (or ``mask/``) folder next to the
+    JSON, paired with the images by :func:`gausslift.io.common.pair_masks`."""
+    if any(v.mask is not None and v.mask != v.image for v in views):
+        return
+    mask_dir = next((root / d for d in MASK_DIRS if (root / d).is_dir()), None)
+    if mask_dir is None:
+        return
+    pairs = pair_masks([v.image for v in views if v.image is not None], mask_dir, warnings)
+    for v in views:
+        if v.image in pairs:
+            v.mask = pairs[v.image]
 
 
 def _points(ply_files: list[Path], warnings: list[str]):
