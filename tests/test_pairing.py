@@ -159,3 +159,16 @@ def test_auto_detection_says_what_is_missing(tmp_path):
         cv2.imwrite(str(plain / f"{k}.jpg"), np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="holds 3 images but no camera file"):
         read_scene(plain)
+
+
+def test_colmap_masks_folder(tmp_path):
+    cams = ring_cameras(3)
+    root = write_colmap(tmp_path / "c", cams)
+    (root / "masks").mkdir()
+    for k, cam in enumerate(cams):
+        cv2.imwrite(str(root / "masks" / f"{k}.png"), render_sphere(cam)[..., 3])
+    scene = read_scene(root)
+    assert [v.mask.name for v in scene.views] == ["0.png", "1.png", "2.png"]
+    assert sum("paired 3 masks by index" in w for w in scene.warnings) == 1
+    _, mask = load_view(scene.views[1])
+    np.testing.assert_array_equal(mask > 0.5, render_sphere(cams[1])[..., 3] > 127)

@@ -4,7 +4,9 @@ itself, with the images in ``images/``.
 COLMAP's cameras are OpenCV-axed world-to-camera (``qvec`` wxyz, ``tvec``) and its pixel centres are
 already at +0.5, so poses and K are used as stored. Camera models: SIMPLE_PINHOLE, PINHOLE,
 SIMPLE_RADIAL, RADIAL, OPENCV, and FULL_OPENCV when k4..k6 are zero; the others (fisheye, FOV, ...)
-raise InputError. ``points3D`` become ``scene.points3d`` and ``scene.points_rgb``.
+raise InputError. ``points3D`` become ``scene.points3d`` and ``scene.points_rgb``. Masks, when a
+``masks/`` (or ``mask/``) folder sits next to ``images/``, pair with the images by
+:func:`gausslift.io.common.pair_masks`; else an RGBA image's alpha is its mask.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import numpy as np
 
 from gausslift.cameras import Camera, make_K, viewmat_from_Rt
 from gausslift.errors import InputError
-from gausslift.io.common import checked_camera, has_alpha, image_header, require_views
+from gausslift.io.common import checked_camera, has_alpha, image_header, pair_masks, require_views
 from gausslift.scene import Scene, View
 
 FORMAT = "colmap"
+MASK_DIRS = ("masks", "mask")  # next to images/, paired by :func:`gausslift.io.common.pair_masks`
 # model id -> (name, number of params)
 MODELS = {
     0: ("SIMPLE_PINHOLE", 3),
@@ -283,6 +286,10 @@ def read(path: Path) -> Scene:
         meta = {"image_id": int(_iid), "camera_id": int(cid), "model": model_name}
         views.append(View(view_name, cam, image, image if has_alpha(header) else None, "train", meta))
     require_views(views, model / f"images{ext}", warnings)
+    mask_dir = next((img_dir.parent / d for d in MASK_DIRS if (img_dir.parent / d).is_dir()), None)
+    masks = pair_masks([v.image for v in views], mask_dir, warnings)
+    for v in views:
+        v.mask = masks.get(v.image, v.mask)
     xyz, rgb = points if points is not None else (None, None)
     if xyz is not None and not np.all(np.isfinite(xyz)):
         raise InputError(model / f"points3D{ext}", "contains NaN or inf")
