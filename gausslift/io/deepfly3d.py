@@ -178,7 +178,8 @@ def read(path: Path) -> Scene:
     ids = sorted(int(k) for k in data if isinstance(k, (int, np.integer)))
     if not ids:
         raise InputError(pkl, "no cameras (integer keys with R, tvec, intr): df3d ran without calibration?")
-    scene = Scene(views=[], format=FORMAT, root=pkl.parent, meta={"units": "mm", "calibration": str(pkl)})
+    root = path if path.is_dir() else pkl.parent
+    scene = Scene(views=[], format=FORMAT, root=root, meta={"units": "mm", "calibration": str(pkl)})
     if data.get("camera_ordering") is not None:
         scene.meta["camera_ordering"] = [int(x) for x in np.ravel(data["camera_ordering"])]
     shape = data.get("image_shape")
