@@ -179,7 +179,7 @@ def opencv_reference(scene, out: Path, man: dict) -> tuple[float, tuple[float, f
 
     from gausslift.cameras import K_to_opencv
     from gausslift.preprocess.frames import read_video_frames
-    from gausslift.preprocess.undistort import remap_maps
+    from gausslift.preprocess.undistort import remap_maps_numpy
 
     cams = {v.name: v for v in scene.views}
     frames = [s["frame"] for s in man["samples"]]
@@ -197,7 +197,7 @@ def opencv_reference(scene, out: Path, man: dict) -> tuple[float, tuple[float, f
             cx, cy = cv2.initUndistortRectifyMap(
                 K_to_opencv(src.K), src.dist, R_rel, K_to_opencv(K_out), size, 5
             )
-            mx, my = remap_maps(src, R_rel, K_out, *size)
+            mx, my = remap_maps_numpy(src, R_rel, K_out, *size)  # our formula, not OpenCV's code
             ok = mx > -1000
             map_err = max(map_err, float(np.abs(np.stack([mx - cx, my - cy]))[:, ok].max()))
             ref = cv2.remap(raw[fr["source"]["camera"]][s["frame"]], cx, cy, cv2.INTER_LINEAR)

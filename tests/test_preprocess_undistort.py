@@ -11,6 +11,7 @@ from gausslift.preprocess.undistort import (
     max_valid_radius2,
     pinhole_project,
     remap_maps,
+    remap_maps_numpy,
     source_positions,
     undistort_points,
 )
@@ -85,9 +86,40 @@ def test_map_agrees_with_opencv_initUndistortRectifyMap():
     src = src.with_(K=src.K * np.array([[1, 0, 1], [1, 1, 1], [1, 1, 1]]))  # no skew for OpenCV
     R = Rotation.from_rotvec([0.04, -0.08, 0.1]).as_matrix()
     K_out = make_K(130.0, 130.0, 48.0, 48.0)
-    mx, my = remap_maps(src, R, K_out, 96, 96)
+    mx, my = remap_maps_numpy(src, R, K_out, 96, 96)  # ours, not OpenCV's (remap_maps may call it)
     shift = np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]])
     cx, cy = cv2.initUndistortRectifyMap(src.K - shift, src.dist, R, K_out - shift, (96, 96), cv2.CV_32FC1)
     ok = mx > -1000
     assert ok.mean() > 0.9
     assert np.abs(mx - cx)[ok].max() < 2e-3 and np.abs(my - cy)[ok].max() < 2e-3
+
+
+def test_fast_maps_are_opencv_only_where_every_sample_is_valid(monkeypatch):
+    """Without skew and with every output pixel inside the valid region, remap_maps takes OpenCV's
+    initUndistortRectifyMap; it must match our formula (source_positions) at every pixel. A view whose
+    corners see beyond the distortion fold or behind the camera falls back to the numpy maps."""
+    src = _cam()
+    src = src.with_(K=src.K * np.array([[1, 0, 1], [1, 1, 1], [1, 1, 1]]))
+    R = Rotation.from_rotvec([0.03, -0.06, 0.1]).as_matrix()
+    K_out = make_K(140.0, 140.0, 40.0, 36.0)
+    import gausslift.preprocess.undistort as U
+
+    with monkeypatch.context() as mp:  # the fast path must not fall back to numpy here
+        mp.setattr(U, "remap_maps_numpy", lambda *a: (_ for _ in ()).throw(AssertionError("numpy path")))
+        mx, my = remap_maps(src, R, K_out, 80, 72)
+    uv = np.stack(np.meshgrid(np.arange(80) + 0.5, np.arange(72) + 0.5), -1)
+    pos, ok = source_positions(src, R, K_out, uv)
+    assert ok.all()
+    assert np.abs(pos[..., 0] - 0.5 - mx).max() < 1e-3 and np.abs(pos[..., 1] - 0.5 - my).max() < 1e-3
+    nx, ny = remap_maps_numpy(src, R, K_out, 80, 72)
+    assert np.abs(nx - mx).max() < 1e-3 and np.abs(ny - my).max() < 1e-3
+    # beyond the fold at the corners: invalid samples are marked (OpenCV's map would wrap them back)
+    src = src.with_(dist=np.array([-0.3, 0.0, 0.0, 0.0, 0.0]))
+    wide = make_K(15.0, 15.0, 40.0, 36.0)
+    mx, _ = remap_maps(src, R, wide, 80, 72)
+    _, ok = source_positions(src, R, wide, uv)
+    assert not ok.all() and np.array_equal(mx > -1000, ok)
+    # behind the camera: a view turned 100 degrees away
+    away = Rotation.from_rotvec([0.0, np.radians(100), 0.0]).as_matrix()
+    mx, _ = remap_maps(Camera(make_K(100.0, 100.0, 40.0, 36.0), np.eye(4), 80, 72), away, K_out, 80, 72)
+    assert (mx < -1000).any()

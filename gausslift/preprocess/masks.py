@@ -95,21 +95,25 @@ def _clean(m: np.ndarray, diag: float) -> np.ndarray:
 
 
 def seed_fraction(mask: np.ndarray, seeds: np.ndarray | None, frac: float = 0.02) -> float | None:
-    """Fraction of seeds inside ``mask`` dilated by ``frac`` of the image diagonal (None: no seeds)."""
+    """Fraction of seeds inside ``mask`` dilated by ``frac`` of the image diagonal (None: no seeds).
+
+    The dilation (an elliptic disc of radius r, as cv2.dilate with that structuring element) is
+    evaluated only at the seeds: a seed is inside when any mask pixel of the disc around it is set."""
     import cv2
 
     if seeds is None or not len(seeds):
         return None
     h, w = mask.shape
     r = max(1, int(round(frac * np.hypot(h, w))))
-    lo = np.clip(np.floor(seeds.min(axis=0)).astype(int) - r - 1, 0, [w, h])
-    hi = np.clip(np.floor(seeds.max(axis=0)).astype(int) + r + 2, 0, [w, h])
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    d = cv2.dilate(mask[lo[1] : hi[1], lo[0] : hi[0]], k)  # only the region the seeds can reach
-    ij = np.floor(seeds).astype(int) - lo
-    ok = (ij[:, 0] >= 0) & (ij[:, 0] < d.shape[1]) & (ij[:, 1] >= 0) & (ij[:, 1] < d.shape[0])
-    inside = np.zeros(len(seeds), bool)
-    inside[ok] = d[ij[ok, 1], ij[ok, 0]] > 0
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)) > 0
+    ij = np.floor(np.asarray(seeds, dtype=np.float64)).astype(int)
+    inside = np.zeros(len(ij), bool)
+    for k, (x, y) in enumerate(ij):
+        if not (0 <= x < w and 0 <= y < h):
+            continue
+        x0, y0, x1, y1 = max(0, x - r), max(0, y - r), min(w, x + r + 1), min(h, y + r + 1)
+        win = mask[y0:y1, x0:x1] > 0
+        inside[k] = bool(np.any(win & disc[y0 - y + r : y1 - y + r, x0 - x + r : x1 - x + r]))
     return float(inside.mean())
 
 
@@ -144,13 +148,25 @@ def background_mask(
     return m, thr
 
 
-def grabcut_mask(
-    frame: np.ndarray, seeds: np.ndarray, hint: np.ndarray | None = None, iters: int = 2, model=None
-):
-    """cv2.grabCut on a crop around ``seeds`` [N, 2] (downscaled to <= 160 px); uint8 mask.
+GRABCUT_SIZE = 112  # grabCut and its clean-up run on the crop downscaled to at most this many pixels
 
-    ``model``: a dict; when it holds colour models (from an earlier frame of the same camera) they are
-    used frozen for one iteration (about 3x faster); otherwise the learnt models are stored in it."""
+
+def grabcut_mask(
+    frame: np.ndarray,
+    seeds: np.ndarray,
+    hint: np.ndarray | None = None,
+    iters: int = 2,
+    model=None,
+    work: int | None = None,
+):
+    """cv2.grabCut on a crop around ``seeds`` [N, 2] downscaled to <= ``work`` px (GRABCUT_SIZE);
+    uint8 mask at full size.
+
+    The clean-up (opening/closing, seeded components, holes) runs at the same reduced size and the
+    result is brought back to the crop with linear interpolation, thresholded at half (pixel centres
+    at +0.5: scaling coordinates is exact). ``model``: a dict; when it holds colour models (from an
+    earlier frame of the same camera) they are used frozen for one iteration (about 3x faster);
+    otherwise the learnt models are stored in it."""
     import cv2
 
     h, w = frame.shape[:2]
@@ -161,16 +177,18 @@ def grabcut_mask(
     x0, y0 = int(max(0, lo[0] - pad)), int(max(0, lo[1] - pad))
     x1, y1 = int(min(w, hi[0] + pad)), int(min(h, hi[1] + pad))
     crop = frame[y0:y1, x0:x1]
-    s = min(1.0, 160.0 / max(crop.shape[:2]))
+    s = min(1.0, float(work or GRABCUT_SIZE) / max(crop.shape[:2]))
     small = cv2.resize(crop, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else crop.copy()
     if small.ndim == 2:
         small = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)
+    sy, sx = small.shape[0] / crop.shape[0], small.shape[1] / crop.shape[1]  # the sizes are rounded
     gc = np.full(small.shape[:2], cv2.GC_PR_BGD, np.uint8)
     if hint is not None:
         hc = hint[y0:y1, x0:x1]
         hc = cv2.resize(hc, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_NEAREST)
         gc[hc > 0] = cv2.GC_PR_FGD
-    pts = ((seeds - [x0, y0]) * s - 0.5).round().astype(np.int32)
+    seeds_s = (seeds - [x0, y0]) * [sx, sy]  # crop seeds in the small image (+0.5 convention)
+    pts = (seeds_s - 0.5).round().astype(np.int32)
     spread = float(np.max(pts.max(axis=0) - pts.min(axis=0))) if len(pts) > 1 else 0.0
     r_pr = max(3, int(round(0.09 * spread)), int(round((0.2 if few else 0.03) * max(small.shape[:2]))))
     r_fg = max(1, int(round(0.01 * max(small.shape[:2]))))
@@ -196,9 +214,10 @@ def grabcut_mask(
     except cv2.error:
         pass
     fg = np.where((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
-    fg = cv2.resize(fg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
-    fg = np.where(fg > 127, 255, 0).astype(np.uint8)
-    fg = _fill_holes(select_components(_clean(fg, float(np.hypot(h, w))), seeds - [x0, y0]))
+    fg = _fill_holes(select_components(_clean(fg, float(np.hypot(h, w)) * min(sx, sy)), seeds_s))
+    if fg.shape != crop.shape[:2]:
+        fg = cv2.resize(fg, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        fg = np.where(fg > 127, 255, 0).astype(np.uint8)
     out = np.zeros((h, w), np.uint8)
     out[y0:y1, x0:x1] = fg
     return out

@@ -10,6 +10,8 @@ map stores ``u - 0.5``.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from gausslift.cameras import (
@@ -40,7 +42,12 @@ def max_valid_radius2(dist: np.ndarray, r2_max: float = 25.0) -> float:
     Beyond the fold of a strong barrel distortion (k1 < 0) distorted radii shrink again and the model
     maps far-away rays back into the image; such samples are invalid.
     """
-    k1, k2, _, _, k3 = (float(x) for x in np.asarray(dist, dtype=np.float64)[:5])
+    return _max_valid_radius2(tuple(float(x) for x in np.asarray(dist, dtype=np.float64)[:5]), r2_max)
+
+
+@lru_cache(maxsize=256)
+def _max_valid_radius2(dist: tuple, r2_max: float) -> float:
+    k1, k2, _, _, k3 = dist
     r2 = np.linspace(0.0, r2_max, 20001)
     # d/dr [r (1 + k1 r^2 + k2 r^4 + k3 r^6)] = 1 + 3 k1 r^2 + 5 k2 r^4 + 7 k3 r^6
     deriv = 1 + 3 * k1 * r2 + 5 * k2 * r2**2 + 7 * k3 * r2**3
@@ -68,14 +75,52 @@ def source_positions(
     return np.stack([u, v], axis=-1), valid
 
 
+def _all_valid(src: Camera, M: np.ndarray, width: int, height: int) -> bool:
+    """Whether every output pixel centre samples a valid ray: in front of the source camera and inside
+    the distortion model's monotonic radius. The ray's Z is affine in (u, v), so it is positive on the
+    whole grid when it is at the four corner pixel centres; the grid then maps to a convex quadrilateral
+    of the source's normalised plane, on which r^2 (convex) is largest at a corner."""
+    u = np.array([0.5, width - 0.5, 0.5, width - 0.5])
+    v = np.array([0.5, 0.5, height - 0.5, height - 0.5])
+    X, Y, Z = M @ np.stack([u, v, np.ones(4)])
+    if not np.all(Z > 1e-6):
+        return False
+    if not src.has_distortion:
+        return True
+    return bool(np.all((X / Z) ** 2 + (Y / Z) ** 2 < max_valid_radius2(src.dist)))
+
+
 def remap_maps(
     src: Camera, R_rel: np.ndarray, K_out: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """float32 (map_x, map_y) for cv2.remap producing the ``width`` x ``height`` output view.
 
-    Same maths as :func:`source_positions`, written out on the separable pixel grid (ray = M [u, v, 1]
-    with M = R_rel^T K_out^-1) for speed.
+    When every output pixel samples a valid ray (:func:`_all_valid`) and the source K has no skew, the
+    maps are OpenCV's ``initUndistortRectifyMap`` (the same model: 5 coefficients, rectification
+    R_rel, new camera K_out; both K shifted by -0.5 to OpenCV's integer pixel centres), which is about
+    20x faster than numpy and agrees with :func:`remap_maps_numpy` to float32 rounding. Otherwise the
+    numpy maps, which mark invalid samples outside the image.
     """
+    K = np.asarray(src.K, dtype=np.float64)
+    K_out = np.asarray(K_out, dtype=np.float64)
+    M = np.asarray(R_rel, dtype=np.float64).T @ np.linalg.inv(K_out)
+    if K[0, 1] == 0.0 and _all_valid(src, M, width, height):
+        import cv2
+
+        shift = np.array([[0.0, 0.0, 0.5], [0.0, 0.0, 0.5], [0.0, 0.0, 0.0]])
+        return cv2.initUndistortRectifyMap(
+            K - shift, np.asarray(src.dist, dtype=np.float64)[:5], np.asarray(R_rel, dtype=np.float64),
+            K_out - shift, (int(width), int(height)), cv2.CV_32FC1,
+        )  # fmt: skip
+    return remap_maps_numpy(src, R_rel, K_out, width, height)
+
+
+def remap_maps_numpy(
+    src: Camera, R_rel: np.ndarray, K_out: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`remap_maps` in numpy: the maths of :func:`source_positions` written out on the separable
+    pixel grid (ray = M [u, v, 1] with M = R_rel^T K_out^-1); samples behind the camera or beyond the
+    distortion fold are set to -1e4 (remap fills them with the border value)."""
     M = np.asarray(R_rel).T @ np.linalg.inv(np.asarray(K_out))
     u = np.arange(width, dtype=np.float64)[None, :] + 0.5
     v = np.arange(height, dtype=np.float64)[:, None] + 0.5
