@@ -172,3 +172,12 @@ def test_colmap_masks_folder(tmp_path):
     assert sum("paired 3 masks by index" in w for w in scene.warnings) == 1
     _, mask = load_view(scene.views[1])
     np.testing.assert_array_equal(mask > 0.5, render_sphere(cams[1])[..., 3] > 127)
+
+
+def test_same_stem_in_two_folders_is_not_paired_by_stem(tmp_path):
+    imgs = _touch(tmp_path / "train", ["r_0.png", "r_1.png"]) + _touch(tmp_path / "test", ["r_0.png"])
+    _touch(tmp_path / "masks", ["r_0.png", "r_1.png"])
+    w: list[str] = []
+    got = pair_masks(imgs, tmp_path / "masks", w)
+    assert {str(i.relative_to(tmp_path)): m.name for i, m in got.items()} == {"train/r_1.png": "r_1.png"}
+    assert sum("no mask for 2 views" in x for x in w) == 1

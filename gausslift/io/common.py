@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import struct
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,7 @@ def pair_masks(images: list[Path], mask_dir: Path | None, warnings: list[str]) -
 
     The one pairing rule every reader uses:
 
-    1. the same stem (``r_0.png`` <-> ``r_0.png`` or ``r_0.jpg``);
+    1. the same stem (``r_0.png`` <-> ``r_0.png`` or ``r_0.jpg``), when no other image has that stem;
     2. then, for the rest, the same integer index in the stem (``000012.png`` <-> ``012.png``), when
        that index is unique on both sides;
     3. then, when nothing paired by 1 or 2 and the counts are equal, sorted position (NeuS's own loader
@@ -263,8 +264,9 @@ def pair_masks(images: list[Path], mask_dir: Path | None, warnings: list[str]) -
     for m in masks:
         by_stem.setdefault(m.stem, m)
     out: dict[Path, Path] = {}
+    stems = Counter(i.stem for i in images)
     for img in images:
-        if img.stem in by_stem:
+        if img.stem in by_stem and stems[img.stem] == 1:  # train/r_0 and test/r_0: ambiguous
             out[img] = by_stem[img.stem]
     used = set(out.values())
     rest_i = [i for i in images if i not in out]
