@@ -205,20 +205,37 @@ def _is_image_name(p: Path) -> bool:
     return p.suffix.lower() in {e.lower() for e in IMAGE_EXTS}
 
 
-def list_images_noting(folder: Path, warnings: list[str], what: str = "images") -> list[Path]:
-    """:func:`list_images`, plus ONE warning naming the other (non-image) files found in ``folder``
-    (e.g. a stray one-byte file ``a`` in a DTU scan), which are ignored."""
-    files = list_images(folder)
-    if folder.is_dir():
-        other = sorted(
-            p.name
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and not _is_image_name(p)
-        )
-        if other:
-            shown = ", ".join(other[:5]) + (", ..." if len(other) > 5 else "")
-            warnings.append(f"{folder}: ignored {len(other)} non-image file(s) among the {what} ({shown})")
-    return files
+def non_image_files(folder: Path) -> list[Path]:
+    """Visible files in ``folder`` without an image extension (e.g. DTU's stray one-byte ``a``)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and not _is_image_name(p)
+    )
+
+
+def warn_non_images(files: list[Path], warnings: list[str]) -> None:
+    """ONE warning naming the non-image files ignored (``image/a, mask/a``), when there are any."""
+    if not files:
+        return
+    root = Path(os.path.commonpath([str(f.parent) for f in files]))
+    if len({f.parent for f in files}) > 1:
+        root = root if root not in {f.parent for f in files} else root.parent
+    shown = [os.path.relpath(f, root) for f in files]
+    more = ", ..." if len(shown) > 6 else ""
+    warnings.append(f"{root}: ignored {len(files)} non-image file(s): {', '.join(shown[:6])}{more}")
+
+
+def list_images_noting(folder: Path, warnings: list[str], strays: list[Path] | None = None) -> list[Path]:
+    """:func:`list_images`; the other (non-image) files found are ignored and reported: added to
+    ``strays`` when given (the caller reports all its folders in one warning with
+    :func:`warn_non_images`), else one warning for this folder."""
+    other = non_image_files(folder)
+    if strays is not None:
+        strays += other
+    else:
+        warn_non_images(other, warnings)
+    return list_images(folder)
 
 
 def stem_index(stem: str) -> int | None:
@@ -242,7 +259,9 @@ def _names(paths, n: int = 5) -> str:
     return ", ".join(names[:n]) + (", ..." if len(names) > n else "")
 
 
-def pair_masks(images: list[Path], mask_dir: Path | None, warnings: list[str]) -> dict[Path, Path]:
+def pair_masks(
+    images: list[Path], mask_dir: Path | None, warnings: list[str], strays: list[Path] | None = None
+) -> dict[Path, Path]:
     """Pair image files with the mask files of ``mask_dir``; returns image path -> mask path.
 
     The one pairing rule every reader uses:
@@ -254,12 +273,12 @@ def pair_masks(images: list[Path], mask_dir: Path | None, warnings: list[str]) -
        pairs the sorted lists this way).
 
     Warnings are summaries, at most one per kind: masks paired by index or by position ("paired 49
-    masks by index: names differ"), non-image files ignored, views left without a mask, masks that
-    pair with no image.
+    masks by index: names differ"), non-image files ignored (or added to ``strays``, see
+    :func:`list_images_noting`), views left without a mask, masks that pair with no image.
     """
     if mask_dir is None or not mask_dir.is_dir():
         return {}
-    masks = list_images_noting(mask_dir, warnings, "masks")
+    masks = list_images_noting(mask_dir, warnings, strays)
     by_stem: dict[str, Path] = {}
     for m in masks:
         by_stem.setdefault(m.stem, m)

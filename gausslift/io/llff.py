@@ -23,9 +23,11 @@ from gausslift.io.common import (
     check_rotation,
     has_alpha,
     image_header,
+    list_images,
     list_images_noting,
     pair_masks,
     require_views,
+    warn_non_images,
 )
 from gausslift.scene import Scene, View
 
@@ -90,7 +92,7 @@ def read(path: Path, factor: int | None = None) -> Scene:
             root, f"no images or images_N folder next to poses_bounds.npy (it has {len(poses)} poses)"
         )
     warnings: list[str] = []
-    counts = {k: len(list_images_noting(d, [])) for k, d in dirs.items()}
+    counts = {k: len(list_images(d)) for k, d in dirs.items()}
     if counts[key] != len(poses) and factor is None:
         fitting = sorted((k for k, n in counts.items() if n == len(poses)), key=lambda k: k or 1)
         if fitting:
@@ -100,7 +102,8 @@ def read(path: Path, factor: int | None = None) -> Scene:
             )
             key = fitting[0]
     img_dir = dirs[key]
-    files = list_images_noting(img_dir, warnings)
+    strays: list[Path] = []
+    files = list_images_noting(img_dir, warnings, strays)
     if len(files) != len(poses):
         order = sorted(dirs, key=lambda k: k or 1)
         found = ", ".join(f"{dirs[k].name}: {counts[k]}" for k in order)
@@ -113,7 +116,8 @@ def read(path: Path, factor: int | None = None) -> Scene:
     mask_dir = next(
         (root / n for n in ([f"masks_{key}"] if key else []) + ["masks"] if (root / n).is_dir()), None
     )
-    masks = pair_masks(files, mask_dir, warnings)
+    masks = pair_masks(files, mask_dir, warnings, strays)
+    warn_non_images(strays, warnings)
     views: list[View] = []
     size_warned = 0
     for i, (img, pose) in enumerate(zip(files, poses)):

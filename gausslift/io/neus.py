@@ -35,6 +35,7 @@ from gausslift.io.common import (
     list_images_noting,
     pair_masks,
     require_views,
+    warn_non_images,
 )
 from gausslift.scene import Scene, View
 
@@ -102,7 +103,8 @@ def read(path: Path) -> Scene:
     if not ids:
         raise InputError(npz_path, "no world_mat_<i> arrays")
     warnings: list[str] = []
-    files = list_images_noting(root / "image", warnings)
+    strays: list[Path] = []
+    files = list_images_noting(root / "image", warnings, strays)
     if not files:
         raise InputError(root / "image", "no images (folder missing or empty)")
     if all(f.stem.isdigit() for f in files):
@@ -122,7 +124,8 @@ def read(path: Path) -> Scene:
                 root / "image", f"has {len(files)} images but {npz_path.name} has {len(ids)} cameras"
             )
         pairs = list(zip(ids, files))
-    masks = pair_masks([img for _, img in pairs], root / "mask", warnings)
+    masks = pair_masks([img for _, img in pairs], root / "mask", warnings, strays)
+    warn_non_images(strays, warnings)
     views: list[View] = []
     scale0 = None
     for i, img in pairs:
