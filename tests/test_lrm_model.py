@@ -120,6 +120,16 @@ def test_pixel_alignment(train):
         torch.testing.assert_close(means, raw.clamp(-1, 1))
 
 
+def test_bf16_autocast_keeps_alignment_in_float32():
+    m = _tiny()
+    _, K, vm = _rig(2, 16)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        g = m(torch.rand(1, 2, 16, 16, 3), K[None], vm[None])
+    assert g.means.dtype == g.sh.dtype == g.scales.dtype == torch.float32
+    o, d = pixel_rays(K[None], vm[None], 16, 16)
+    torch.testing.assert_close(g.pixel(g.means), o + g.depths[..., None] * d, atol=1e-5, rtol=0)
+
+
 def test_grad_checkpoint_same_gradients():
     _, K, vm = _rig(2, 16)
     img = torch.rand(1, 2, 16, 16, 3)

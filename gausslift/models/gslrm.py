@@ -250,7 +250,7 @@ class GSLRM(nn.Module):
         B, V, H, W, _ = images.shape
         if H % p or W % p:
             raise ValueError(f"image size {W}x{H} is not a multiple of the patch size {p}")
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=False):  # rays in float32
             o, dirs = pixel_rays(Ks.float(), viewmats.float(), H, W)  # [B,V,H,W,3]
             x = posed_pixels(images.float(), o, dirs)
         tokens = self.patch_embed(patchify(x, p))
