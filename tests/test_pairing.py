@@ -182,3 +182,26 @@ def test_same_stem_in_two_folders_is_not_paired_by_stem(tmp_path):
     got = pair_masks(imgs, tmp_path / "masks", w)
     assert {str(i.relative_to(tmp_path)): m.name for i, m in got.items()} == {"train/r_1.png": "r_1.png"}
     assert sum("no mask for 2 views" in x for x in w) == 1
+
+
+@pytest.mark.parametrize(
+    "make,needle",
+    [
+        (
+            lambda d: (d / "videos_undist").mkdir(),
+            r"closest format: mammal \(found videos_undist/ but no new_cam",
+        ),
+        (
+            lambda d: (d / "cams.json").write_text('{"frames": [{"transform_matrix": []}]}'),
+            r"transforms \(cams",
+        ),
+        (
+            lambda d: (d / "calib.toml").write_text("[cam_0]\nname = 'a'\n"),
+            r"anipose \(found calib.toml with",
+        ),
+    ],
+)
+def test_closest_format_hints(tmp_path, make, needle):
+    make(tmp_path)
+    with pytest.raises(InputError, match=needle):
+        read_scene(tmp_path)

@@ -50,6 +50,23 @@ def detect(path: Path) -> bool:
         return False
 
 
+def diagnose(path: Path) -> str | None:
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    for toml in sorted(path.glob("*.toml"))[:10]:
+        if detect(toml):
+            return f"found {toml.name} with [cam_*] tables but no {CALIBRATION}: pass that file itself"
+    cams = sorted(
+        d.name
+        for d in path.iterdir()
+        if d.is_dir() and any(p.suffix.lower() in VIDEO_SUFFIXES for p in d.iterdir() if p.is_file())
+    )
+    if len(cams) >= 2:
+        return f"found per-camera video folders ({', '.join(cams[:6])}) but no {CALIBRATION}"
+    return None
+
+
 def _load_toml(path: Path) -> dict:
     try:
         import tomllib

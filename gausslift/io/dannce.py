@@ -41,6 +41,16 @@ def detect(path: Path) -> bool:
     return _mat_path(Path(path)) is not None
 
 
+def diagnose(path: Path) -> str | None:
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    mats = sorted(p.name for p in path.glob("*.mat"))
+    if mats and (path / "videos").is_dir():
+        return f"found videos/ and {', '.join(mats[:3])} but no *dannce.mat (label3d_dannce.mat)"
+    return None
+
+
 def video_size(path: Path) -> tuple[int, int] | None:
     """(width, height) of a video from its stream header (cv2), or None when unreadable."""
     import cv2

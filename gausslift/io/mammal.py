@@ -40,6 +40,13 @@ def detect(path: Path) -> bool:
     return _pkl_path(Path(path)) is not None
 
 
+def diagnose(path: Path) -> str | None:
+    path = Path(path)
+    if path.is_dir() and (path / "videos_undist").is_dir():
+        return f"found videos_undist/ but no {CAMERA_FILE}"
+    return None
+
+
 def load_cameras(path: Path) -> list[tuple[str, dict]]:
     data = load_pickle(path, "camera pickle")
     if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):

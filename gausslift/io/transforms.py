@@ -61,6 +61,21 @@ def detect(path: Path) -> bool:
     return (path / "transforms.json").is_file() or bool(_split_files(path))
 
 
+def diagnose(path: Path) -> str | None:
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    for js in sorted(path.glob("*.json"))[:20]:
+        try:
+            with open(js, "rb") as f:
+                head = f.read(1 << 20)
+        except OSError:
+            continue
+        if b'"transform_matrix"' in head:
+            return f"{js.name} has frames with a transform_matrix but is not named transforms*.json"
+    return None
+
+
 def _files(path: Path) -> list[tuple[Path, str | None]]:
     if path.is_file():
         stem = path.stem.removeprefix("transforms").lstrip("_")
