@@ -347,7 +347,7 @@ def write_deepfly3d(
             for i in range(frames):
                 cv2.imwrite(str(root / f"camera_{k}_img_{i}.jpg"), bgr)
     for c, f, j in hidden:
-        p2[c, f, j] = 0.0
+        p2[c, f, j] = (0.0, 1.0) if c % 2 else 0.0  # df3d's mirrored left-hand cameras store (0, 1)
     rot = Rotation.from_euler("xyz", [20, -30, 50], degrees=True).as_matrix()
     data["points2d"] = p2
     data["points3d_wo_procrustes"] = points3d.copy()

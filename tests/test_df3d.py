@@ -28,7 +28,7 @@ def capture(tmp_path_factory):
     root = tmp_path_factory.mktemp("df3d") / "trial"
     cams = df3d_rig(3)
     pts = fly_points(3, 12)
-    write_deepfly3d(root, cams, pts, frames=3, hidden=[(0, 1, 4), (2, 0, 0)])
+    write_deepfly3d(root, cams, pts, frames=3, hidden=[(0, 1, 4), (2, 0, 0), (1, 2, 3)])
     return root, cams, pts
 
 
@@ -55,7 +55,9 @@ def test_reads_cameras_and_points_in_internal_convention(capture):
         got = kp.points2d[v.name].reshape(-1, 2)
         seen = np.all(np.isfinite(got), axis=1)
         np.testing.assert_allclose(got[seen], uv[seen], atol=1e-6)  # (row, col) / (H, W) undone
-    assert np.isnan(kp.points2d["camera_0"][1, 4]).all() and np.isnan(kp.points2d["camera_2"][0, 0]).all()
+    for name, f, j in [("camera_0", 1, 4), ("camera_2", 0, 0), ("camera_1", 2, 3)]:
+        assert np.isnan(kp.points2d[name][f, j]).all()
+    assert sum(np.isnan(p).any(-1).sum() for p in kp.points2d.values()) == 3
     errs = reprojection_errors(scene)
     assert all(e["max_px"] < 1e-6 for e in errs.values())
 

@@ -12,7 +12,9 @@ Conventions, read from DeepFly3D's own code (``df3d/core.py`` ``Core.save``, ``p
   f about 16,000 px: nearly orthographic).
 * ``points2d`` [C, T, J, 2] is NORMALISED to [0, 1] and in (row, column) order: pixels are
   ``(x, y) = (p[..., 1] * W, p[..., 0] * H)`` in OpenCV's convention (pyba multiplies by
-  ``image_shape[::-1]`` = (H, W) and swaps the columns). Exact zeros mean "not seen".
+  ``image_shape[::-1]`` = (H, W) and swaps the columns). A point with ANY coordinate zero is "not
+  seen" (pyba's ``can_see``; df3d mirrors the columns of its left-hand cameras after zeroing unseen
+  points, so those read (0, 1)).
 * ``points3d_wo_procrustes`` [T, J, 3] is the triangulation in the cameras' world; ``points3d`` is the
   same after a Procrustes alignment to a template skeleton, so it is NOT in the cameras' world and is
   only used (with a warning) when the former is absent. Rows of zeros are untriangulated joints.
@@ -163,7 +165,8 @@ def _keypoints(pkl: Path, data: dict, ids: list[int], views: list[View], scene: 
         W, H = v.camera.width, v.camera.height
         rc = p2[k]
         xy = np.stack([rc[..., 1] * W, rc[..., 0] * H], -1) + 0.5  # OpenCV pixels -> centres at +0.5
-        points2d[v.name] = np.where(np.all(rc == 0, axis=-1, keepdims=True), np.nan, xy)
+        unseen = np.any(np.isclose(rc * [H, W], 0), axis=-1, keepdims=True)  # pyba's Camera.can_see
+        points2d[v.name] = np.where(unseen, np.nan, xy)
     return Keypoints(p3, points2d)
 
 
