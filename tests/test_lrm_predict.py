@@ -15,9 +15,11 @@ from gausslift.lrm.predict import (
     PredictOptions,
     choose_inputs,
     flicker,
+    load_images,
     load_sample,
     predict_sample,
     predict_sequence,
+    predict_views,
     sequence_samples,
 )
 from gausslift.models.gslrm import GSLRM, gslrm_config
@@ -42,6 +44,22 @@ def test_load_sample_composites_and_resizes():
     torch.testing.assert_close(v.viewmats[0], full.viewmats[0])
     with pytest.raises(InputError, match="no views named"):
         load_sample(SAMPLE, ["cam_999"])
+
+
+def test_images_on_the_facelift_rig(tmp_path):
+    from gausslift.cameras import facelift_inference_rig
+
+    paths = sorted((SAMPLE / "images").glob("*.png"))[:6]
+    v = load_images(paths, size=32)
+    rig = facelift_inference_rig()
+    assert v.names == [p.stem for p in paths] and v.images.shape == (6, 32, 32, 3) and v.has_masks
+    torch.testing.assert_close(v.viewmats, torch.tensor(rig.viewmat, dtype=torch.float32))
+    torch.testing.assert_close(v.Ks[:, 0, 0], torch.full((6,), float(rig.K[0, 0, 0]) * 32 / 512))
+    res = predict_views(_model(), v, tmp_path, PredictOptions(**OPTS))  # targets: the inputs
+    assert res["targets"] == v.names and len(res["psnr"]) == 6
+    assert (tmp_path / "splats.ply").is_file() and (tmp_path / "renders" / f"{paths[0].stem}.png").is_file()
+    with pytest.raises(InputError, match="6 images but 5 cameras"):
+        load_images(paths, rig[:5])
 
 
 def test_choose_inputs():

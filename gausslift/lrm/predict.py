@@ -63,26 +63,15 @@ def _resize_to(size: int, w: int, h: int, p: int) -> tuple[int, int]:
     return max(p, round(w * s / p) * p), max(p, round(h * s / p) * p)
 
 
-def load_sample(sample_dir, names=None, size: int = 512, patch: int = 8, background=(1.0, 1.0, 1.0)):
-    """Read ``names`` (default all) views of a sample, composite and resize so that the longer side
-    is ``size`` and both are multiples of ``patch``."""
+def make_views(items, size: int, patch: int = 8, background=(1.0, 1.0, 1.0), where=None) -> SampleViews:
+    """:class:`SampleViews` from ``(name, Camera, rgb [H,W,3], mask [H,W] | None)`` items: composited
+    over ``background`` and resized (with the cameras) so that the longer side is ``size`` and both
+    sides are multiples of ``patch``."""
     import cv2
 
-    from gausslift.io import read_scene
-    from gausslift.scene import load_view
-
-    scene = read_scene(sample_dir)
-    byname = {v.name: v for v in scene.views}
-    names = list(byname) if names is None else list(names)
-    unknown = [n for n in names if n not in byname]
-    if unknown:
-        raise InputError(sample_dir, f"no views named {unknown}; it has {list(byname)}")
-    imgs, masks, Ks, vms, has_masks = [], [], [], [], True
+    imgs, masks, Ks, vms, has_masks, names = [], [], [], [], True, []
     bg = np.asarray(background, dtype=np.float32)
-    for n in names:
-        view = byname[n]
-        rgb, mask = load_view(view)
-        cam: Camera = view.camera
+    for name, cam, rgb, mask in items:
         if mask is None:
             has_masks, mask = False, np.ones(rgb.shape[:2], np.float32)
         w, h = _resize_to(size, cam.width, cam.height, patch)
@@ -94,10 +83,54 @@ def load_sample(sample_dir, names=None, size: int = 512, patch: int = 8, backgro
         masks.append(mask)
         Ks.append(cam.K)
         vms.append(cam.viewmat)
+        names.append(name)
+    if not imgs:
+        raise InputError(where, "no views")
     if len({im.shape for im in imgs}) > 1:
-        raise InputError(sample_dir, "views of one sample must share one image size")
+        raise InputError(where, "views of one sample must share one image size")
     t = lambda a: torch.as_tensor(np.stack(a), dtype=torch.float32)
     return SampleViews(names, t(imgs), t(masks), t(Ks), t(vms), has_masks)
+
+
+def load_sample(sample_dir, names=None, size: int = 512, patch: int = 8, background=(1.0, 1.0, 1.0)):
+    """Views ``names`` (default all) of a sample folder, as :func:`make_views`."""
+    from gausslift.io import read_scene
+    from gausslift.scene import load_view
+
+    scene = read_scene(sample_dir)
+    byname = {v.name: v for v in scene.views}
+    names = list(byname) if names is None else list(names)
+    unknown = [n for n in names if n not in byname]
+    if unknown:
+        raise InputError(sample_dir, f"no views named {unknown}; it has {list(byname)}")
+    items = ((n, byname[n].camera, *load_view(byname[n])) for n in names)
+    return make_views(items, size, patch, background, sample_dir)
+
+
+def load_images(paths, cameras: Camera | None = None, size: int = 512, patch: int = 8,
+                background=(1.0, 1.0, 1.0)) -> SampleViews:  # fmt: skip
+    """Views from image files (RGBA: alpha is the mask) posed by ``cameras`` (batched, one per image;
+    default: FaceLift's 6-view inference rig, images in the order front, front_right, right, back,
+    left, front_left). Each camera is rescaled to its image's size."""
+    from gausslift.cameras import facelift_inference_rig
+    from gausslift.scene import read_image_file
+
+    paths = [Path(p) for p in paths]
+    cams = facelift_inference_rig() if cameras is None else cameras
+    if len(cams) != len(paths):
+        raise InputError(paths[0] if paths else None, f"{len(paths)} images but {len(cams)} cameras")
+    items = []
+    for p, cam in zip(paths, cams):
+        img = read_image_file(p)
+        rgb = img[..., :3] if img.shape[2] >= 3 else np.repeat(img, 3, axis=2)
+        mask = img[..., 3] if img.shape[2] == 4 else None
+        h, w = img.shape[:2]
+        if (w, h) != (cam.width, cam.height):
+            if abs(w * cam.height - h * cam.width) > max(w, h):
+                raise InputError(p, f"image is {w}x{h}; its camera's aspect is {cam.width}x{cam.height}")
+            cam = cam.resized(w, h)
+        items.append((p.stem, cam, np.ascontiguousarray(rgb), mask))
+    return make_views(items, size, patch, background, paths[0] if paths else None)
 
 
 def choose_inputs(names: list[str], opts: PredictOptions) -> list[str]:
@@ -151,44 +184,60 @@ def turntable(splats_of_frame, n_samples: int, path, opts: PredictOptions) -> Pa
     return write_video(frames(), path, fps=opts.fps)
 
 
+def _background(opts: PredictOptions):
+    if opts.background not in BACKGROUNDS:
+        raise InputError(None, f"background must be one of {sorted(BACKGROUNDS)}, got {opts.background!r}")
+    return BACKGROUNDS[opts.background]
+
+
 def predict_sample(model: GSLRM, sample_dir, out_dir, opts: PredictOptions | None = None,
                    turntable_video: bool = True) -> dict:  # fmt: skip
-    """Predict Gaussians for one sample and write splats.ply, renders/, turntable.mp4, metrics.json.
-    Returns the metrics dict (also holding the target renders under the key "_renders", not saved)."""
+    """Predict Gaussians for one sample folder and write splats.ply, renders/, turntable.mp4 and
+    metrics.json (see :func:`predict_views`)."""
     from gausslift.io import read_scene
-    from gausslift.metrics import mask_iou, psnr
 
     opts = opts or PredictOptions()
-    out = Path(out_dir)
-    size = opts.size or model.cfg.image_size
-    bg = BACKGROUNDS.get(opts.background)
-    if bg is None:
-        raise InputError(None, f"background must be one of {sorted(BACKGROUNDS)}, got {opts.background!r}")
+    size, p, bg = opts.size or model.cfg.image_size, model.cfg.patch_size, _background(opts)
     names = [v.name for v in read_scene(sample_dir).views]
     inputs = choose_inputs(names, opts)
     targets = [n for n in names if opts.targets == "all" or n not in inputs]
-    inp = load_sample(sample_dir, inputs, size, model.cfg.patch_size, bg)
+    inp = load_sample(sample_dir, inputs, size, p, bg)
+    tv = load_sample(sample_dir, targets, size, p, bg) if targets else None
+    return predict_views(model, inp, out_dir, opts, tv, str(sample_dir), turntable_video)
+
+
+def predict_views(model: GSLRM, inputs: SampleViews, out_dir, opts: PredictOptions | None = None,
+                  targets: SampleViews | None = None, label: str = "",
+                  turntable_video: bool = True) -> dict:  # fmt: skip
+    """Predict from ``inputs``; write splats.ply, renders/<target>.png, turntable.mp4, metrics.json.
+    Targets default to the inputs. Returns the metrics (plus the renders under "_renders", not saved:
+    name -> (rgb [H,W,3], alpha [H,W], mask [H,W]))."""
+    from gausslift.metrics import mask_iou, psnr
+
+    opts = opts or PredictOptions()
+    out, bg = Path(out_dir), _background(opts)
+    targets = inputs if targets is None and opts.targets == "all" else targets
     t0 = time.perf_counter()
-    g = predict_gaussians(model, inp)
+    g = predict_gaussians(model, inputs)
     seconds = time.perf_counter() - t0
     splats = to_splats(g, 0, opts.min_opacity, opts.box)
     save_ply(splats, out / "splats.ply")
-    result = dict(sample=str(sample_dir), inputs=inputs, targets=targets, n_gaussians=len(splats),
-                  predict_seconds=seconds, options=asdict(opts), psnr={}, iou={})  # fmt: skip
+    result = dict(sample=label, inputs=inputs.names, targets=targets.names if targets else [],
+                  n_gaussians=len(splats), predict_seconds=seconds, options=asdict(opts),
+                  psnr={}, iou={})  # fmt: skip
     renders = {}
-    if targets:
-        tv = load_sample(sample_dir, targets, size, model.cfg.patch_size, bg)
-        H, W = tv.images.shape[1:3]
+    if targets is not None:
+        H, W = targets.images.shape[1:3]
         dev = g.means.device
         with torch.no_grad():
-            for i, name in enumerate(targets):  # one view at a time: bounded memory
-                K, vm = tv.Ks[None, i : i + 1].to(dev), tv.viewmats[None, i : i + 1].to(dev)
+            for i, name in enumerate(targets.names):  # one view at a time: bounded memory
+                K, vm = targets.Ks[None, i : i + 1].to(dev), targets.viewmats[None, i : i + 1].to(dev)
                 rgb, alpha = render_gaussians(g, K, vm, W, H, background=bg, backend=opts.backend)
                 rgb, alpha = rgb[0, 0].clamp(0, 1).cpu(), alpha[0, 0].clamp(0, 1).cpu()
-                renders[name] = (rgb, alpha, tv.masks[i])
-                result["psnr"][name] = float(psnr(rgb, tv.images[i]))
-                if tv.has_masks:
-                    result["iou"][name] = float(mask_iou(alpha, tv.masks[i]))
+                renders[name] = (rgb, alpha, targets.masks[i])
+                result["psnr"][name] = float(psnr(rgb, targets.images[i]))
+                if targets.has_masks:
+                    result["iou"][name] = float(mask_iou(alpha, targets.masks[i]))
                 if opts.write_renders:
                     write_rgba(out / "renders" / f"{name}.png", rgb, alpha)
     result.update(mean_psnr=_mean(result["psnr"].values()), mean_iou=_mean(result["iou"].values()))
