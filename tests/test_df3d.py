@@ -160,3 +160,17 @@ def test_near_orthographic_rig_ingests_consistently(capture, tmp_path):
     assert min(i for i, _ in ious) > 0.95 and min(a for _, a in ious) > 0.5, ious
     sr = rep["summary"]["size_ratio_after"]
     assert abs(sr["mean"] - 0.30) <= 0.03 and sr["n"] == 6
+
+
+def test_image_size_without_media(tmp_path):
+    root = write_deepfly3d(tmp_path / "t", df3d_rig(3), fly_points(1, 4), frames=1)
+    for p in root.glob("camera_*.mp4"):
+        p.unlink()
+    scene = read_scene(root)  # no video, no image_shape: DeepFly3D's 960x480 with a warning
+    assert all((v.camera.width, v.camera.height) == (960, 480) for v in scene.views)
+    assert any("assumed 960x480" in w for w in scene.warnings)
+    _rewrite(root, lambda d: d.update({"image_shape": [320, 160]}))  # [W, H], as df3d's Core stores it
+    scene = read_scene(root)
+    assert all((v.camera.width, v.camera.height) == (320, 160) for v in scene.views)
+    assert not any("assumed" in w for w in scene.warnings)
+    assert max(e["max_px"] for e in reprojection_errors(scene).values()) < 1e-6
