@@ -14,6 +14,7 @@ from gausslift.errors import InputError
 from gausslift.lrm.facelift_ckpt import (
     config_from_facelift,
     facelift_state_dict,
+    facelift_to_ours,
     load_facelift_checkpoint,
     load_facelift_model,
 )
@@ -22,9 +23,9 @@ from gausslift.models.gslrm import GSLRM, facelift_pixel_order, gslrm_config
 REF = Path(__file__).parent / "data" / "gslrm_ref.pt"
 
 
-def _facelift_layout(d=64, n_layers=2, p=8, n_gauss=2, sh=0, seed=0):
-    """A state dict under FaceLift's parameter names (written out by hand from FaceLift's modules)."""
-    g = torch.Generator().manual_seed(seed)
+def _facelift_shapes(d=64, n_layers=2, p=8, n_gauss=2, sh=0):
+    """FaceLift's parameter names and shapes, written out by hand from its modules (gslrm.py,
+    utils_transformer.py) for a config (transformer.d, n_layer, patch_size, n_gaussians, sh_degree)."""
     P = 3 + (sh + 1) ** 2 * 3 + 3 + 4 + 1
     shapes = {
         "gaussian_position_embeddings": (n_gauss, d),
@@ -44,7 +45,32 @@ def _facelift_layout(d=64, n_layers=2, p=8, n_gauss=2, sh=0, seed=0):
             f"transformer_layers.{i}.mlp.mlp.0.weight": (4 * d, d),
             f"transformer_layers.{i}.mlp.mlp.2.weight": (d, 4 * d),
         }
-    return {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    return shapes
+
+
+def _facelift_layout(seed=0, **kw):
+    """A random state dict under FaceLift's parameter names."""
+    g = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(s, generator=g) for k, s in _facelift_shapes(**kw).items()}
+
+
+def test_facelift_preset_has_the_released_architecture():
+    """configs/gslrm.yaml: d 1024, d_head 64, 24 layers, patch 8, n_gaussians 2, sh_degree 0."""
+    cfg = gslrm_config("facelift")
+    assert (cfg.d, cfg.d_head, cfg.n_layers, cfg.patch_size, cfg.n_gaussians, cfg.sh_degree) == (
+        1024,
+        64,
+        24,
+        8,
+        2,
+        0,
+    )
+    assert cfg.grad_checkpoint and cfg.image_size == 512
+    ours = GSLRM(gslrm_config("facelift", n_layers=1)).state_dict()  # one block is enough for the shapes
+    theirs = _facelift_shapes(d=1024, n_layers=1)
+    assert len(ours) == len(theirs) == 7 + 6
+    for k, shape in theirs.items():
+        assert tuple(ours[facelift_to_ours(k)].shape) == shape, k
 
 
 def _save(tmp_path, sd, name="ckpt_0000000000000100.pt", **extra):
