@@ -90,6 +90,27 @@ def test_bad_input_is_one_line_and_writes_nothing(capture, tmp_path, capsys):
     assert rc == 1 and "not a gausslift run" in capsys.readouterr().err
 
 
+def test_device_option_for_fit_render_eval(capture, tmp_path, rasterizer, capsys):  # noqa: F811
+    import torch
+
+    run = tmp_path / "run"
+    assert _fit(capture, run, "--device", "cpu", "--iters", "5") == 0
+    assert json.loads((run / "run.json").read_text())["device"] == "cpu"
+    assert main(["render", str(run), "--split", "test", "--out", str(tmp_path / "png"), "--quiet",
+                 "--device", "cpu"]) == 0  # fmt: skip
+    assert main(["eval", str(run), "--device", "cpu"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["device"] == "cpu"
+    if torch.cuda.is_available():
+        return
+    capsys.readouterr()
+    for verb in (["fit", str(capture), "--out", str(tmp_path / "r2")], ["eval", str(run)],
+                 ["render", str(run), "--out", str(tmp_path / "x")]):  # fmt: skip
+        rc = main(verb + ["--device", "cuda"])
+        err = capsys.readouterr().err
+        assert rc == 1 and len(err.strip().splitlines()) == 1 and "use --device cpu" in err, err
+    assert not (tmp_path / "r2").exists()
+
+
 def test_written_images_are_valid_pngs(tmp_path):
     import torch
 

@@ -71,7 +71,7 @@ def test_resume_matches_an_uninterrupted_run(scene, tmp_path, rasterizer):  # no
         assert torch.allclose(full.params[k], resumed.params[k], atol=1e-5), k
 
 
-def test_nan_rolls_back_and_lowers_the_learning_rate(scene, tmp_path, rasterizer, monkeypatch):  # noqa: F811
+def _poison(monkeypatch, bad_calls):
     import gausslift.fit.trainer as trainer_mod
 
     real = trainer_mod.compute_loss
@@ -80,12 +80,25 @@ def test_nan_rolls_back_and_lowers_the_learning_rate(scene, tmp_path, rasterizer
     def poisoned(*a, **kw):
         calls["n"] += 1
         loss, parts = real(*a, **kw)
-        return (loss * float("nan") if calls["n"] == 12 else loss), parts
+        return (loss * float("nan") if calls["n"] in bad_calls else loss), parts
 
     monkeypatch.setattr(trainer_mod, "compute_loss", poisoned)
+
+
+def test_one_nan_loss_skips_its_step(scene, tmp_path, rasterizer, monkeypatch):  # noqa: F811
+    _poison(monkeypatch, {12})
     tr = Trainer(scene, _cfg(iters=16), tmp_path / "run")
     res = tr.fit(progress=False)
-    assert res["nan_rollbacks"] == 1 and tr.lr_factor == 0.5
+    assert res["nan_rollbacks"] == 0 and res["nan_skipped_steps"] == 1 and tr.lr_factor == 1.0
+    assert any("skipped" in e for e in res["events"])
+    assert all(torch.isfinite(p).all() for p in tr.params.values())
+
+
+def test_nans_in_a_row_roll_back_and_lower_the_learning_rate(scene, tmp_path, rasterizer, monkeypatch):  # noqa: F811
+    _poison(monkeypatch, {12, 13, 14})
+    tr = Trainer(scene, _cfg(iters=16, nan_skip_limit=3), tmp_path / "run")
+    res = tr.fit(progress=False)
+    assert res["nan_rollbacks"] == 1 and tr.lr_factor == 0.5 and res["nan_skipped_steps"] == 3
     assert all(torch.isfinite(p).all() for p in tr.params.values())
 
 
@@ -150,3 +163,66 @@ def test_ctrl_c_writes_a_resumable_checkpoint(scene, tmp_path, rasterizer):  # n
     assert ck["step"] == 6 and (tmp_path / "run" / "splats.ply").is_file()
     resumed = Trainer(scene, _cfg(iters=10), tmp_path / "run")
     assert resumed.fit(resume=True, progress=False)["iters"] == 10
+
+
+def test_device_placement_and_device_independent_checkpoint(scene, tmp_path, rasterizer):  # noqa: F811
+    from gausslift.fit.checkpoint import load_checkpoint
+
+    tr = Trainer(scene, _cfg(iters=6, device="cpu"), tmp_path / "run")
+    res = tr.fit(progress=False)
+    assert res["device"] == "cpu" and tr.device == torch.device("cpu")
+    dev = {p.device for p in tr.params.values()} | {v.device for v in tr.sstate.values()}
+    dev |= {v.image.device for lvl in tr.levels.values() for v in lvl}
+    assert dev == {torch.device("cpu")}
+    # every tensor of the file is a CPU tensor, and map_location puts them anywhere (meta: not the CPU)
+    ck = load_checkpoint(tmp_path / "run" / "checkpoint.pt", map_location="meta")
+    assert ck["params"]["means"].device.type == "meta" and ck["strategy"]["grad2d"].device.type == "meta"
+    assert ck["optim"]["means"]["state"][0]["exp_avg"].device.type == "meta"
+    # a checkpoint whose tensors come in on another device resumes on this trainer's device
+    back = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    tr2 = Trainer(scene, _cfg(iters=6, device="cpu"), tmp_path / "run")
+    tr2._restore(back)
+    assert all(torch.equal(tr2.params[k], tr.params[k]) for k in tr.params)
+    m = tr2.optimizers["means"].state[tr2.params["means"]]["exp_avg"]
+    m0 = tr.optimizers["means"].state[tr.params["means"]]["exp_avg"]
+    assert m.device == torch.device("cpu") and torch.equal(m, m0)
+
+
+def test_unavailable_device_is_one_error_before_writing(scene, tmp_path):
+    from gausslift.train.device import DeviceError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(DeviceError, match="use --device cpu"):
+        Trainer(scene, _cfg(device="cuda"), tmp_path / "run")
+    with pytest.raises(DeviceError, match="CUDA only"):
+        Trainer(scene, _cfg(backend="gsplat"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_step_loop_reads_nothing_back_between_logs(scene, tmp_path, rasterizer, monkeypatch):  # noqa: F811
+    """train_step returns device tensors; Tensor.item / float / bool are called only at log steps
+    (and for the guard's one boolean per step)."""
+    tr = Trainer(scene, _cfg(iters=30, log_every=10), tmp_path / "run")
+    tr._fresh()
+    tr.good, tr.events = tr._state(), []
+    stats = tr.train_step()
+    assert isinstance(stats["loss"], torch.Tensor) and isinstance(stats["mse"], torch.Tensor)
+    assert all(isinstance(v, torch.Tensor) for k, v in stats.items() if k in ("l1", "ssim"))
+    import sys
+
+    reads = {"n": 0}
+    for name in ("item", "__float__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **kw):  # reads by our code (torch's Adam reads its CPU step)
+            if "gausslift" in sys._getframe(1).f_code.co_filename:
+                reads["n"] += 1
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    tr.step = 1
+    for _ in range(5):  # no refinement at these steps (refine_start is far): only the guard reads
+        tr.train_step()
+        tr.step += 1
+    assert reads["n"] == 0

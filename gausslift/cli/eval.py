@@ -19,9 +19,11 @@ def add_arguments(p) -> None:
     p.add_argument("--out", help="folder for metrics.json and per_view.csv (default: RUN)")
     p.add_argument("--lpips-weights", help="folder or file of the LPIPS weights (LPIPS skipped without)")
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "torch", "gsplat"))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
 
 
-def evaluate_run(run: str | Path, split: str = "test", out=None, lpips_weights=None, backend="auto") -> dict:
+def evaluate_run(run: str | Path, split: str = "test", out=None, lpips_weights=None, backend="auto",
+                 device="auto") -> dict:  # fmt: skip
     from gausslift.cli.fit import load_run, split_views
     from gausslift.fit.evaluate import evaluate
 
@@ -38,7 +40,7 @@ def evaluate_run(run: str | Path, split: str = "test", out=None, lpips_weights=N
 
         lpips = LPIPS("vgg", weights=lpips_weights)
     rows, summary = evaluate(params, views, info.get("background", "white"), int(info.get("downscale", 1)),
-                             backend, lpips)  # fmt: skip
+                             backend, lpips, device)  # fmt: skip
     summary = {
         "split": used,
         **summary,
@@ -57,6 +59,6 @@ def evaluate_run(run: str | Path, split: str = "test", out=None, lpips_weights=N
 
 
 def run(args) -> int:
-    summary = evaluate_run(args.run, args.split, args.out, args.lpips_weights, args.backend)
+    summary = evaluate_run(args.run, args.split, args.out, args.lpips_weights, args.backend, args.device)
     print(json.dumps(summary, indent=2))
     return 0

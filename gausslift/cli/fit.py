@@ -20,6 +20,7 @@ def add_arguments(p) -> None:
     p.add_argument("--holdout-every", type=int, help="hold out every K-th view when there is no test split")
     p.add_argument("--background", choices=("white", "black", "random"))
     p.add_argument("--backend", choices=("auto", "cpu", "torch", "gsplat"))
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when the backend can use it)")
     p.add_argument("--format", help="capture format (default: detected)")
     p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
@@ -36,6 +37,7 @@ def build_config(args):
         "holdout_every": args.holdout_every,
         "background": args.background,
         "backend": args.backend,
+        "device": args.device,
     }
     sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
     return apply_overrides(cfg, sets)
@@ -78,7 +80,8 @@ def run(args) -> int:
     if args.resume:
         if not (out / CONFIG).is_file():
             raise InputError(out, "nothing to resume (no config.yaml)")
-        cfg = apply_overrides(load_config(FitConfig, out / CONFIG), list(args.set))
+        moved = [f"device={args.device}"] if args.device else []  # resume on another device
+        cfg = apply_overrides(load_config(FitConfig, out / CONFIG), moved + list(args.set))
         fmt = read_info(out).get("format")
     else:
         cfg = build_config(args)

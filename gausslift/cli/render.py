@@ -14,6 +14,7 @@ def add_arguments(p) -> None:
     p.add_argument("--split", default="test", choices=("test", "train", "all", "orbit"))
     p.add_argument("--out", required=True, help="folder for the images (or the orbit.mp4)")
     p.add_argument("--backend", default="auto", choices=("auto", "cpu", "torch", "gsplat"))
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--frames", type=int, default=120, help="orbit frames")
     p.add_argument("--quiet", action="store_true")
 
@@ -49,9 +50,10 @@ def run(args) -> int:
 
     from gausslift.cli.fit import load_run, split_views
     from gausslift.fit.config import background_rgb
-    from gausslift.fit.evaluate import iter_views, render_view, safe_name, write_rgba
+    from gausslift.fit.evaluate import iter_views, params_on, render_view, safe_name, write_rgba
 
     info, params, scene = load_run(args.run)
+    params, _ = params_on(params, getattr(args, "device", "auto"), args.backend)
     out = Path(args.out)
     if args.split == "orbit":
         path = render_orbit(params, scene, info, out, args.frames, args.backend, args.quiet)

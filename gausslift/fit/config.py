@@ -41,6 +41,7 @@ class FitConfig:
     background: str = "white"  # white | black | random (the colour renders and metrics use)
     random_background: bool = True  # train on random backgrounds when the data has alpha/masks
     backend: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (auto: CUDA when the backend can use it)
     downscale: int = 1
     # coarse to fine (CPU budgets): images of at least c2f_min_size px train at 1/4 resolution, then
     # 1/2 from c2f_half (fraction of the run), then full from c2f_full
@@ -80,6 +81,7 @@ class FitConfig:
     log_every: int = 50
     snapshot_every: int = 200  # in-memory good state for NaN rollback
     nan_lr_factor: float = 0.5
+    nan_skip_limit: int = 3  # non-finite losses in a row are skipped; this many -> roll back
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
 

@@ -6,7 +6,7 @@ one :class:`InputError`: no views, an image whose size does not match its camera
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -59,8 +59,14 @@ def load_views(views: list[View], downscale: int = 1) -> list[ViewData]:
     return out
 
 
+def on_device(d: ViewData, device: torch.device | str) -> ViewData:
+    """The view with its image, mask, viewmat and K on ``device`` (uploaded once, kept by the caller)."""
+    mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return replace(d, image=mv(d.image), mask=mv(d.mask), viewmat=mv(d.viewmat), K=mv(d.K))
+
+
 def downscaled(d: ViewData, factor: int) -> ViewData:
-    """The view at 1/factor resolution (area resampling; K scaled exactly)."""
+    """The view at 1/factor resolution (area resampling; K scaled exactly); ``d`` on the CPU."""
     if factor <= 1:
         return d
     h, w = d.image.shape[:2]

@@ -27,7 +27,7 @@ class Perceptual:
     """A perceptual loss from gausslift.metrics (VGG or LPIPS); weights from ``perceptual_weights``
     (else $GAUSSLIFT_WEIGHTS or ~/.cache/gausslift/weights); a clear error when they are absent."""
 
-    def __init__(self, cfg: FitConfig):
+    def __init__(self, cfg: FitConfig, device: torch.device | str = "cpu"):
         from gausslift import metrics
 
         weights = cfg.perceptual_weights or None
@@ -37,6 +37,7 @@ class Perceptual:
             self.net = metrics.VGGPerceptual(weights=weights)
         else:
             raise MissingWeightsError("lambda_perceptual > 0 needs use_vgg_loss=true or use_lpips_loss=true")
+        self.net = self.net.to(device)
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.net(a, b).mean()
@@ -50,8 +51,9 @@ def compute_loss(
     mask: torch.Tensor | None,
     params: dict[str, torch.Tensor],
     perceptual: Perceptual | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Total loss and its parts. ``gt`` is already composited on the same background as ``render``."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its parts (detached 0-d tensors on the render's device: read them back only when
+    logging). ``gt`` is already composited on the same background as ``render``."""
     parts: dict[str, torch.Tensor] = {}
     l1 = (render - gt).abs().mean()
     ssim = ssim_map(render, gt)
@@ -73,4 +75,4 @@ def compute_loss(
     if perceptual is not None and cfg.lambda_perceptual > 0:
         parts["perceptual"] = cfg.lambda_perceptual * perceptual(render, gt)
     total = sum(parts.values())
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+    return total, {k: v.detach() for k, v in parts.items()}

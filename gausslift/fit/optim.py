@@ -27,8 +27,11 @@ def base_lrs(cfg: FitConfig, extent: float) -> dict[str, float]:
 
 
 def make_optimizers(params: dict[str, torch.Tensor], lrs: dict[str, float]) -> dict[str, torch.optim.Adam]:
+    """One Adam per parameter; on CUDA the fused kernel (one launch per step instead of a dozen)."""
     return {
-        k: torch.optim.Adam([{"params": [params[k]], "lr": lrs[k], "name": k}], eps=1e-15) for k in params
+        k: torch.optim.Adam([{"params": [params[k]], "lr": lrs[k], "name": k}], eps=1e-15,
+                            fused=True if params[k].is_cuda else None)  # fmt: skip
+        for k in params
     }
 
 

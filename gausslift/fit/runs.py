@@ -7,21 +7,18 @@ and ``RUN/log.csv`` (plus TensorBoard events when tensorboard is installed).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
 
 import torch
 
 from gausslift.errors import InputError
-from gausslift.ioutil import atomic_write_json, atomic_write_text
+from gausslift.ioutil import atomic_write_json
+from gausslift.train.runlog import LOG_CSV, LOG_JSONL, RunLog  # noqa: F401 (the run's log files)
 
 CONFIG = "config.yaml"
 INFO = "run.json"
 PLY = "splats.ply"
-LOG_JSONL = "log.jsonl"
-LOG_CSV = "log.csv"
 LOG_COLUMNS = ("step", "elapsed_s", "loss", "psnr", "num_gaussians", "sh_degree", "lr_means")
 
 
@@ -57,7 +54,7 @@ def save_splats(params: dict[str, torch.Tensor], path: str | Path) -> None:
     save_ply(Splats(**{k: v.detach().float().contiguous() for k, v in params.items()}), path)
 
 
-def load_splats(path: str | Path) -> dict[str, torch.Tensor]:
+def load_splats(path: str | Path, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     from gausslift.splats import load_ply
 
     path = Path(path)
@@ -65,7 +62,8 @@ def load_splats(path: str | Path) -> dict[str, torch.Tensor]:
         raise InputError(path, "no splats in this run (was the fit finished or interrupted?)")
     s = load_ply(path)
     return {
-        k: getattr(s, k).detach().float() for k in ("means", "quats", "scales", "opacities", "sh0", "shN")
+        k: getattr(s, k).detach().float().to(device)
+        for k in ("means", "quats", "scales", "opacities", "sh0", "shN")
     }
 
 
@@ -74,65 +72,6 @@ def sh_degree_of(params: dict[str, torch.Tensor]) -> int:
     return int(round(k**0.5)) - 1
 
 
-class RunLog:
-    """JSON-lines and CSV logs of training (and TensorBoard when it is installed)."""
-
-    def __init__(self, run: Path, resume_step: int | None = None):
-        self.run = Path(run)
-        if resume_step is not None:
-            self._truncate(resume_step)
-        self.jsonl = open(self.run / LOG_JSONL, "a", buffering=1)
-        new_csv = not (self.run / LOG_CSV).exists()
-        self.csv = open(self.run / LOG_CSV, "a", buffering=1, newline="")
-        if new_csv:
-            self.csv.write(",".join(LOG_COLUMNS) + "\n")
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(self.run / "tb"))
-        except Exception:  # tensorboard not installed: the CSV / JSONL logs still hold everything
-            self.tb = None
-
-    def _truncate(self, step: int) -> None:
-        """Drop rows logged after the checkpoint being resumed (they will be logged again)."""
-        p = self.run / LOG_JSONL
-        if p.exists():
-            rows = [ln for ln in p.read_text().splitlines() if ln.strip()]
-            keep = [ln for ln in rows if _step_of_json(ln) <= step]
-            atomic_write_text(p, "".join(r + "\n" for r in keep))
-        p = self.run / LOG_CSV
-        if p.exists():
-            lines = p.read_text().splitlines()
-            keep = lines[:1] + [ln for ln in lines[1:] if _step_of_csv(ln) <= step]
-            atomic_write_text(p, "".join(r + "\n" for r in keep))
-
-    def write(self, row: dict) -> None:
-        self.jsonl.write(json.dumps(row) + "\n")
-        buf = io.StringIO()
-        csv.writer(buf).writerow([row.get(c, "") for c in LOG_COLUMNS])
-        self.csv.write(buf.getvalue().rstrip("\r\n") + "\n")
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        self.jsonl.close()
-        self.csv.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _step_of_json(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (json.JSONDecodeError, ValueError, AttributeError):
-        return 1 << 62  # a torn last line is dropped
-
-
-def _step_of_csv(line: str) -> int:
-    try:
-        return int(line.split(",", 1)[0])
-    except ValueError:
-        return 1 << 62
+def run_log(run: str | Path, resume_step: int | None = None) -> RunLog:
+    """The fit's training log (:class:`gausslift.train.runlog.RunLog` with the fit's CSV columns)."""
+    return RunLog(run, columns=LOG_COLUMNS, resume_step=resume_step)

@@ -5,6 +5,11 @@ The trainer calls ``step_pre_backward`` (keeps the 2D-mean gradients) and ``step
 gradient is high, prunes transparent and over-large ones; periodically resets opacities). Every edit
 changes the parameters, their Adam moments and the strategy's own per-Gaussian state together.
 Gradients are in gsplat's normalised units: pixel gradients times (image size / 2) times cameras.
+
+Device: the state lives on the parameters' device; the per-step statistics are dense tensor ops (no
+host sync); only the refinement steps (every ``refine_every``) read counts back to the host. Random
+split offsets are drawn on the CPU from torch's global generator and moved, so a run draws the same
+numbers on every device.
 """
 
 from __future__ import annotations
@@ -55,8 +60,8 @@ class DefaultStrategy:
         self.schedule = schedule
         self.scene_scale = float(scene_scale)
 
-    def initialize_state(self, n: int) -> dict[str, torch.Tensor]:
-        return {"grad2d": torch.zeros(n), "count": torch.zeros(n)}
+    def initialize_state(self, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        return {"grad2d": torch.zeros(n, device=device), "count": torch.zeros(n, device=device)}
 
     # -- hooks --------------------------------------------------------------------------------------
     def step_pre_backward(self, params, optimizers, state, step: int, info: dict) -> None:
@@ -91,10 +96,12 @@ class DefaultStrategy:
         visible = (radii > 0).all(-1) if radii.dim() == g.dim() else radii > 0
         if g.dim() == 2:
             g, visible = g[None], visible.reshape(1, -1)
-        cam_ids, gs_ids = torch.where(visible)
-        norms = g[cam_ids, gs_ids].norm(dim=-1)
-        state["grad2d"].index_add_(0, gs_ids, norms.to(state["grad2d"].dtype))
-        state["count"].index_add_(0, gs_ids, torch.ones_like(norms, dtype=state["count"].dtype))
+        # dense sums over cameras (adding exact zeros for culled Gaussians): no data-dependent shapes,
+        # so no host sync; the same numbers as an index_add over the visible ones
+        vis = visible.to(device=state["grad2d"].device, dtype=state["grad2d"].dtype)
+        norms = g.norm(dim=-1).to(vis)
+        state["grad2d"].add_((norms * vis).sum(0))
+        state["count"].add_(vis.sum(0).to(state["count"].dtype))
 
     # -- growth and pruning -------------------------------------------------------------------------
     def _grow(self, params, optimizers, state) -> tuple[int, int]:
@@ -116,7 +123,7 @@ class DefaultStrategy:
         n_dupli = int(dupli.sum())
         if n_dupli:
             self.duplicate(params, optimizers, state, dupli)
-        split = torch.cat([split, torch.zeros(n_dupli, dtype=torch.bool)])
+        split = torch.cat([split, split.new_zeros(n_dupli)])
         n_split = int(split.sum())
         if n_split:
             self.split(params, optimizers, state, split)
@@ -142,7 +149,7 @@ class DefaultStrategy:
             params,
             optimizers,
             lambda _n, p: torch.cat([p, p[idx]]),
-            lambda _k, v: torch.cat([v, torch.zeros((len(idx),) + v.shape[1:], dtype=v.dtype)]),
+            lambda _k, v: torch.cat([v, v.new_zeros((len(idx),) + v.shape[1:])]),
         )
         for k, v in state.items():
             state[k] = torch.cat([v, v[idx]])
@@ -151,7 +158,8 @@ class DefaultStrategy:
         sel, rest = torch.where(mask)[0], torch.where(~mask)[0]
         scales = params["scales"].detach()[sel].exp()
         rot = quat_to_rotmat(params["quats"].detach()[sel])
-        samples = torch.einsum("nij,nj,bnj->bni", rot, scales, torch.randn(2, len(sel), 3))
+        noise = torch.randn(2, len(sel), 3).to(scales.device)  # CPU draw: the same numbers on any device
+        samples = torch.einsum("nij,nj,bnj->bni", rot, scales, noise)
         revised = self.cfg.revised_opacity
 
         def new_rows(name: str, p: torch.Tensor) -> torch.Tensor:
@@ -168,7 +176,7 @@ class DefaultStrategy:
             params,
             optimizers,
             lambda n, p: torch.cat([p[rest], new_rows(n, p)]),
-            lambda _k, v: torch.cat([v[rest], torch.zeros((2 * len(sel),) + v.shape[1:], dtype=v.dtype)]),
+            lambda _k, v: torch.cat([v[rest], v.new_zeros((2 * len(sel),) + v.shape[1:])]),
         )
         for k, v in state.items():
             state[k] = torch.cat([v[rest], v[sel].repeat((2,) + (1,) * (v.dim() - 1))])

@@ -3,9 +3,17 @@
 One training view per iteration; Adam per parameter; SH degree rises 0 -> ``sh_degree``; the density
 strategy edits the Gaussians through its hooks. With a ``minutes`` budget the run first measures its
 speed for ``warmup_seconds``, then plans its length (and so every schedule), re-planning the tail
-once densification has stopped. NaNs roll back to the last good in-memory state with a lower
+once densification has stopped. A non-finite loss skips its step; ``nan_skip_limit`` of them in a row
+(or non-finite parameters at a snapshot) roll back to the last good in-memory state with a lower
 learning rate. Checkpoints are written every ``checkpoint_minutes`` (at least 6 times in a budgeted
 run) and on Ctrl-C.
+
+Device (``cfg.device``, see :func:`gausslift.train.device.resolve_device`): parameters, Adam and
+strategy state, images and masks live there; each resolution level's images are uploaded once. In the
+step loop the only host reads are the loss's finiteness (one boolean; gsplat syncs inside every
+rasterisation anyway) and, every ``log_every`` steps, the logged numbers. Checkpoints are saved on the
+CPU and resume on any device; random draws (views, backgrounds, splits) come from CPU generators, so a
+run draws the same numbers on every device.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from gausslift.fit.data import (
     composite,
     downscaled,
     load_views,
+    on_device,
     stacked_cameras,
     train_views,
 )
@@ -44,9 +53,14 @@ from gausslift.fit.optim import (
     optimizer_state,
     set_lr,
 )
-from gausslift.fit.runs import CONFIG, PLY, RunLog, clean_partial, save_splats, write_info
+from gausslift.fit.runs import CONFIG, PLY, clean_partial, run_log, save_splats, write_info
 from gausslift.fit.strategy import DefaultStrategy, Schedule, scaled_schedule
+from gausslift.progress import progress as progress_bar
 from gausslift.scene import Scene
+from gausslift.train.budget import Budget
+from gausslift.train.device import resolve_device
+from gausslift.train.guard import NonFiniteGuard, all_finite
+from gausslift.train.runlog import to_scalars
 
 NEVER = 1 << 40
 
@@ -54,21 +68,23 @@ NEVER = 1 << 40
 class Trainer:
     def __init__(self, scene: Scene, cfg: FitConfig, out: str | Path, run_info: dict | None = None):
         """Loads and checks the training views; writes nothing."""
-        self.t0 = time.perf_counter()
+        self.clock = Budget(minutes=cfg.minutes)
         self.cfg, self.out, self.scene = cfg, Path(out), scene
-        self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32)
+        self.device = resolve_device(cfg.device, cfg.backend)
+        self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32, device=self.device)
         self.data = load_views(train_views(scene), cfg.downscale)
         self.has_masks = check_consistent(self.data)
         self.cams = stacked_cameras(self.data)
         self.extent = scene_extent(self.cams)
-        self.perceptual = Perceptual(cfg) if cfg.lambda_perceptual > 0 else None
+        self.perceptual = Perceptual(cfg, self.device) if cfg.lambda_perceptual > 0 else None
         self.run_info = dict(run_info or {})
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.budget = cfg.minutes * 60.0
         self.reserve = min(10.0, 0.03 * self.budget)
         self.strategy = DefaultStrategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self._stop = False
-        self.levels = {1: self.data}
+        self.levels: dict[int, list] = {}  # downscale factor -> the views on self.device
+        self.guard = NonFiniteGuard(cfg.nan_skip_limit)
 
     # -- state ----------------------------------------------------------------------------------------
     def _fresh(self) -> None:
@@ -79,11 +95,13 @@ class Trainer:
         images = [d.image for d in self.data]
         masks = [d.mask for d in self.data] if self.has_masks else None
         pts = self.scene.points3d
-        self.params = init_params(self.cams, images, masks, cfg, self.gen, pts, self.scene.points_rgb)
+        params = init_params(self.cams, images, masks, cfg, self.gen, pts, self.scene.points_rgb)
+        self.params = {k: torch.nn.Parameter(v.detach().to(self.device)) for k, v in params.items()}
         self.lr_factor = 1.0
         self.optimizers = make_optimizers(self.params, base_lrs(cfg, self.extent))
-        self.sstate = self.strategy.initialize_state(len(self.params["means"]))
-        self.step, self.elapsed0, self.nans = 0, 0.0, 0
+        self.sstate = self.strategy.initialize_state(len(self.params["means"]), self.device)
+        self.step, self.nans = 0, 0
+        self.clock = Budget(minutes=cfg.minutes)
         self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
         self.planned = self.budget <= 0
         self._plan(cfg.iters if self.planned else NEVER)
@@ -104,14 +122,16 @@ class Trainer:
         }
 
     def _load_state(self, st: dict) -> None:
-        self.params = {k: torch.nn.Parameter(v.clone()) for k, v in st["params"].items()}
+        """An in-memory snapshot or a loaded checkpoint (on any device) onto self.device."""
+        dev = self.device
+        self.params = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in st["params"].items()}
         self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent))
-        load_optimizer_state(self.optimizers, copy.deepcopy(st["optim"]))
-        self.sstate = {k: v.clone() for k, v in st["strategy"].items()}
+        load_optimizer_state(self.optimizers, copy.deepcopy(st["optim"]))  # Adam moves it to dev
+        self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
         self._apply_lr()
 
     def elapsed(self) -> float:
-        return self.elapsed0 + time.perf_counter() - self.t0
+        return self.clock.elapsed()
 
     def save_checkpoint(self) -> None:
         s = self.strategy.schedule
@@ -124,6 +144,7 @@ class Trainer:
             "sh_interval": self.sh_interval,
             "lr_factor": self.lr_factor,
             "nans": self.nans,
+            "guard": self.guard.state(),
             "perm": self.perm,
             "pos": self.pos,
             "rng": ckpt.rng_state(self.gen),
@@ -140,7 +161,9 @@ class Trainer:
             self._plan(self.cfg.iters)
         self.perm, self.pos = d["perm"], d["pos"]
         ckpt.set_rng_state(d["rng"], self.gen)
-        self.elapsed0, self.t0 = d["elapsed"], time.perf_counter()
+        if "guard" in d:
+            self.guard.restore(d["guard"])
+        self.clock.restore({"elapsed": d["elapsed"]})
 
     # -- learning rates and NaN rollback -----------------------------------------------------------
     def _apply_lr(self) -> None:
@@ -155,10 +178,11 @@ class Trainer:
             raise GaussliftError("training diverged: NaN after 8 rollbacks with lower learning rates")
         self.lr_factor *= self.cfg.nan_lr_factor
         self._load_state(self.good)
+        self.guard.reset()
         self.events.append(f"NaN at step {self.step}: rolled back, lr x{self.lr_factor:g}")
 
     def _finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.params.values())
+        return all_finite(self.params.values())
 
     # -- the loop -------------------------------------------------------------------------------------
     def _next_view(self) -> int:
@@ -180,8 +204,9 @@ class Trainer:
         return 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else 4
 
     def _views(self, level: int) -> list:
+        """The training views at 1/level resolution on self.device (uploaded once per level)."""
         if level not in self.levels:
-            self.levels[level] = [downscaled(d, level) for d in self.data]
+            self.levels[level] = [on_device(downscaled(d, level), self.device) for d in self.data]
         return self.levels[level]
 
     def _speed_factor(self) -> float:
@@ -233,7 +258,9 @@ class Trainer:
 
     def train_step(self) -> dict:
         cfg, v = self.cfg, self._views(self._level())[self._next_view()]
-        bg = torch.rand(3, generator=self.gen) if (cfg.random_background and v.mask is not None) else self.bg
+        bg = self.bg
+        if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
+            bg = torch.rand(3, generator=self.gen).to(self.device, non_blocking=True)
         sh = min(self.step // self.sh_interval, cfg.sh_degree) if self.planned else 0
         self._apply_lr()
         h, w = v.image.shape[:2]
@@ -244,26 +271,21 @@ class Trainer:
         loss, parts = compute_loss(cfg, renders[0], alphas[0], gt, v.mask, self.params, self.perceptual)
         info = dict(meta, width=w, height=h, n_cameras=1)
         self.strategy.step_pre_backward(self.params, self.optimizers, self.sstate, self.step, info)
-        if not torch.isfinite(loss):
-            self._rollback()
+        if not self.guard.check(loss):  # skip this step; several in a row: roll back
+            if self.guard.rollback:
+                self._rollback()
+            else:
+                self.events.append(f"non-finite loss at step {self.step}: step skipped")
             return {}
         loss.backward()
         for o in self.optimizers.values():
             o.step()
             o.zero_grad(set_to_none=True)
         edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, self.step, info)
-        mse = float(((renders[0].detach() - gt) ** 2).mean())
-        return {
-            "loss": float(loss.detach()),
-            "psnr": -10 * math.log10(max(mse, 1e-10)),
-            "sh": sh,
-            **parts,
-            **edits,
-        }
+        mse = ((renders[0].detach() - gt) ** 2).mean()  # tensors: read back only when logged
+        return {"loss": loss.detach(), "mse": mse, "sh": sh, **parts, **edits}
 
     def fit(self, resume: bool = False, progress: bool = True) -> dict:
-        from tqdm import tqdm
-
         cfg = self.cfg
         if resume:
             self._restore(ckpt.load_checkpoint(self.out / ckpt.CHECKPOINT))
@@ -273,14 +295,15 @@ class Trainer:
         clean_partial(self.out)
         save_config(cfg, self.out / CONFIG)
         write_info(self.out, self.run_info | {"finished": False})
-        log = RunLog(self.out, resume_step=self.step if resume else -1)
+        log = run_log(self.out, resume_step=self.step if resume else -1)
         self.good, self.events = self._state(), []
         rates: collections.deque = collections.deque(maxlen=10_000)
         last_ckpt = time.perf_counter()
         every = cfg.checkpoint_minutes * 60  # and at least 6 times in a budgeted run
         every = min(every, self.budget / 6) if self.budget > 0 else every
         old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-        bar = tqdm(total=self.total if self.total < NEVER else None, initial=self.step, disable=not progress)
+        total = self.total if self.total < NEVER else None
+        bar = progress_bar(total=total, initial=self.step, disable=not progress, desc="fit")
         try:
             while self.step < self.total or self._extend(rates):
                 if self._stop:  # Ctrl-C: keep everything so far, resumable with --resume
@@ -311,8 +334,8 @@ class Trainer:
                         self._rollback()
                 n = len(self.params["means"])
                 if stats and (self.step % cfg.log_every == 0 or self.step == self.total):
-                    bar.set_postfix(loss=f"{stats['loss']:.4f}", psnr=f"{stats['psnr']:.2f}", n=n)
-                    log.write(self._row(stats, n))
+                    row = log.write(self._row(stats, n))  # the one host read of the logged numbers
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", psnr=f"{row['psnr']:.2f}", n=n)
                 if time.perf_counter() - last_ckpt >= every:
                     self.save_checkpoint()
                     last_ckpt = time.perf_counter()
@@ -323,7 +346,10 @@ class Trainer:
         return self.finish()
 
     def _row(self, stats: dict, n: int) -> dict:
+        stats = to_scalars(stats)  # device tensors -> numbers, in one transfer
         row = {"step": self.step, "elapsed_s": round(self.elapsed(), 2), "num_gaussians": n}
+        row["loss"] = stats.pop("loss")
+        row["psnr"] = -10 * math.log10(max(stats.pop("mse"), 1e-10))
         row["sh_degree"] = stats.pop("sh")
         row["lr_means"] = self.optimizers["means"].param_groups[0]["lr"]
         return row | stats
@@ -342,6 +368,8 @@ class Trainer:
             "train_seconds": round(self.elapsed(), 2),
             "num_gaussians": len(self.params["means"]),
             "nan_rollbacks": self.nans,
+            "nan_skipped_steps": self.guard.skipped,
+            "device": str(self.device),
             "events": self.events,
         }
         write_info(self.out, self.run_info | result)
