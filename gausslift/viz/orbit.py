@@ -90,7 +90,7 @@ def render_turntable(
     """Render ``splats`` from every camera and encode an .mp4 at ``path`` (atomic)."""
     frames = render_frames(splats, cameras, background, backend)
     if progress:
-        from tqdm import tqdm
+        from gausslift.progress import progress as progress_bar
 
-        frames = tqdm(frames, total=len(cameras) if cameras.batch_shape else 1, desc="turntable")
+        frames = progress_bar(frames, total=len(cameras) if cameras.batch_shape else 1, desc="turntable")
     return write_video(frames, path, fps=fps)
