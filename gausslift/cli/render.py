@@ -39,9 +39,9 @@ def render_orbit(params, scene, info: dict, out: Path, frames: int, backend: str
         for rgb, _ in render_cameras(params, orbit.viewmat, orbit.K, orbit.width, orbit.height, bg, backend)
     )
     if not quiet:
-        from tqdm import tqdm
+        from gausslift.progress import progress
 
-        it = tqdm(it, total=frames, desc="orbit")
+        it = progress(it, total=frames, desc="orbit")
     return write_video(it, out / "orbit.mp4")
 
 
@@ -65,9 +65,9 @@ def run(args) -> int:
     bg = torch.tensor(background_rgb(info.get("background", "white")))
     it = iter_views(views, int(info.get("downscale", 1)))
     if not args.quiet:
-        from tqdm import tqdm
+        from gausslift.progress import progress
 
-        it = tqdm(it, total=len(views), desc="render")
+        it = progress(it, total=len(views), desc="render")
     for vd in it:
         rgb, alpha = render_view(params, vd, bg, args.backend)
         write_rgba(out / f"{safe_name(vd.name)}.png", rgb, alpha)
