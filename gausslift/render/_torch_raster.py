@@ -39,9 +39,10 @@ def tile_intersections(means2d, radii, depths, width, height, tile_size=16):
     visible = (radii.reshape(C * N, 2) > 0).all(dim=1)
     nx = (x1 - x0).clamp(min=0)
     cnt = nx * (y1 - y0).clamp(min=0) * visible
-    gid = torch.repeat_interleave(torch.arange(C * N), cnt)
+    dev = means2d.device  # every new tensor follows the inputs' device (the oracle runs on CUDA too)
+    gid = torch.repeat_interleave(torch.arange(C * N, device=dev), cnt)
     first = torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt)
-    j = torch.arange(gid.numel()) - first
+    j = torch.arange(gid.numel(), device=dev) - first
     tx = x0[gid] + j % nx[gid]
     ty = y0[gid] + torch.div(j, nx[gid], rounding_mode="floor")
     tile = torch.div(gid, N, rounding_mode="floor") * (tiles_x * tiles_y) + ty * tiles_x + tx
@@ -105,13 +106,14 @@ def rasterize_to_pixels_torch(
         opacities.reshape(C * N),
         colors.reshape(C * N, D),
     ]
-    u = torch.arange(tile_size, dtype=dt) + 0.5
+    dev = means2d.device
+    u = torch.arange(tile_size, dtype=dt, device=dev) + 0.5
     off_x = u.repeat(tile_size)  # pixel s = v * tile_size + u
     off_y = u.repeat_interleave(tile_size)
 
     def run(ids, cnt, *tensors):
         pmax = int(cnt.max())
-        ar = torch.arange(pmax)
+        ar = torch.arange(pmax, device=dev)
         valid = ar[None, :] < cnt[:, None]
         g = gid[(starts[ids][:, None] + ar[None, :]).clamp(max=gid.numel() - 1)]
         r = ids % (tiles_x * tiles_y)
@@ -123,10 +125,10 @@ def rasterize_to_pixels_torch(
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in flat)
     if grad:  # no-grad pass: list length actually used per tile
         with torch.no_grad():
-            for ids in _batches(torch.arange(n_tiles), counts, S):
+            for ids in _batches(torch.arange(n_tiles, device=dev), counts, S):
                 counts[ids] = run(ids, counts[ids], *flat)[2]
     done_ids, done_rgb, done_T = [], [], []
-    for ids in _batches(torch.arange(n_tiles), counts, S):
+    for ids in _batches(torch.arange(n_tiles, device=dev), counts, S):
         if grad:
             rgb, T, _ = checkpoint(run, ids, counts[ids], *flat, use_reentrant=False)
         else:

@@ -46,6 +46,11 @@ def rasterize(
     call ``meta["means2d"].retain_grad()`` before backward to read its gradient), "radii" [C,N,2] int32,
     "depths" [C,N], "conics" [C,N,3], "opacities" [C,N], "visible" [C,N] bool, "width", "height",
     "n_cameras", "tile_size", "gaussian_ids" / "camera_ids" (None: unpacked), "backend".
+
+    Culled Gaussians (behind the near plane, off-screen, degenerate or below 1/255 opacity) are described
+    the same way by every backend: radii 0 (both axes), visible False, depths 0 and conics 0 (gsplat
+    does not write them). Their means2d values are unspecified (the graph node is kept as it is) and
+    every gradient through them is 0.
     """
     C, N = _validate(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree,
                      backgrounds, render_mode, backend)  # fmt: skip
@@ -67,10 +72,25 @@ def rasterize(
         renders, alphas, meta = _rasterize_cpu(*map(to_cpu, args), **kw)
         # meta stays on the CPU: its means2d must be the tensor the renders were computed from
         renders, alphas = renders.to(means.device), alphas.to(means.device)
+    _describe_culled(meta)
     meta.update(width=int(width), height=int(height), n_cameras=C, tile_size=TILE_SIZE, backend=backend)
     meta.setdefault("gaussian_ids", None)
     meta.setdefault("camera_ids", None)
     return renders, alphas, meta
+
+
+def _describe_culled(meta: dict) -> None:
+    """One description of culled Gaussians for all backends (see `rasterize`): per-axis radii, visible,
+    zero depths and conics where not visible (meta values only; renders are unaffected)."""
+    radii = meta["radii"]
+    if radii.dim() == 2:  # gsplat < 1.5: one radius per Gaussian
+        radii = torch.stack([radii, radii], dim=-1)
+    radii = radii.to(torch.int32)
+    visible = (radii > 0).all(-1)
+    radii = radii * visible[..., None].to(radii.dtype)
+    meta["radii"], meta["visible"] = radii, visible
+    meta["depths"] = torch.where(visible, meta["depths"], torch.zeros_like(meta["depths"]))
+    meta["conics"] = torch.where(visible[..., None], meta["conics"], torch.zeros_like(meta["conics"]))
 
 
 def _gsplat_importable() -> bool:

@@ -2,7 +2,8 @@
 
 gsplat is optional (``pip install gausslift[gsplat]``); this module imports it lazily. Differences from the
 cpu/torch backends that remain: gsplat >= 1.x clamps alpha at 0.999 (ours: 0.99) and computes per-axis radii
-with 3.33 sigma (ours: 3 sigma); both only matter where a Gaussian is nearly opaque or at its faint rim.
+with 3.33 sigma, tightened by opacity (ours: 3 sigma); both only matter where a Gaussian is nearly opaque or
+at its faint rim. Inputs must be CUDA tensors; the caller (`rasterize`) checks that.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ def rasterize_gsplat(
         near_plane=near_plane, far_plane=far_plane, eps2d=eps2d, sh_degree=sh_degree, packed=False,
         tile_size=tile_size, backgrounds=backgrounds, render_mode=render_mode, rasterize_mode="classic",
     )  # fmt: skip
-    meta = dict(info)  # keeps everything gsplat's strategies read (means2d, radii, gaussian_ids, ...)
-    radii = meta["radii"]
-    meta["visible"] = (radii > 0).all(-1) if radii.dim() == 3 else radii > 0
-    return renders, alphas, meta
+    # keeps everything gsplat's strategies read (means2d, radii, gaussian_ids, ...); `rasterize` then
+    # describes culled Gaussians as the other backends do (gsplat leaves their depths/conics unwritten)
+    return renders, alphas, dict(info)
