@@ -228,7 +228,8 @@ class FlameHead(Subject):
             trans.append((rots[q] @ (J[:, j] - J[:, q])[..., None])[..., 0] + trans[q])
         Gr, Gt = torch.stack(rots, 1), torch.stack(trans, 1)
         t = Gt - (Gr @ J[..., None])[..., 0]
-        T = torch.matmul(self.weights, torch.cat([Gr.reshape(B, -1, 9), t], -1))  # [B,V,12]
+        A = torch.cat([Gr.reshape(B, -1, 9), t], -1)  # [B,J,12]
+        T = (self.weights @ A.transpose(0, 1).reshape(A.shape[1], B * 12)).reshape(V, B, 12).transpose(0, 1)
         verts = torch.einsum("bvik,bvk->bvi", T[..., :9].reshape(B, V, 3, 3), v) + T[..., 9:]
         tr = p["translation"][:, None]
         return SubjectOutput(vertices=verts + tr, joints=Gt + tr, keypoints=None)
