@@ -23,6 +23,17 @@ normalised to rows summing to 1 on load (the file's sum to 1 within 0.4%), so th
 back the rest mesh exactly. Joints are the
 posed joint origins; keypoints are the 22 DANNCE keypoints, each the mean of listed vertices or
 joints (``keypoint_type`` / ``keypoint_ids`` rows 0-21).
+
+Regions (bool vertex masks, from each vertex's dominant skinning joint): ``tail``, ``paws`` (hind
+and fore paws with digits), ``ears``, ``head`` (skull, snout, cheeks, mandible, tongue), ``limbs``
+(femur, tibia, humerus, ulna, scapula), ``body`` (the rest); these six partition the vertices;
+``fur`` = body | head | limbs.
+
+Sampling (:meth:`MammalMouse.sample_params`): posture templates (walking, rearing, grooming,
+curled) scaled and perturbed per joint within per-joint limits (``MammalMouse.limits``, radians
+about the rest x/y/z axes; digits, helper and end joints stay at 0). The limits are modest because
+the source's skinning stretches a few seams (elbows, ear bases) at large angles. Translation is
+left at 0 (framing places the subject).
 """
 
 from __future__ import annotations
