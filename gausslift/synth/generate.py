@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.errors import InputError
-from gausslift.framing import FRAMINGS, facelift_camera, refine_pixel_framing
+from gausslift.framing import FRAMINGS, facelift_camera, output_camera, refine_pixel_framing
 from gausslift.ioutil import atomic_write_text
 from gausslift.synth import model as md
 from gausslift.synth.rigs import DEFAULT_RIG, parse_rig, select_views, up_hint
@@ -37,6 +37,7 @@ from gausslift.synth.shading import random_light, shade, smooth_normals
 
 PNG_PARAMS = [16, 1, 19, 16]  # zlib level 1, SUB filter: ~4x faster than libpng's adaptive filters
 LIST_TRAIN, LIST_VAL = "data_train.txt", "data_val.txt"
+SOURCE_ZOOM = 0.6  # focal of the source silhouette view, relative to FaceLift's
 
 
 @dataclass
@@ -99,25 +100,50 @@ def sample_rng(seed: int, index: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------
 # one view, one frame, one sample
 def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthOptions):
-    """Frame one camera at ``centre`` and render it: (camera, MeshFrame)."""
+    """Frame one camera at ``centre`` and render it: (camera, MeshFrame).
+
+    ``pixel`` framing is ingest's: :func:`gausslift.framing.refine_pixel_framing` with a mask
+    provider. As in ingest, that provider resamples one *source* view taken from the same centre:
+    the silhouette rendered once in a wider view (FaceLift's aim, ``SOURCE_ZOOM`` x its focal),
+    warped by the homography K_c R_c R_s^T K_s^-1 into each candidate camera (exact for a pinhole
+    turning and zooming about its centre, up to resampling). The final camera is rendered for real
+    (anti-aliased) and its ratio is measured on that render. When the subject touches the source
+    view's border, every candidate is rendered instead.
+    """
+    import cv2
+
     from gausslift.meshrender import render_mesh
 
     size, hint = int(opts.size), up_hint(centre)
+    cam0 = facelift_camera(centre, hint, size)
     last = {}
 
-    def mask_of(cam):
+    def render(cam):
         fr = render_mesh(verts, m.faces, cam.K, cam.viewmat, cam.width, cam.height,
                          antialias=cam.width == size)
         last["frame"] = fr
         return fr.alpha
 
     if opts.framing == "facelift":
-        cam = facelift_camera(centre, hint, size)
-        mask_of(cam)
-    else:
-        cam0 = facelift_camera(centre, hint, size)
-        cam, _, _ = refine_pixel_framing(centre, cam0.R, float(cam0.K[0, 0]), hint, mask_of, size,
-                                         opts.target_scale, opts.iters)
+        render(cam0)
+        return cam0, last["frame"]
+    src = output_camera(centre, cam0.R, float(cam0.K[0, 0]) * SOURCE_ZOOM, size)
+    sil = render_mesh(verts, m.faces, src.K, src.viewmat, size, size, antialias=False).alpha
+    edge = sil[0].any() or sil[-1].any() or sil[:, 0].any() or sil[:, -1].any()
+    mask_of = render
+    if not edge and sil.any():
+        to_src = src.R.T @ np.linalg.inv(src.K)
+        half = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # +0.5 pixels -> cv2 (centres at 0)
+
+        def mask_of(cam):
+            if cam.width == size:
+                return render(cam)
+            H = half @ cam.K @ cam.R @ to_src @ np.linalg.inv(half)
+            return cv2.warpPerspective(sil, H, (cam.width, cam.height), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    cam, _, _ = refine_pixel_framing(centre, cam0.R, float(cam0.K[0, 0]), hint, mask_of, size,
+                                     opts.target_scale, opts.iters)
     return cam, last["frame"]
 
 
