@@ -102,3 +102,13 @@ def test_given_mask_and_seed_fraction():
     r = given_mask(m, np.array([[20.5, 20.5], [45.5, 45.5]]))
     assert r.method == "given" and r.confidence == 0.5 and np.isclose(r.coverage, 400 / 2500)
     assert seed_fraction(r.mask, None) is None
+
+
+def test_background_model_is_the_exact_temporal_median():
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 26, 300):
+        frames = [rng.integers(0, 256, (9, 11), dtype=np.uint8) for _ in range(n)]
+        st = np.stack(frames)
+        assert np.array_equal(background_model(frames), np.partition(st, n // 2, axis=0)[n // 2])
+    rgb = [rng.integers(0, 256, (9, 11, 3), dtype=np.uint8) for _ in range(3)]
+    assert background_model(rgb).shape == (9, 11)

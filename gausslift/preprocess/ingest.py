@@ -18,6 +18,7 @@ unless ``keep_bad_cameras``.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -46,7 +47,7 @@ from gausslift.preprocess.normalize import (
 )
 from gausslift.preprocess.reframe import FRAMINGS
 from gausslift.preprocess.report import summarize, write_report
-from gausslift.preprocess.sources import Source, check_video, media_kind, open_source, read_chunk
+from gausslift.preprocess.sources import Source, check_video, load_chunk, media_kind, open_source
 from gausslift.preprocess.write import calibration_only, reframe_and_warp, write_sample
 from gausslift.scene import Scene
 
@@ -65,6 +66,27 @@ class IngestOptions:
     chunk: int = 16  # frames held in memory at once
 
 
+class PhaseClock:
+    """CPU seconds per phase summed over the threads that ran it (``time.thread_time``): a breakdown
+    that other processes' load on a shared machine hardly changes, unlike wall time."""
+
+    def __init__(self):
+        self.cpu: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def timed(self, phase: str, fn):
+        def run(*args, **kw):
+            t = time.thread_time()
+            try:
+                return fn(*args, **kw)
+            finally:
+                dt = time.thread_time() - t
+                with self._lock:
+                    self.cpu[phase] = self.cpu.get(phase, 0.0) + dt
+
+        return run
+
+
 @dataclass
 class Session:
     scene: Scene
@@ -73,6 +95,7 @@ class Session:
     checks: dict = field(default_factory=dict)
     used: list[str] = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
 
 def _validate(opts: IngestOptions) -> None:
@@ -143,24 +166,34 @@ def compute_mask(sess: Session, src: Source, i: int, model: dict | None = None) 
     return r
 
 
+def _camera_head(sess: Session, src: Source, frames: list[int], model: dict) -> dict[int, MaskResult]:
+    """The chunk's first frames of one camera, in order: the first learns the grabCut colour models,
+    and each background-model miss is counted before the next frame is segmented."""
+    out = {}
+    for i in frames:
+        out[i] = r = compute_mask(sess, src, i, model)
+        src.background_misses += r.note.startswith("background model misses")
+    return out
+
+
 def compute_masks(sess: Session, pool, sources: list[Source], chunk: list[int]) -> dict:
-    """{camera: {frame: MaskResult}} for a chunk, one task per (camera, frame). The grabCut colour
-    models are learnt on the chunk's first frame of each camera and used frozen on the others (steadier
-    and about 3x faster than re-learning them every frame)."""
+    """{camera: {frame: MaskResult}} for a chunk. Per camera the first two frames run in order (see
+    :func:`_camera_head`): the grabCut colour models are learnt on the first and used frozen on the
+    others (steadier and about 3x faster than re-learning them every frame), and a background model that
+    has missed twice is not tried on the rest. The other frames run one task per (camera, frame)."""
+    head, rest = chunk[:2], chunk[2:]
     models = {s.view.name: {} for s in sources}
-    first = {s.view.name: pool.submit(compute_mask, sess, s, chunk[0], models[s.view.name]) for s in sources}
-    first = {n: f.result() for n, f in first.items()}
-    futs = {
-        (s.view.name, i): pool.submit(compute_mask, sess, s, i, models[s.view.name])
-        for s in sources
-        for i in chunk[1:]
-    }
-    masks: dict[str, dict[int, MaskResult]] = {n: {chunk[0]: r} for n, r in first.items()}
+    heads = sess.clock.timed("masks", _camera_head)
+    first = {s.view.name: pool.submit(heads, sess, s, head, models[s.view.name]) for s in sources}
+    masks: dict[str, dict[int, MaskResult]] = {n: f.result() for n, f in first.items()}
+    task = sess.clock.timed("masks", compute_mask)
+    futs = {(s.view.name, i): pool.submit(task, sess, s, i, models[s.view.name])
+            for s in sources for i in rest}  # fmt: skip
     for (name, i), f in futs.items():
         masks[name][i] = f.result()
+    missed = "background model misses"
     for s in sources:
-        tried = [m for m in masks[s.view.name].values() if m.note.startswith("background model misses")]
-        s.background_misses += len(tried)
+        s.background_misses += sum(masks[s.view.name][i].note.startswith(missed) for i in rest)
     return masks
 
 
@@ -240,17 +273,23 @@ def ingest(
 
     chunks = [indices[i : i + opts.chunk] for i in range(0, len(indices), max(1, opts.chunk))]
     rows, samples = [], []
-    tm = sess.timings
-    tm.update(read_check_s=time.perf_counter() - t0, decode_s=0.0, masks_s=0.0, reframe_write_s=0.0)
-    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+    tm, clock = sess.timings, sess.clock
+    tm.update(read_check_s=time.perf_counter() - t0, decode_wait_s=0.0, masks_s=0.0, reframe_write_s=0.0)
+    # two workers for the per-view work; one reader thread decodes the next chunk meanwhile (OpenCV
+    # releases the GIL while decoding, warping and segmenting)
+    with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool, ThreadPoolExecutor(1) as reader:
         t = time.perf_counter()
         args = (opts.masks, opts.background_frames, n, chunks[0])
-        sources = list(pool.map(lambda v: open_source(v, *args), views))
-        t = _tick(tm, "decode_s", t)
+        sources = list(pool.map(clock.timed("decode", lambda v: open_source(v, *args)), views))
+        nxt = reader.submit(clock.timed("decode", _load), sources, chunks[0])
         try:
             for ci, chunk in enumerate(chunks):
-                list(pool.map(lambda s, c=chunk: read_chunk(s, c), sources))
-                t = _tick(tm, "decode_s", t)
+                loaded = nxt.result()
+                for s in sources:
+                    s.frames, s.given = loaded[s.view.name]
+                if ci + 1 < len(chunks):
+                    nxt = reader.submit(clock.timed("decode", _load), sources, chunks[ci + 1])
+                t = _tick(tm, "decode_wait_s", t)
                 masks = compute_masks(sess, pool, sources, chunk)
                 _retry_from_centre(sess, sources, masks, chunk)
                 if ci == 0:  # the image checks use the first chunk
@@ -261,10 +300,17 @@ def ingest(
                 _reframe_chunk(sess, pool, out, sources, masks, chunk, R_up, video, rows, samples)
                 t = _tick(tm, "reframe_write_s", t)
         finally:
+            nxt.cancel()
+            reader.shutdown(wait=True)
             for s in sources:
                 s.close()
     tm["views_per_s"] = len(rows) / max(time.perf_counter() - t0, 1e-9)
+    tm["cpu_s"] = {k: round(v, 3) for k, v in clock.cpu.items()}
     return _finish(sess, out, capture, samples, rows, R_up, t0)
+
+
+def _load(sources: list[Source], chunk: list[int]) -> dict:
+    return {s.view.name: load_chunk(s, chunk) for s in sources}
 
 
 def _tick(timings: dict, key: str, t: float) -> float:
@@ -280,12 +326,14 @@ def _reframe_chunk(sess, pool, out, sources, masks, chunk, R_up, video, rows, sa
         centre, how = sample_centre(sess, sources, masks, fi)
         T = world_from_capture([s.view.camera for s in sources], centre, R_up=R_up)
         jobs = [(k, s, masks[s.view.name][fi]) for k, s in enumerate(sources)]
-        futs = [pool.submit(reframe_and_warp, s, mr, fi, T, sess.opts) for _, s, mr in jobs]
+        warp = sess.clock.timed("reframe", reframe_and_warp)
+        futs = [pool.submit(warp, s, mr, fi, T, sess.opts) for _, s, mr in jobs]
         plan.append((fi, how, T, jobs, futs))
     for fi, how, T, jobs, futs in plan:
         results = [f.result() for f in futs]
         name = f"frame_{fi:06d}" if video else "sample_000000"
-        writes.append(pool.submit(write_sample, out / name, name, jobs, results, T, fi))
+        write = sess.clock.timed("write", write_sample)
+        writes.append(pool.submit(write, out / name, name, jobs, results, T, fi))
         samples.append(
             {"id": name, "frame": fi, "path": name, "centre_from": how, "world_from_capture": T.tolist()}
         )

@@ -33,7 +33,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 @dataclass
 class Source:
-    """One camera's inputs; ``frames``/``given`` hold the current chunk only (see :func:`read_chunk`)."""
+    """One camera's inputs; ``frames``/``given`` hold the current chunk only (see :func:`load_chunk`)."""
 
     view: View
     background: np.ndarray | None = None
@@ -45,6 +45,8 @@ class Source:
     given_files: list[Path] = field(default_factory=list)
     given_stream: VideoStream | None = None
     background_misses: int = 0
+    preloaded: dict[int, np.ndarray] = field(default_factory=dict)  # the first chunk, decoded early
+    alpha: np.ndarray | None = None  # a still image's own alpha (given_kind "alpha")
 
     def close(self) -> None:
         for s in (self.stream, self.given_stream):
@@ -107,7 +109,7 @@ def _pick_image(files: list[Path], idx: int) -> Path | None:
 def open_source(view: View, masks: str, background_frames: int, n_frames: int, first: list[int]) -> Source:
     """Open one camera: its video stream (or still image), given masks, and the background model from
     about ``background_frames`` frames spread over the whole video, decoded in the same pass as the
-    frames of the ``first`` chunk (kept in ``src.frames``)."""
+    frames of the ``first`` chunk (kept in ``src.preloaded``)."""
     src = Source(view)
     cam = view.camera
     if media_kind(view) == "video":
@@ -120,7 +122,7 @@ def open_source(view: View, masks: str, background_frames: int, n_frames: int, f
             bg_idx = sample_indices(n_frames, background_frames)
             got = read_video_frames(view.meta["video"], sorted(set(bg_idx) | set(first)))
             src.background = background_model([got[i] for i in bg_idx])
-            src.frames = {i: got[i] for i in first}
+            src.preloaded = {i: got[i] for i in first}
     else:
         src.still = read_image_u8(view.image)
         if src.still.shape[:2] != (cam.height, cam.width):
@@ -134,7 +136,7 @@ def open_source(view: View, masks: str, background_frames: int, n_frames: int, f
             full = read_image_file(view.image)
             if full.shape[2] == 4:
                 src.given_kind = "alpha"
-                src.given = {0: (full[..., 3] * 255 + 0.5).astype(np.uint8)}
+                src.alpha = (full[..., 3] * 255 + 0.5).astype(np.uint8)
     if masks != "auto":
         found = _given_mask_files(Path(masks), view.name)
         if found is None:
@@ -145,33 +147,42 @@ def open_source(view: View, masks: str, background_frames: int, n_frames: int, f
     return src
 
 
-def read_chunk(src: Source, indices: list[int]) -> None:
-    """Load the frames (and given masks) of ``indices`` into ``src``, dropping the previous chunk."""
+def load_chunk(src: Source, indices: list[int]) -> tuple[dict, dict]:
+    """(frames, given masks) of ``indices``, without touching ``src.frames``/``src.given`` (so a reader
+    thread can decode the next chunk while the current one is processed; only that thread uses the
+    streams)."""
     if src.stream is None:
-        src.frames = {i: src.still for i in indices}
-    elif not set(indices) <= set(src.frames):  # (the first chunk may be preloaded by open_source)
-        src.frames = src.stream.read(indices)
+        frames = {i: src.still for i in indices}
+    elif set(indices) <= set(src.preloaded):  # (the first chunk may be preloaded by open_source)
+        frames = {i: src.preloaded[i] for i in indices}
     else:
-        src.frames = {i: src.frames[i] for i in indices}
+        frames = src.stream.read(indices)
+    src.preloaded = {}
     kind = src.given_kind
     if kind is None:
-        src.given = {}
+        given = {}
     elif kind == "alpha":
-        src.given = {i: next(iter(src.given.values())) for i in indices}
+        given = {i: src.alpha for i in indices}
     elif kind == "image":
         m = read_mask_u8(src.given_files[0])
-        src.given = {i: m for i in indices}
+        given = {i: m for i in indices}
     elif kind == "video":
         got = src.given_stream.read(indices)
-        src.given = {i: (m if m.ndim == 2 else m.max(axis=2)) for i, m in got.items()}
+        given = {i: (m if m.ndim == 2 else m.max(axis=2)) for i, m in got.items()}
     else:
-        src.given = {}
+        given = {}
         for i in indices:
             p = _pick_image(src.given_files, i)
             if p is None:
                 raise InputError(src.given_files[0].parent, f"no mask image for frame {i}")
-            src.given[i] = read_mask_u8(p)
+            given[i] = read_mask_u8(p)
     cam = src.view.camera
-    for i, m in src.given.items():
+    for i, m in given.items():
         if m.shape != (cam.height, cam.width):
             raise InputError(None, f"mask of camera '{src.view.name}' frame {i} is {m.shape[1]}x{m.shape[0]}")
+    return frames, given
+
+
+def read_chunk(src: Source, indices: list[int]) -> None:
+    """Load the frames (and given masks) of ``indices`` into ``src``, dropping the previous chunk."""
+    src.frames, src.given = load_chunk(src, indices)

@@ -22,8 +22,7 @@ from gausslift.scene import Scene, View
 class Warped:
     camera: Camera
     homography: np.ndarray
-    rgb: np.ndarray  # uint8 HxWx3
-    alpha: np.ndarray  # uint8 HxW
+    rgba: np.ndarray  # uint8 HxWx4, alpha = the mask resampled through the same map
     size_ratio: float | None
 
 
@@ -40,10 +39,9 @@ def reframe_and_warp(src, mr: MaskResult, frame: int, T: np.ndarray, opts) -> Wa
         sigma = 0.5 * np.sqrt(1.0 / scale**2 - 1.0)
         img = cv2.GaussianBlur(img, (0, 0), sigma)
     out = cv2.remap(img, rf.map_x, rf.map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    if out.ndim == 2:
-        out = np.repeat(out[..., None], 3, axis=2)
-    alpha = rf.mask if rf.mask is not None else np.zeros(out.shape[:2], np.uint8)
-    return Warped(rf.camera, rf.homography, out, alpha, rf.size_ratio)
+    rgba = cv2.cvtColor(out, cv2.COLOR_GRAY2RGBA if out.ndim == 2 else cv2.COLOR_RGB2RGBA)
+    rgba[..., 3] = rf.mask if rf.mask is not None else 0
+    return Warped(rf.camera, rf.homography, rgba, rf.size_ratio)
 
 
 def write_sample(folder: Path, sample_id: str, jobs, results: list[Warped], T, frame: int) -> None:
@@ -62,12 +60,9 @@ def write_sample(folder: Path, sample_id: str, jobs, results: list[Warped], T, f
     out_scene = Scene(
         views=views, format="facelift", world_from_capture=np.asarray(T), meta={"facelift": {"id": sample_id}}
     )
-    write(
-        out_scene,
-        folder,
-        images=[r.rgb for r in results],
-        masks=[r.alpha.astype(np.float32) / 255.0 for r in results],
-    )
+    # (masks as float: io.facelift.write reads a mask as a fraction in [0, 1], a uint8 alpha included)
+    masks = [r.rgba[..., 3].astype(np.float32) / 255.0 for r in results]
+    write(out_scene, folder, images=[r.rgba[..., :3] for r in results], masks=masks)
 
 
 def calibration_only(sess, views, out: Path, capture, t0) -> dict:
