@@ -1,0 +1,98 @@
+"""Six-view training samples in FaceLift layouts, with FaceLift's backgrounds.
+
+A sample is a folder with the V views in a fixed order, view 0 the front (the condition image):
+- FaceLift's mvdiffusion layout: `cam_000.png` ... `cam_005.png` (RGBA) in the folder;
+- the GS-LRM / `gausslift synth` / `ingest` layout: `images/cam_000.png` ... (+ opencv_cameras.json).
+DATA arguments may be sample folders, folders holding samples (searched recursively), or FaceLift list files
+(`.txt`, one sample folder per line, as data_mvdiff_train.txt).
+
+Backgrounds are mask-aware, as FaceLift's FixViewDataset: straight-alpha RGBA composited over "white",
+"black", "gray", or "three_choices" (one of the three per sample, the same for all its views). Images come
+out float32 [V, H, W, 3] in [0, 1], resized (area) to the model resolution.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from gausslift.errors import InputError
+
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
+
+
+def view_path(sample: Path, view: int) -> Path | None:
+    for p in (sample / f"cam_{view:03d}.png", sample / "images" / f"cam_{view:03d}.png"):
+        if p.is_file():
+            return p
+    return None
+
+
+def is_sample(folder: Path, views: int) -> bool:
+    return all(view_path(folder, v) is not None for v in range(views))
+
+
+def find_samples(data, views: int = 6) -> list[Path]:
+    """Every sample under the DATA arguments, in a stable order; InputError when there is none."""
+    found: list[Path] = []
+    for item in [data] if isinstance(data, (str, Path)) else data:
+        item = Path(item)
+        if item.is_file() and item.suffix == ".txt":
+            lines = [ln.strip() for ln in item.read_text().splitlines() if ln.strip()]
+            found += [Path(ln) if Path(ln).is_absolute() else item.parent / ln for ln in lines]
+        elif item.is_dir():
+            if is_sample(item, views):
+                found.append(item)
+            else:
+                found += sorted(p.parent for p in item.rglob("cam_000.png")
+                                if p.parent.name != "images" and is_sample(p.parent, views))
+                found += sorted(p.parent.parent for p in item.rglob("images/cam_000.png")
+                                if is_sample(p.parent.parent, views))
+        else:
+            raise InputError(item, "not a folder or a .txt list of sample folders")
+    bad = [p for p in found if not is_sample(p, views)]
+    if bad:
+        raise InputError(bad[0], f"sample lacks some of cam_000..cam_{views - 1:03d}.png")
+    if not found:
+        raise InputError(Path(data if isinstance(data, (str, Path)) else data[0]),
+                         f"no {views}-view samples (cam_000.png..cam_{views - 1:03d}.png) found")  # fmt: skip
+    return list(dict.fromkeys(found))
+
+
+def load_rgba(path: Path, size: int) -> np.ndarray:
+    """[size, size, 4] float32 in [0, 1] (alpha 1 where the file has none)."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(path, "cannot read image")
+    scale = 65535.0 if img.dtype == np.uint16 else 255.0
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    rgb = img[..., 2::-1] if img.shape[2] >= 3 else img
+    alpha = img[..., 3:4] if img.shape[2] == 4 else np.full(img.shape[:2] + (1,), scale, img.dtype)
+    out = np.concatenate([rgb, alpha], axis=2).astype(np.float32) / scale
+    if out.shape[:2] != (size, size):
+        out = cv2.resize(out, (size, size), interpolation=cv2.INTER_AREA)
+    return out
+
+
+def composite(rgba: np.ndarray, bg) -> np.ndarray:
+    a = rgba[..., 3:4]
+    return (rgba[..., :3] * a + np.asarray(bg, np.float32) * (1.0 - a)).astype(np.float32)
+
+
+def pick_background(mode: str, rng: random.Random) -> tuple:
+    if mode == "three_choices":
+        return BACKGROUNDS[rng.choice(sorted(BACKGROUNDS))]
+    if mode == "random":
+        return tuple(rng.random() for _ in range(3))
+    if mode not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {sorted(BACKGROUNDS)}, three_choices or random")
+    return BACKGROUNDS[mode]
+
+
+def load_sample(sample: Path, views: int, size: int, bg) -> np.ndarray:
+    """[V, size, size, 3] composited over `bg`; view 0 is the condition image."""
+    return np.stack([composite(load_rgba(view_path(sample, v), size), bg) for v in range(views)])
