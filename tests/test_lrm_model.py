@@ -8,6 +8,7 @@ from gausslift.cameras import ring
 from gausslift.models.gslrm import (
     GSLRM,
     PRESETS,
+    GSLRMConfig,
     facelift_pixel_order,
     gslrm_config,
     patchify,
@@ -41,6 +42,10 @@ def test_presets_match_issue():
     assert all(c.patch_size == 8 and c.d_head == 64 and c.sh_degree == 0 for c in PRESETS.values())
     with pytest.raises(ValueError):
         gslrm_config("huge")
+    from gausslift.config import from_dict, to_dict  # configs are written next to every run
+
+    cfg = gslrm_config("base", sh_degree=1)
+    assert from_dict(GSLRMConfig, to_dict(cfg)) == cfg
 
 
 def test_shapes_and_activations():
