@@ -66,6 +66,20 @@ def test_shapes_and_activations():
         m(torch.rand(1, V, 12, 16, 3), K[None], vm[None])
 
 
+def test_batch_elements_are_independent():
+    m = _tiny()
+    _, K, vm = _rig(3, 16)
+    imgs = torch.rand(2, 3, 16, 16, 3)
+    Ks = torch.stack([K, K.flip(0)])
+    vms = torch.stack([vm, vm.flip(0)])
+    with torch.no_grad():
+        both = m(imgs, Ks, vms)
+        for b in range(2):
+            one = m(imgs[b : b + 1], Ks[b : b + 1], vms[b : b + 1])
+            for f in ("means", "sh", "log_scales", "raw_quats", "opacity_logits", "depths"):
+                torch.testing.assert_close(getattr(both, f)[b], getattr(one, f)[0], atol=1e-5, rtol=1e-5)
+
+
 def test_rays_match_camera_unproject():
     cams, K, vm = _rig(4, 24)
     cams = cams.with_(K=K.double().numpy(), width=32)
