@@ -50,6 +50,7 @@ from gausslift.subjects.regions import ict_regions
 ICT_FILE = "ict_facekit.npz"
 ICT_KEYS = ["neutral", "faces", "identity_deltas", "expression_deltas", "expression_names",
             "part_names", "part_ranges", "landmarks68"]
+EXCLUSIVE = [("jawLeft", "jawRight"), ("mouthLeft", "mouthRight")]
 GAZE_FULL = 0.6  # radians of gaze at which the matching eyeLook* blendshape weight reaches 1
 
 
@@ -150,6 +151,10 @@ class ICTHead(Subject):
             twin = name[:-1] + ("R" if name.endswith("L") else "L")
             if name[-2:] in ("_L", "_R") and twin in self.expression_names and rng.random() < symmetric:
                 ex[self.expression_index(twin)] = np.clip(ex[j] + rng.normal(0, 0.1), 0, 1)
+        for a, b in EXCLUSIVE:  # opposite directions: keep the stronger one
+            if a in self.expression_names and b in self.expression_names:
+                ia, ib = self.expression_index(a), self.expression_index(b)
+                ex[ib if ex[ia] >= ex[ib] else ia] = 0
         for name in self.expression_names:  # the gaze blendshapes follow the eyeballs
             if name.startswith("eyeLook"):
                 ex[self.expression_index(name)] = 0
@@ -184,7 +189,8 @@ class ICTHead(Subject):
                       head_sd=(0.12, 0.25, 0.06)) -> dict[str, torch.Tensor]:
         """Random heads: identity ~ N(0, identity_sd²) (±2.5 sd); on average ``active``
         expressions switched on with Beta(1.2, 1.5) weights, mirrored to the other side with
-        probability ``symmetric``; a gaze (N(0, gaze_sd²) pitch/yaw, ±0.4 rad) that also sets the
+        probability ``symmetric`` (of jawLeft/jawRight and mouthLeft/mouthRight only the stronger
+        stays); a gaze (N(0, gaze_sd²) pitch/yaw, ±0.4 rad) that also sets the
         eyeLook* lid blendshapes; head rotation N(0, head_sd²) about x, y, z (±0.6 rad)."""
         rows = [self._sample_one(rng, self.sample_identity(rng, identity_sd), active, symmetric,
                                  gaze_sd, head_sd) for _ in range(batch)]
