@@ -36,3 +36,35 @@ def framing_stats(root: str | Path) -> dict:
             "ratio_std": float(r.std()), "ratio_cv": float(r.std() / r.mean()) if r.mean() > 0 else 0.0,
             "ratio_min": float(r.min()), "ratio_max": float(r.max()), "distance_mean": float(d.mean()),
             "distance_min": float(d.min()), "distance_max": float(d.max())}
+
+
+def contact_sheet(root: str | Path, out: str | Path, samples: int = 6, views: int = 4, tile: int = 112,
+                  background: int = 200) -> Path:
+    """One PNG: a row per sample, ``views`` views composited on grey, then their alpha masks."""
+    import cv2
+
+    from gausslift.io.facelift import read
+    from gausslift.ioutil import atomic_path
+
+    root = Path(root)
+    folders = sorted(j.parent for j in root.rglob("opencv_cameras.json") if ".tmp-" not in str(j))
+    if not folders:
+        raise InputError(root, "no opencv_cameras.json here")
+    rows = []
+    for f in folders[:samples]:
+        vs = read(f).views
+        pick = [vs[int(i)] for i in np.linspace(0, len(vs), views, endpoint=False)]
+        rgb, masks = [], []
+        for v in pick:
+            a = cv2.imread(str(v.image), cv2.IMREAD_UNCHANGED)
+            al = a[..., 3:].astype(np.float32) / 255.0
+            c = a[..., :3].astype(np.float32) * al + background * (1 - al)
+            rgb.append(cv2.resize(c.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_AREA))
+            m = cv2.resize(a[..., 3], (tile, tile), interpolation=cv2.INTER_AREA)
+            masks.append(np.repeat(m[..., None], 3, 2))
+        rows.append(np.hstack(rgb + masks))
+    sheet = np.vstack(rows)
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        cv2.imwrite(str(tmp), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return out
