@@ -15,18 +15,21 @@ per-pixel quantity is that of the ray through the pixel centre; only ``alpha`` l
   (``dot(normal, ray) < 0``); 0 where empty. ``MeshFrame.normals_world()`` rotates them to the world.
   For smooth shading interpolate ``vertex_normals`` with :func:`interpolate`.
 * ``mask`` [H, W] bool: ``tri_id >= 0``.
-* ``alpha`` [H, W] float32: pixel coverage in [0, 1]. At silhouette pixels (touched pixels with an
-  uncovered centre in their 3x3 neighbourhood) it is the covered fraction of k x k regular subsamples
-  (``aa_samples``, default 4, at most 8); elsewhere 1 where covered, 0 where no triangle touches the
-  pixel. With ``antialias=False`` alpha is the mask. A hole or gap narrower than the pixel spacing, away
-  from the silhouette, is not seen.
+* ``alpha`` [H, W] float32: pixel coverage in [0, 1]. At silhouette pixels (the 3x3 neighbourhood holds
+  covered and uncovered centres) and at uncovered pixels touched by a triangle that covers no pixel
+  centre (sub-pixel slivers), it is the covered fraction of k x k regular subsamples (``aa_samples``,
+  default 4, at most 8; union of all triangles, no depth test); elsewhere 1 where the centre is covered,
+  else 0. With ``antialias=False`` alpha is the mask. Not seen: a gap narrower than a pixel away from
+  the silhouette, and the parts of a thin triangle that covers some centre lying more than a pixel from
+  any covered centre.
 
-Backends: ``"numba"`` (default; a band-parallel z-buffer rasteriser, see ``gausslift.meshrender.raster``)
+Backends: ``"numba"`` (default; a tile-parallel z-buffer rasteriser, see ``gausslift.meshrender.raster``)
 and ``"embree"`` (trimesh + embreex ray casting; float32 precision, an independent oracle, ~10x slower).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,14 +74,15 @@ class MeshFrame:
         return (d * self.depth[..., None]).astype(np.float32)
 
 
-def _array(x, name: str, dtype) -> np.ndarray:
-    try:
-        import torch
+def _torch():
+    """The torch module if it is already imported (a tensor cannot exist otherwise), else None."""
+    return sys.modules.get("torch")
 
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
+
+def _array(x, name: str, dtype) -> np.ndarray:
+    torch = _torch()
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
     try:
         return np.ascontiguousarray(np.asarray(x), dtype=dtype) if dtype is not None else np.asarray(x)
     except (TypeError, ValueError) as e:
@@ -156,25 +160,25 @@ def render_mesh(
         raise InputError(None, f"render_mesh: unknown backend {backend!r}; use one of {BACKENDS}")
     P = np.ascontiguousarray(v @ M[:3, :3].T + M[:3, 3])
     Kinv = np.linalg.inv(K)
-    rec, box = _r.setup(P, f, K, Kinv, float(near), width, height, bool(cull_backfaces))
-    start, tris = _r.bin_bands(box, height)
+    box = _r.boxes(P, f, K, float(near), width, height, bool(cull_backfaces))
+    start, ids = _r.bin_tiles(box, width, height)
     inv_near = 1.0 / near
     izbuf = np.zeros((height, width))
     tri_id = np.full((height, width), -1, dtype=np.int32)
-    touched = np.zeros((height, width), dtype=np.bool_)
-    _r.raster(rec, box, start, tris, inv_near, width, height, izbuf, tri_id, touched)
+    hit = np.zeros(len(f), dtype=np.uint8)
+    _r.raster(P, f, Kinv, box, start, ids, inv_near, izbuf, tri_id, hit)
     k = int(aa_samples)
     cover = np.zeros((height, width), dtype=np.uint64)
     if antialias:
-        cand, sat = _r.candidates(tri_id, touched)
-        _r.supersample(rec, box, start, tris, inv_near, cand, sat, k, cover)
+        cand, sat = _r.candidates(P, f, Kinv, box, inv_near, tri_id, hit)
+        _r.supersample(P, f, Kinv, box, start, ids, inv_near, cand, sat, k, cover)
     else:
         cand = np.zeros((height, width), dtype=np.bool_)
     depth = np.zeros((height, width), dtype=np.float32)
     normals = np.zeros((height, width, 3), dtype=np.float32)
     bary = np.zeros((height, width, 3), dtype=np.float32)
     alpha = np.zeros((height, width), dtype=np.float32)
-    _r.resolve(P, f, Kinv, rec, tri_id, cand, cover, k, depth, normals, bary, alpha)
+    _r.resolve(P, f, Kinv, tri_id, cand, cover, k, depth, normals, bary, alpha)
     return MeshFrame(alpha, tri_id >= 0, depth, normals, tri_id, bary, K, M)
 
 
@@ -214,10 +218,7 @@ def interpolate(frame: MeshFrame, attr, faces=None):
     ``face_uv`` with per-UV-vertex ``uv``), or per corner [F, 3, C] with ``faces=None``. Empty pixels
     get 0. A torch ``attr`` gives a torch result, differentiable with respect to ``attr``.
     """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        torch = None
+    torch = _torch()
     is_t = torch is not None and isinstance(attr, torch.Tensor)
     a = attr if is_t else np.asarray(attr)
     squeeze = False

@@ -18,14 +18,22 @@ hits the triangle's plane at ``b_i = e_i / (n . d)`` with ``e_0 = (P1 x P2) . d`
   K^-1 product are computed in the same order; IEEE rounding is symmetric), so exactly one of them takes
   the pixel: no cracks, no double coverage (a top-left rule for any orientation).
 
-Work is split into horizontal bands of ``BAND`` rows; each band owns its pixels (``prange`` over bands,
-no races) and visits the triangles binned to it, in index order.
+Speed: a first pass computes every triangle's pixel box (validity, culling and near-plane clipping
+included); a counting sort bins the triangles into tiles of TILE_H x TILE_W pixels; tile rows are the
+parallel unit (``prange``; each owns its pixels: no races) and visit their tiles left to right, so the
+depth buffer stays in cache whatever the mesh order. Edge functions are recomputed in registers where
+needed (only the box is stored per triangle). Per row of a triangle the pixel span is narrowed
+analytically (with a margin) and every pixel of it gets the exact test. Exact depth ties go to the lower
+triangle index, so the result does not depend on the visiting order.
 
-Anti-aliasing: during the pass each pixel records whether any triangle touches its square (a conservative
-test: each half-plane evaluated at the square's most inside corner). Candidate pixels are touched pixels
-whose own centre or one of whose 8 neighbours' centres is uncovered; at those the k x k regular
-subsamples ((x + (i + 0.5)/k, y + (j + 0.5)/k)) are tested against every triangle (union coverage, no
-depth test) and alpha = covered fraction. Other pixels have alpha 1 if covered, else 0 (untouched).
+Anti-aliasing: candidate pixels are those whose 3x3 neighbourhood holds both covered and uncovered
+centres (the silhouette, one pixel either side), plus every uncovered pixel whose square meets a
+triangle that covers no pixel centre at all (sub-pixel slivers; a conservative square test: each
+half-plane evaluated at the square's most inside corner). At candidates the k x k regular subsamples
+((x + (i + 0.5)/k, y + (j + 0.5)/k)) are tested against every triangle meeting the square (union
+coverage, no depth test) and alpha = covered fraction; elsewhere alpha = 1 if the centre is covered,
+else 0. Not seen: a gap narrower than the pixel spacing away from the silhouette, and parts of a thin
+triangle farther than a pixel from any covered centre when the triangle covers some centre.
 """
 
 from __future__ import annotations
@@ -35,185 +43,261 @@ import math
 import numpy as np
 from numba import njit, prange
 
-BAND = 8  # rows per band (the unit of parallel work)
-_REC = 20  # per-triangle record: 3 edges (a, b, c), 1/z (a, b, c), edge radii (3), 1/z radius, ties (3), w
+_EPS_BOX = 1e-4  # pixel-box margin against rounding between projection and edge functions
 
 
-@njit(cache=True, inline="always")
-def _tie(a, b):
-    return 1.0 if (a > 0.0 or (a == 0.0 and b > 0.0)) else 0.0
+@njit(cache=True)
+def _corners(P, F, t):
+    i0, i1, i2 = F[t, 0], F[t, 1], F[t, 2]
+    return (P[i0, 0], P[i0, 1], P[i0, 2], P[i1, 0], P[i1, 1], P[i1, 2], P[i2, 0], P[i2, 1], P[i2, 2])
+
+
+@njit(cache=True)
+def _cross(ax, ay, az, bx, by, bz):
+    return ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx
+
+
+@njit(cache=True)
+def _w(x0, y0, z0, x1, y1, z1, x2, y2, z2):
+    """w = n . P0 with n = (P1 - P0) x (P2 - P0): sign(w) < 0 means front-facing."""
+    nx, ny, nz = _cross(x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0)
+    return nx * x0 + ny * y0 + nz * z0
+
+
+@njit(cache=True)
+def _lin(Kinv, g, cx, cy, cz):
+    """Affine coefficients (a, b, c) in (u, v) of g * (cx, cy, cz) . K^-1 [u, v, 1]."""
+    return (
+        g * (Kinv[0, 0] * cx + Kinv[1, 0] * cy + Kinv[2, 0] * cz),
+        g * (Kinv[0, 1] * cx + Kinv[1, 1] * cy + Kinv[2, 1] * cz),
+        g * (Kinv[0, 2] * cx + Kinv[1, 2] * cy + Kinv[2, 2] * cz),
+    )
+
+
+@njit(cache=True)
+def _coef(P, F, t, Kinv):
+    """Oriented edge functions e_i = a_i u + b_i v + c_i (>= 0 inside) and 1/z = aq u + bq v + cq."""
+    x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
+    w = _w(x0, y0, z0, x1, y1, z1, x2, y2, z2)
+    s = 1.0 if w > 0.0 else -1.0
+    c0 = _cross(x1, y1, z1, x2, y2, z2)
+    c1 = _cross(x2, y2, z2, x0, y0, z0)
+    c2 = _cross(x0, y0, z0, x1, y1, z1)
+    e0 = _lin(Kinv, s, c0[0], c0[1], c0[2])
+    e1 = _lin(Kinv, s, c1[0], c1[1], c1[2])
+    e2 = _lin(Kinv, s, c2[0], c2[1], c2[2])
+    q = _lin(Kinv, 1.0 / w, c0[0] + c1[0] + c2[0], c0[1] + c1[1] + c2[1], c0[2] + c1[2] + c2[2])
+    return e0, e1, e2, q
+
+
+@njit(cache=True)
+def _tie(e):
+    """Fill rule for a centre exactly on the edge: keep it iff (a, b) is lexicographically positive."""
+    return e[0] > 0.0 or (e[0] == 0.0 and e[1] > 0.0)
+
+
+@njit(cache=True)
+def _rad(e):
+    return 0.5 * (abs(e[0]) + abs(e[1]))
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def setup(P, F, K, Kinv, near, width, height, cull):
-    """Per-triangle records [F, _REC] and inclusive pixel boxes [F, 4] (x0, x1, y0, y1; x0 > x1: skip)."""
+def boxes(P, F, K, near, width, height, cull):
+    """Inclusive pixel boxes [F, 4] (x0, x1, y0, y1) of the triangles' parts with z >= near, clipped to the
+    image; x0 > x1 marks a triangle to skip (degenerate, edge-on through the eye, culled, behind near, off
+    screen). A pixel is in the box if its square meets the projected bounding box."""
     nf = F.shape[0]
-    rec = np.zeros((nf, _REC))
     box = np.empty((nf, 4), dtype=np.int32)
     for t in prange(nf):
         box[t, 0] = 1
         box[t, 1] = 0
         box[t, 2] = 1
         box[t, 3] = 0
-        i0, i1, i2 = F[t, 0], F[t, 1], F[t, 2]
-        p = np.empty((3, 3))
-        for k in range(3):
-            p[0, k] = P[i0, k]
-            p[1, k] = P[i1, k]
-            p[2, k] = P[i2, k]
-        # edge vectors c_i = P_j x P_k and the normal n = sum c_i
-        c = np.empty((4, 3))
-        for i in range(3):
-            j = (i + 1) % 3
-            k = (i + 2) % 3
-            c[i, 0] = p[j, 1] * p[k, 2] - p[j, 2] * p[k, 1]
-            c[i, 1] = p[j, 2] * p[k, 0] - p[j, 0] * p[k, 2]
-            c[i, 2] = p[j, 0] * p[k, 1] - p[j, 1] * p[k, 0]
-        e1x, e1y, e1z = p[1, 0] - p[0, 0], p[1, 1] - p[0, 1], p[1, 2] - p[0, 2]
-        e2x, e2y, e2z = p[2, 0] - p[0, 0], p[2, 1] - p[0, 1], p[2, 2] - p[0, 2]
-        c[3, 0] = e1y * e2z - e1z * e2y
-        c[3, 1] = e1z * e2x - e1x * e2z
-        c[3, 2] = e1x * e2y - e1y * e2x
-        w = c[3, 0] * p[0, 0] + c[3, 1] * p[0, 1] + c[3, 2] * p[0, 2]
+        x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
+        w = _w(x0, y0, z0, x1, y1, z1, x2, y2, z2)
         if not (w != 0.0) or (cull and w > 0.0):
-            continue  # degenerate / edge-on through the eye / back-facing and culled
-        s = 1.0 if w > 0.0 else -1.0
-        # screen bounding box of the part with z >= near
+            continue
         umin, umax, vmin, vmax = np.inf, -np.inf, np.inf, -np.inf
         for i in range(3):
-            j = (i + 1) % 3
-            zi, zj = p[i, 2], p[j, 2]
+            if i == 0:
+                xa, ya, za, xb, yb, zb = x0, y0, z0, x1, y1, z1
+            elif i == 1:
+                xa, ya, za, xb, yb, zb = x1, y1, z1, x2, y2, z2
+            else:
+                xa, ya, za, xb, yb, zb = x2, y2, z2, x0, y0, z0
             for m in range(2):
                 if m == 0:
-                    if zi < near:
+                    if za < near:
                         continue
-                    x, y, z = p[i, 0], p[i, 1], zi
-                else:
-                    if (zi < near) == (zj < near):
+                    x, y, z = xa, ya, za
+                else:  # where the edge crosses the near plane
+                    if (za < near) == (zb < near):
                         continue
-                    f = (near - zi) / (zj - zi)
-                    x = p[i, 0] + f * (p[j, 0] - p[i, 0])
-                    y = p[i, 1] + f * (p[j, 1] - p[i, 1])
-                    z = near
-                u = K[0, 0] * x / z + K[0, 1] * y / z + K[0, 2]
+                    f = (near - za) / (zb - za)
+                    x, y, z = xa + f * (xb - xa), ya + f * (yb - ya), near
+                u = (K[0, 0] * x + K[0, 1] * y) / z + K[0, 2]
                 v = K[1, 1] * y / z + K[1, 2]
-                umin = min(umin, u)
-                umax = max(umax, u)
-                vmin = min(vmin, v)
-                vmax = max(vmax, v)
+                umin, umax = min(umin, u), max(umax, u)
+                vmin, vmax = min(vmin, v), max(vmax, v)
         if not (umin <= umax and vmin <= vmax):
             continue  # wholly behind the near plane
-        eps = 1e-4
-        x0 = max(umin - eps, 0.0)
-        x1 = min(umax + eps, width - 1.0)
-        y0 = max(vmin - eps, 0.0)
-        y1 = min(vmax + eps, height - 1.0)
-        if x0 > x1 or y0 > y1:
+        bx0 = max(umin - _EPS_BOX, 0.0)
+        bx1 = min(umax + _EPS_BOX, width - 1.0)
+        by0 = max(vmin - _EPS_BOX, 0.0)
+        by1 = min(vmax + _EPS_BOX, height - 1.0)
+        if bx0 > bx1 or by0 > by1:
             continue
-        box[t, 0] = int(math.floor(x0))
-        box[t, 1] = int(math.floor(x1))
-        box[t, 2] = int(math.floor(y0))
-        box[t, 3] = int(math.floor(y1))
-        # affine coefficients in (u, v): row of Kinv^T c (then oriented by s; 1/z divided by w)
-        for i in range(4):
-            g = s if i < 3 else 1.0 / w
-            for r in range(3):
-                rec[t, 3 * i + r] = g * (Kinv[0, r] * c[i, 0] + Kinv[1, r] * c[i, 1] + Kinv[2, r] * c[i, 2])
-            rec[t, 12 + i] = 0.5 * (abs(rec[t, 3 * i]) + abs(rec[t, 3 * i + 1]))
-        for i in range(3):
-            rec[t, 16 + i] = _tie(rec[t, 3 * i], rec[t, 3 * i + 1])
-        rec[t, 19] = w
-    return rec, box
+        box[t, 0] = int(math.floor(bx0))
+        box[t, 1] = int(math.floor(bx1))
+        box[t, 2] = int(math.floor(by0))
+        box[t, 3] = int(math.floor(by1))
+    return box
 
 
-def bin_bands(box: np.ndarray, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """Counting-sort triangles into bands of BAND rows: (start [nb+1], triangle ids) in index order."""
-    nb = (height + BAND - 1) // BAND
-    valid = box[:, 0] <= box[:, 1]
-    ids = np.nonzero(valid)[0].astype(np.int32)
-    b0 = box[ids, 2] // BAND
-    n = box[ids, 3] // BAND - b0 + 1
-    total = int(n.sum())
-    # each triangle repeated once per band it spans; stable sort by band keeps index order
-    rep = np.repeat(ids, n)
-    off = np.arange(total) - np.repeat(np.cumsum(n) - n, n)
-    band = np.repeat(b0, n) + off
-    order = np.argsort(band, kind="stable")
-    start = np.zeros(nb + 1, dtype=np.int64)
-    np.cumsum(np.bincount(band, minlength=nb), out=start[1:])
-    return start, rep[order]
+@njit(cache=True)
+def _line(a, b, c, vmax):
+    """Where a u + b v + c >= 0 on the row at v, as bounds on the pixel index x (u = x + 0.5):
+    x >= lp + lq v (a > 0) or x <= rp + rq v (a < 0), widened by a margin far above rounding. Nearly
+    horizontal lines give no bound (the exact per-pixel test then does the work)."""
+    if abs(a) > 0.0 and abs(b) <= 1e6 * abs(a) and abs(c) <= 1e9 * abs(a):
+        p = -c / a - 0.5
+        q = -b / a
+        m = 1e-9 * (abs(p) + abs(q) * vmax) + 1e-6
+        if a > 0.0:
+            return p - m, q, np.inf, 0.0
+        return -np.inf, 0.0, p + m, q
+    return -np.inf, 0.0, np.inf, 0.0
 
 
-@njit(cache=True, inline="always")
-def _inside(r, u, v):
-    """(covered centre, touched square, 1/z) of triangle record r at (u, v)."""
-    cov = True
-    touch = True
-    for i in range(3):
-        e = r[3 * i] * u + r[3 * i + 1] * v + r[3 * i + 2]
-        if e < -r[12 + i]:
-            touch = False
-            cov = False
-            break
-        if e < 0.0 or (e == 0.0 and r[16 + i] == 0.0):
-            cov = False
-    iz = r[9] * u + r[10] * v + r[11]
-    return cov, touch, iz
+TILE_H = 16  # rows of a tile row (the unit of parallel work)
+TILE_W = 32  # columns of a tile (triangles are visited tile by tile, for cache locality)
+
+
+@njit(cache=True)
+def bin_tiles(box, width, height):
+    """Counting sort of the triangles into tiles: each triangle goes into every tile row its box spans,
+    in the tile column of its left edge. Returns (start [rows * cols + 1], triangle ids)."""
+    cols = (width + TILE_W - 1) // TILE_W
+    rows = (height + TILE_H - 1) // TILE_H
+    count = np.zeros(rows * cols + 1, dtype=np.int64)
+    for t in range(box.shape[0]):
+        if box[t, 0] > box[t, 1]:
+            continue
+        c = box[t, 0] // TILE_W
+        for r in range(box[t, 2] // TILE_H, box[t, 3] // TILE_H + 1):
+            count[r * cols + c + 1] += 1
+    for i in range(rows * cols):
+        count[i + 1] += count[i]
+    ids = np.empty(count[-1], dtype=np.int32)
+    fill = count[:-1].copy()
+    for t in range(box.shape[0]):
+        if box[t, 0] > box[t, 1]:
+            continue
+        c = box[t, 0] // TILE_W
+        for r in range(box[t, 2] // TILE_H, box[t, 3] // TILE_H + 1):
+            ids[fill[r * cols + c]] = t
+            fill[r * cols + c] += 1
+    return count, ids
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def raster(rec, box, start, tris, inv_near, width, height, izbuf, idbuf, touched):
-    """Z-buffer pass: nearest covering triangle per pixel centre, and the touched-square flags."""
-    nb = start.shape[0] - 1
-    for b in prange(nb):
-        yb0 = b * BAND
-        yb1 = min(height, yb0 + BAND) - 1
-        for j in range(start[b], start[b + 1]):
-            t = tris[j]
-            a0, b0, c0 = rec[t, 0], rec[t, 1], rec[t, 2]
-            a1, b1, c1 = rec[t, 3], rec[t, 4], rec[t, 5]
-            a2, b2, c2 = rec[t, 6], rec[t, 7], rec[t, 8]
-            aq, bq, cq = rec[t, 9], rec[t, 10], rec[t, 11]
-            r0, r1, r2, rq = -rec[t, 12], -rec[t, 13], -rec[t, 14], inv_near + rec[t, 15]
-            t0, t1, t2 = rec[t, 16] > 0.0, rec[t, 17] > 0.0, rec[t, 18] > 0.0
-            x0, x1 = box[t, 0], box[t, 1]
-            for y in range(max(box[t, 2], yb0), min(box[t, 3], yb1) + 1):
+def raster(P, F, Kinv, box, start, ids, inv_near, izbuf, idbuf, hit):
+    """Z-buffer pass: the nearest covering triangle per pixel centre; ``hit[t] = 1`` if triangle t
+    covers any pixel centre (before the depth test).
+
+    Per row, the pixel span is narrowed analytically from the four half-planes (with a margin), then
+    every pixel of the span gets the exact test, so the result is that of testing the whole box."""
+    height = idbuf.shape[0]
+    cols = (idbuf.shape[1] + TILE_W - 1) // TILE_W
+    for r in prange((height + TILE_H - 1) // TILE_H):
+        yb0 = r * TILE_H
+        yb1 = min(height, yb0 + TILE_H) - 1
+        for j in range(start[r * cols], start[(r + 1) * cols]):
+            t = ids[j]
+            ya = max(box[t, 2], yb0)
+            yz = min(box[t, 3], yb1)
+            bx0 = box[t, 0]
+            bx1 = box[t, 1]
+            if ya > yz or bx0 > bx1:
+                continue
+            e0, e1, e2, q = _coef(P, F, t, Kinv)
+            a0, b0, c0 = e0
+            a1, b1, c1 = e1
+            a2, b2, c2 = e2
+            aq, bq, cq = q
+            t0, t1, t2 = _tie(e0), _tie(e1), _tie(e2)
+            vm = yz + 1.0
+            l0p, l0q, r0p, r0q = _line(a0, b0, c0, vm)
+            l1p, l1q, r1p, r1q = _line(a1, b1, c1, vm)
+            l2p, l2q, r2p, r2q = _line(a2, b2, c2, vm)
+            l3p, l3q, r3p, r3q = _line(-aq, -bq, inv_near - cq, vm)
+            any_hit = False
+            for y in range(ya, yz + 1):
                 v = y + 0.5
-                for x in range(x0, x1 + 1):
+                lo = max(max(l0p + l0q * v, l1p + l1q * v), max(l2p + l2q * v, l3p + l3q * v))
+                hi = min(min(r0p + r0q * v, r1p + r1q * v), min(r2p + r2q * v, r3p + r3q * v))
+                xs = bx0 if lo <= bx0 else int(math.ceil(min(lo, bx1 + 1.0)))
+                xe = bx1 if hi >= bx1 else int(math.floor(max(hi, bx0 - 1.0)))
+                for x in range(xs, xe + 1):
                     u = x + 0.5
-                    e0 = a0 * u + b0 * v + c0
-                    e1 = a1 * u + b1 * v + c1
-                    e2 = a2 * u + b2 * v + c2
+                    f0 = a0 * u + b0 * v + c0
+                    f1 = a1 * u + b1 * v + c1
+                    f2 = a2 * u + b2 * v + c2
                     iz = aq * u + bq * v + cq
-                    if e0 >= r0 and e1 >= r1 and e2 >= r2 and iz <= rq:
-                        touched[y, x] = True
-                        if (
-                            (e0 > 0.0 or (e0 == 0.0 and t0))
-                            and (e1 > 0.0 or (e1 == 0.0 and t1))
-                            and (e2 > 0.0 or (e2 == 0.0 and t2))
-                            and iz <= inv_near
-                            and iz > izbuf[y, x]
-                        ):
+                    if (
+                        (f0 > 0.0 or (f0 == 0.0 and t0))
+                        and (f1 > 0.0 or (f1 == 0.0 and t1))
+                        and (f2 > 0.0 or (f2 == 0.0 and t2))
+                        and iz <= inv_near
+                    ):
+                        any_hit = True
+                        old = izbuf[y, x]
+                        if iz > old or (iz == old and t < idbuf[y, x]):
                             izbuf[y, x] = iz
                             idbuf[y, x] = t
+            if any_hit:
+                hit[t] = 1  # the same value from any band: a benign race
 
 
-@njit(cache=True, parallel=True)
-def candidates(idbuf, touched):
-    """Touched pixels whose centre or one of whose 8 neighbours' centres is uncovered; and their SAT."""
+@njit(cache=True, parallel=True, error_model="numpy")
+def candidates(P, F, Kinv, box, inv_near, idbuf, hit):
+    """AA candidate pixels and their summed-area table: pixels whose 3x3 neighbourhood holds both covered
+    and uncovered centres, plus every uncovered pixel whose square meets a triangle that covers no centre."""
     h, w = idbuf.shape
-    cand = np.zeros((h, w), dtype=np.bool_)
+    # counts of covered centres in 1x3 then 3x3 windows (clipped at the image border)
+    row = np.empty((h, w), dtype=np.int32)
     for y in prange(h):
         for x in range(w):
-            if not touched[y, x]:
-                continue
-            full = idbuf[y, x] >= 0
-            for dy in range(-1, 2):
-                for dx in range(-1, 2):
-                    yy, xx = y + dy, x + dx
-                    if 0 <= yy < h and 0 <= xx < w and idbuf[yy, xx] < 0:
-                        full = False
-            cand[y, x] = not full
+            n = idbuf[y, x] >= 0
+            if x > 0:
+                n += idbuf[y, x - 1] >= 0
+            if x < w - 1:
+                n += idbuf[y, x + 1] >= 0
+            row[y, x] = n
+    cand = np.zeros((h, w), dtype=np.bool_)
+    for y in prange(h):
+        y0, y1 = max(y - 1, 0), min(y + 1, h - 1)
+        ny = y1 - y0 + 1
+        for x in range(w):
+            nall = ny * (min(x + 1, w - 1) - max(x - 1, 0) + 1)
+            nin = row[y0, x] + row[y1, x] + (row[y, x] if ny == 3 else 0)
+            cand[y, x] = 0 < nin < nall
+    for t in range(F.shape[0]):  # few triangles: slivers and sub-pixel ones
+        if hit[t] or box[t, 0] > box[t, 1]:
+            continue
+        e0, e1, e2, q = _coef(P, F, t, Kinv)
+        r0, r1, r2, rq = _rad(e0), _rad(e1), _rad(e2), _rad(q)
+        for y in range(box[t, 2], box[t, 3] + 1):
+            v = y + 0.5
+            for x in range(box[t, 0], box[t, 1] + 1):
+                u = x + 0.5
+                if idbuf[y, x] < 0 and (
+                    e0[0] * u + e0[1] * v + e0[2] >= -r0
+                    and e1[0] * u + e1[1] * v + e1[2] >= -r1
+                    and e2[0] * u + e2[1] * v + e2[2] >= -r2
+                    and q[0] * u + q[1] * v + q[2] <= inv_near + rq
+                ):
+                    cand[y, x] = True
     sat = np.zeros((h + 1, w + 1), dtype=np.int32)
     for y in range(h):
         acc = 0
@@ -224,39 +308,68 @@ def candidates(idbuf, touched):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def supersample(rec, box, start, tris, inv_near, cand, sat, k, cover):
+def supersample(P, F, Kinv, box, start, ids, inv_near, cand, sat, k, cover):
     """OR each triangle's covered k x k subsamples into ``cover`` (uint64 bit masks) at candidate pixels."""
     height = cand.shape[0]
-    nb = start.shape[0] - 1
-    for b in prange(nb):
-        yb0 = b * BAND
-        yb1 = min(height, yb0 + BAND) - 1
-        for j in range(start[b], start[b + 1]):
-            t = tris[j]
-            y0 = max(box[t, 2], yb0)
-            y1 = min(box[t, 3], yb1)
-            x0 = box[t, 0]
-            x1 = box[t, 1]
-            if y0 > y1 or sat[y1 + 1, x1 + 1] - sat[y0, x1 + 1] - sat[y1 + 1, x0] + sat[y0, x0] == 0:
+    cols = (cand.shape[1] + TILE_W - 1) // TILE_W
+    full = np.uint64((1 << (k * k)) - 1) if k < 8 else ~np.uint64(0)
+    for r in prange((height + TILE_H - 1) // TILE_H):
+        yb0 = r * TILE_H
+        yb1 = min(height, yb0 + TILE_H) - 1
+        for j in range(start[r * cols], start[(r + 1) * cols]):
+            t = ids[j]
+            ya = max(box[t, 2], yb0)
+            yz = min(box[t, 3], yb1)
+            xa = box[t, 0]
+            xz = box[t, 1]
+            if ya > yz or xa > xz:
                 continue
-            r = rec[t]
-            for y in range(y0, y1 + 1):
-                for x in range(x0, x1 + 1):
-                    if not cand[y, x]:
+            if sat[yz + 1, xz + 1] - sat[ya, xz + 1] - sat[yz + 1, xa] + sat[ya, xa] == 0:
+                continue
+            e0, e1, e2, q = _coef(P, F, t, Kinv)
+            a0, b0, c0 = e0
+            a1, b1, c1 = e1
+            a2, b2, c2 = e2
+            aq, bq, cq = q
+            r0, r1, r2, rq = -_rad(e0), -_rad(e1), -_rad(e2), inv_near + _rad(q)
+            t0, t1, t2 = _tie(e0), _tie(e1), _tie(e2)
+            for y in range(ya, yz + 1):
+                for x in range(xa, xz + 1):
+                    if not cand[y, x] or cover[y, x] == full:
                         continue
+                    u = x + 0.5
+                    v = y + 0.5
+                    if not (
+                        a0 * u + b0 * v + c0 >= r0
+                        and a1 * u + b1 * v + c1 >= r1
+                        and a2 * u + b2 * v + c2 >= r2
+                        and aq * u + bq * v + cq <= rq
+                    ):
+                        continue  # the triangle misses this pixel's square
                     bits = cover[y, x]
                     for sj in range(k):
                         v = y + (sj + 0.5) / k
+                        g0 = b0 * v + c0
+                        g1 = b1 * v + c1
+                        g2 = b2 * v + c2
+                        gq = bq * v + cq
                         for si in range(k):
                             u = x + (si + 0.5) / k
-                            cov, touch, iz = _inside(r, u, v)
-                            if cov and iz <= inv_near:
-                                bits |= np.uint64(1) << np.uint64(sj * k + si)
+                            f0 = a0 * u + g0
+                            f1 = a1 * u + g1
+                            f2 = a2 * u + g2
+                            ok = (
+                                ((f0 > 0.0) | ((f0 == 0.0) & t0))
+                                & ((f1 > 0.0) | ((f1 == 0.0) & t1))
+                                & ((f2 > 0.0) | ((f2 == 0.0) & t2))
+                                & (aq * u + gq <= inv_near)
+                            )
+                            bits |= np.uint64(ok) << np.uint64(sj * k + si)
                     cover[y, x] = bits
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def resolve(P, F, Kinv, rec, idbuf, cand, cover, k, depth, normals, bary, alpha):
+def resolve(P, F, Kinv, idbuf, cand, cover, k, depth, normals, bary, alpha):
     """Depth, oriented unit face normals, barycentrics and alpha per pixel from the winning ids."""
     h, w = idbuf.shape
     kk = k * k
@@ -275,30 +388,22 @@ def resolve(P, F, Kinv, rec, idbuf, cand, cover, k, depth, normals, bary, alpha)
             if t < 0:
                 continue
             u = x + 0.5
-            dx = Kinv[0, 0] * u + Kinv[0, 1] * v + Kinv[0, 2]
-            dy = Kinv[1, 0] * u + Kinv[1, 1] * v + Kinv[1, 2]
-            dz = Kinv[2, 0] * u + Kinv[2, 1] * v + Kinv[2, 2]
-            i0, i1, i2 = F[t, 0], F[t, 1], F[t, 2]
-            # barycentrics from the oriented edge functions (exactly the ones that decided coverage)
-            r = rec[t]
-            e0 = r[0] * u + r[1] * v + r[2]
-            e1 = r[3] * u + r[4] * v + r[5]
-            e2 = r[6] * u + r[7] * v + r[8]
-            sm = e0 + e1 + e2
-            bary[y, x, 0] = e0 / sm
-            bary[y, x, 1] = e1 / sm
-            bary[y, x, 2] = e2 / sm
-            # hit point from the barycentrics; z is its camera z
-            hz = (e0 * P[i0, 2] + e1 * P[i1, 2] + e2 * P[i2, 2]) / sm
-            depth[y, x] = hz
-            ax, ay, az = P[i1, 0] - P[i0, 0], P[i1, 1] - P[i0, 1], P[i1, 2] - P[i0, 2]
-            bx, by, bz = P[i2, 0] - P[i0, 0], P[i2, 1] - P[i0, 1], P[i2, 2] - P[i0, 2]
-            nx = ay * bz - az * by
-            ny = az * bx - ax * bz
-            nz = ax * by - ay * bx
-            # face the camera: n . d < 0 (d points from the eye into the scene)
+            # barycentrics from the same oriented edge functions that decided coverage
+            e0, e1, e2, q = _coef(P, F, t, Kinv)
+            f0 = e0[0] * u + e0[1] * v + e0[2]
+            f1 = e1[0] * u + e1[1] * v + e1[2]
+            f2 = e2[0] * u + e2[1] * v + e2[2]
+            sm = f0 + f1 + f2
+            b0, b1, b2 = f0 / sm, f1 / sm, f2 / sm
+            bary[y, x, 0] = b0
+            bary[y, x, 1] = b1
+            bary[y, x, 2] = b2
+            x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
+            depth[y, x] = b0 * z0 + b1 * z1 + b2 * z2  # camera z of the hit point
+            nx, ny, nz = _cross(x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0)
+            # face the camera: n . P0 < 0 (the eye is at the origin)
             g = 1.0 / math.sqrt(nx * nx + ny * ny + nz * nz)
-            if nx * dx + ny * dy + nz * dz > 0.0:
+            if nx * x0 + ny * y0 + nz * z0 > 0.0:
                 g = -g
             normals[y, x, 0] = nx * g
             normals[y, x, 1] = ny * g

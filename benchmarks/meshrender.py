@@ -1,0 +1,149 @@
+"""Mesh renderer benchmark: the numba rasteriser vs trimesh + embreex ray casting, speed and agreement.
+
+Meshes: a UV sphere of ~52k triangles made here, and, when ``../shared/data/meshes`` is present, the ICT
+FaceKit neutral head (52,220 triangles) and the MAMMAL mouse rest pose (28,800 triangles); each is
+centred and scaled to a bounding radius of 1 and seen by a ring of cameras at distance 2.7, 50 deg FOV,
+elevation 20 deg, 512^2 (the FaceLift rig; the subject then spans about 400 px, more than either
+framing of ``gausslift synth``, so these are upper bounds on the per-view time).
+
+Timed: one ``render_mesh(..., antialias=True)`` call per view (validation, camera transform, raster,
+AA supersampling, resolve to MeshFrame), median over ``--runs`` passes of the ring after one warm-up
+pass, for each backend in the same process. Agreement on pixels both backends cover: share of equal
+triangle ids, largest relative depth difference, mean |alpha| difference, and the count of pixels
+covered by only one. First-call time (cache load or JIT compile) is measured in fresh subprocesses
+with a warm and with an empty numba cache.
+
+    python benchmarks/meshrender.py                 # all meshes, numba threads as configured
+    python benchmarks/meshrender.py --threads 1 --runs 5 --views 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+MESHES = Path(os.environ.get("GAUSSLIFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "meshes"
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, np.float64)
+    c = 0.5 * (v.min(0) + v.max(0))
+    return (v - c) / np.linalg.norm(v - c, axis=1).max()
+
+
+def meshes() -> dict[str, tuple[np.ndarray, np.ndarray, tuple]]:
+    import trimesh
+
+    s = trimesh.creation.uv_sphere(radius=1.0, count=[115, 115])
+    out = {"uv_sphere": (_normalise(s.vertices), np.asarray(s.faces, np.int32), (0.0, 0.0, 1.0))}
+    ict, mouse = MESHES / "ict_facekit.npz", MESHES / "mammal_mouse.npz"
+    if ict.is_file():
+        d = np.load(ict)
+        out["ict_head"] = (_normalise(d["neutral"]), d["faces"].astype(np.int32), (0.0, 1.0, 0.0))
+    else:
+        print(f"skipping the ICT head: {ict} not found")
+    if mouse.is_file():
+        d = np.load(mouse)
+        out["mouse"] = (_normalise(d["vertices"]), d["faces"].astype(np.int32), (0.0, 0.0, 1.0))
+    else:
+        print(f"skipping the mouse: {mouse} not found")
+    return out
+
+
+def time_backend(v, f, cams, backend, runs):
+    from gausslift.meshrender import render_mesh
+
+    frames = [render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend) for c in cams]
+    per_view = []
+    for _ in range(runs):
+        for c in cams:
+            t = time.perf_counter()
+            render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend)
+            per_view.append(time.perf_counter() - t)
+    return float(np.median(per_view)) * 1e3, frames
+
+
+def agreement(a, b) -> dict:
+    both = a.mask & b.mask
+    same = (a.tri_id == b.tri_id)[both].mean()
+    rel = np.abs(a.depth[both] - b.depth[both]) / b.depth[both]
+    return dict(
+        same_id=float(same),
+        depth_rel_max=float(rel.max()),
+        alpha_mad=float(np.abs(a.alpha - b.alpha).mean()),
+        only_one=int((a.mask != b.mask).sum()),
+    )
+
+
+FIRST_CALL = """
+import time, numpy as np
+t = time.perf_counter()
+from gausslift.meshrender import render_mesh
+t1 = time.perf_counter()
+v = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1.0]]); f = np.array([[0, 1, 2]])
+render_mesh(v, f, np.array([[10, 0, 8], [0, 10, 8], [0, 0, 1.0]]), np.eye(4), 16, 16)
+print(f"{t1 - t:.2f} {time.perf_counter() - t1:.2f}")
+"""
+
+
+def first_call(cache_dir: str) -> str:
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir, PYTHONPATH=str(ROOT))
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST_CALL], env=env, capture_output=True, text=True, check=True
+    )
+    imp, call = out.stdout.split()
+    return f"import {imp} s, first call {call} s"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--views", type=int, default=8)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=None, help="numba threads (default: numba's)")
+    ap.add_argument("--no-embree", action="store_true")
+    ap.add_argument("--no-jit", action="store_true", help="skip the first-call measurements")
+    args = ap.parse_args()
+    import numba
+
+    from gausslift import cameras as C
+
+    if args.threads:
+        numba.set_num_threads(args.threads)
+    print(
+        f"load: {os.getloadavg()}, numba threads {numba.get_num_threads()}, {args.size}^2, {args.views} views"
+    )
+    if not args.no_jit:
+        print("first call, warm cache:", first_call(os.environ["NUMBA_CACHE_DIR"]))
+        with tempfile.TemporaryDirectory() as d:
+            print("first call, empty cache (JIT):", first_call(d))
+    for name, (v, f, up) in meshes().items():
+        cams = C.ring(args.views, radius=2.7, elevation_deg=20.0, size=args.size, up=up)
+        ms, fa = time_backend(v, f, cams, "numba", args.runs)
+        cover = np.mean([fr.mask.mean() for fr in fa])
+        line = f"{name:10s} F={len(f):6d} cover {cover:.2f}  numba {ms:7.2f} ms/view"
+        if not args.no_embree:
+            ms_e, fb = time_backend(v, f, cams, "embree", max(1, args.runs // 2))
+            ag = [agreement(a, b) for a, b in zip(fa, fb)]
+            same = min(a["same_id"] for a in ag)
+            rel = max(a["depth_rel_max"] for a in ag)
+            mad = max(a["alpha_mad"] for a in ag)
+            one = max(a["only_one"] for a in ag)
+            line += f"  embree {ms_e:7.2f} ms/view  ratio {ms_e / ms:5.1f}x | same id {same:.5f}"
+            line += f"  depth rel {rel:.1e}  alpha mad {mad:.1e}  only one {one} px"
+        print(line, flush=True)
+    print(f"load after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
