@@ -226,3 +226,39 @@ def test_step_loop_reads_nothing_back_between_logs(scene, tmp_path, rasterizer, 
         tr.train_step()
         tr.step += 1
     assert reads["n"] == 0
+
+
+@pytest.mark.parametrize("grow_scale3d", [100.0, 0.0])  # every candidate duplicates / splits
+def test_step_loop_creates_every_tensor_on_the_trainer_device(scene, tmp_path, monkeypatch, grow_scale3d):
+    """With the default device set to 'meta', a tensor created without an explicit device in the step
+    loop (views, backgrounds, losses, densification, logging, checkpoint) would land on meta and fail
+    against the trainer's CPU tensors: this is how the CUDA placement is checked on a CPU machine."""
+    import gausslift.metrics.image as metrics_image
+
+    def window(size=11, sigma=1.5, dtype=torch.float32, device=None):  # the metric builds its window on
+        x = torch.arange(size, dtype=torch.float64, device=device) - size // 2  # the host, then moves it
+        g = torch.exp(-(x**2) / (2 * sigma**2))
+        return (g / g.sum()).to(dtype)
+
+    monkeypatch.setattr(metrics_image, "gaussian_window", window)
+    cfg = _cfg(iters=30, device="cpu")
+    cfg.strategy = dataclasses.replace(cfg.strategy, refine_start_iter=0, refine_every=2, min_refine_every=2,
+                                       reset_every=6, grow_grad2d=0.0, grow_scale3d=grow_scale3d,
+                                       prune_opa=0.09)  # fmt: skip
+    tr = Trainer(scene, cfg, tmp_path / "run")
+    tr._fresh()
+    tr.good, tr.events = tr._state(), []
+    tr.out.mkdir(parents=True)
+    edits = {"dupli": 0, "split": 0, "prune": 0, "reset": 0}
+    with torch.device("meta"):
+        for _ in range(11):
+            stats = tr.train_step()
+            tr.step += 1
+            for k in edits:
+                edits[k] += stats.get(k, 0)
+        row = tr._row(stats, len(tr.params["means"]))
+        tr.save_checkpoint()
+        assert tr._finite()
+    assert edits["dupli" if grow_scale3d else "split"] > 0 and edits["prune"] > 0 and edits["reset"] > 0
+    assert isinstance(row["loss"], float) and math.isfinite(row["psnr"])
+    assert {p.device.type for p in tr.params.values()} == {"cpu"}

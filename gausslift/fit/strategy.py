@@ -14,6 +14,7 @@ numbers on every device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -158,7 +159,7 @@ class DefaultStrategy:
         sel, rest = torch.where(mask)[0], torch.where(~mask)[0]
         scales = params["scales"].detach()[sel].exp()
         rot = quat_to_rotmat(params["quats"].detach()[sel])
-        noise = torch.randn(2, len(sel), 3).to(scales.device)  # CPU draw: the same numbers on any device
+        noise = torch.randn(2, len(sel), 3, device="cpu").to(scales.device)  # the same draw on any device
         samples = torch.einsum("nij,nj,bnj->bni", rot, scales, noise)
         revised = self.cfg.revised_opacity
 
@@ -190,7 +191,7 @@ class DefaultStrategy:
 
     @staticmethod
     def reset_opacities(params, optimizers, value: float) -> None:
-        cap = torch.logit(torch.tensor(value)).item()
+        cap = math.log(value / (1.0 - value))  # logit, on the host
         edit_rows(
             params,
             optimizers,

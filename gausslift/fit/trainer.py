@@ -102,7 +102,7 @@ class Trainer:
         self.sstate = self.strategy.initialize_state(len(self.params["means"]), self.device)
         self.step, self.nans = 0, 0
         self.clock = Budget(minutes=cfg.minutes)
-        self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
+        self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen, device="cpu"), 0
         self.planned = self.budget <= 0
         self._plan(cfg.iters if self.planned else NEVER)
 
@@ -187,7 +187,7 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------
     def _next_view(self) -> int:
         if self.pos >= len(self.perm):
-            self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
+            self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen, device="cpu"), 0
         i = int(self.perm[self.pos])
         self.pos += 1
         return i
@@ -260,7 +260,7 @@ class Trainer:
         cfg, v = self.cfg, self._views(self._level())[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
-            bg = torch.rand(3, generator=self.gen).to(self.device, non_blocking=True)
+            bg = torch.rand(3, generator=self.gen, device="cpu").to(self.device, non_blocking=True)
         sh = min(self.step // self.sh_interval, cfg.sh_degree) if self.planned else 0
         self._apply_lr()
         h, w = v.image.shape[:2]
