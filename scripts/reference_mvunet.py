@@ -25,6 +25,12 @@ What it does, the way FaceLift's train_diffusion.py builds its UNet:
    - `joint`: FaceLift's default processor (no xformers): every view attends to all six views' tokens;
    - each again with one view's input perturbed (object 0; view 0, the front, then view 3), to pin down
      cross-view coupling.
+5. FaceLift's own pipeline (mvdiffusion/pipelines/pipeline_mvdiffusion_unclip.py, StableUnCLIPImg2ImgPipeline)
+   around that UNet with a tiny AutoencoderKL, CLIP vision model, CLIP image processor, DDIM scheduler,
+   image-noising scheduler and normaliser, all saved (except unet/, which the test copies in) to OUT/pipe/;
+   one seeded call as FaceLift's inference.py makes it (guidance 3.0, eta 1.0; 3 steps here) on a seeded
+   32x32 image is recorded to OUT/pipe_io.pt. FaceLift casts the condition image to float16 before the VAE
+   (its pipeline runs in fp16 on GPU); here, in float32 on a CPU, the VAE gets it back in float32.
 """
 
 from __future__ import annotations
@@ -95,6 +101,86 @@ def _inputs(gen):
     )
 
 
+def _torchvision_stub():
+    """FaceLift's pipeline imports torchvision only for to_tensor / to_pil_image; a pip torchvision would
+    pull its own torch, so this environment gets the two functions (same maths) instead."""
+    import numpy as np
+    from PIL import Image
+
+    tf = types.ModuleType("torchvision.transforms.functional")
+    tf.to_tensor = lambda img: torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1)
+    tf.to_pil_image = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    tv = types.ModuleType("torchvision")
+    tv.transforms = types.ModuleType("torchvision.transforms")
+    tv.transforms.functional = tf
+    sys.modules.update({"torchvision": tv, "torchvision.transforms": tv.transforms,
+                        "torchvision.transforms.functional": tf})  # fmt: skip
+
+
+def record_pipeline(unet, out: Path) -> None:
+    """Step 5 of the module docstring."""
+    import numpy as np
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import (
+        StableUnCLIPImageNormalizer,
+    )
+    from PIL import Image
+
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        _torchvision_stub()
+    from mvdiffusion.pipelines.pipeline_mvdiffusion_unclip import StableUnCLIPImg2ImgPipeline
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+    )
+
+    torch.manual_seed(4)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=[8, 16], layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        norm_num_groups=4, sample_size=32,
+    )  # fmt: skip
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8, projection_dim=8))  # fmt: skip
+    fe = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    sched = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                          prediction_type="v_prediction")  # fmt: skip
+    noising = DDPMScheduler(beta_schedule="squaredcos_cap_v2")
+    norm = StableUnCLIPImageNormalizer(embedding_dim=8)
+    with torch.no_grad():
+        norm.mean.normal_(0, 0.1)
+        norm.std.uniform_(0.5, 1.5)
+    text = CLIPTextModel(CLIPTextConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                        num_attention_heads=2, vocab_size=100))  # fmt: skip
+    pipe = StableUnCLIPImg2ImgPipeline(
+        feature_extractor=fe, image_encoder=clip, image_normalizer=norm, image_noising_scheduler=noising,
+        tokenizer=None, text_encoder=text, unet=unet, scheduler=sched, vae=vae, num_views=N_VIEWS,
+    )  # fmt: skip
+    encode = vae.encode
+    vae.encode = lambda x, *a, **k: encode(x.float(), *a, **k)  # FaceLift's fp16 cast, undone on CPU
+    dest = out / "pipe"
+    for name, part in (("vae", vae), ("image_encoder", clip), ("feature_extractor", fe), ("scheduler", sched),
+                       ("image_noising_scheduler", noising), ("image_normalizer", norm)):  # fmt: skip
+        part.save_pretrained(dest / name)
+    gen = torch.Generator().manual_seed(5)
+    pixels = (torch.rand(32, 32, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    embeds = torch.randn(N_VIEWS, TOKENS, 16, generator=gen).half()
+    torch.save(embeds, dest / "clr_embeds.pt")
+    with torch.no_grad():
+        images = pipe(Image.fromarray(pixels), None, prompt_embeds=embeds, guidance_scale=3.0,
+                      num_images_per_prompt=1, num_inference_steps=3, eta=1.0, output_type="np",
+                      generator=torch.Generator().manual_seed(6)).images  # fmt: skip
+    torch.save({"image": torch.from_numpy(pixels), "views": torch.from_numpy(np.asarray(images)),
+                "seed": 6, "steps": 3, "guidance": 3.0, "eta": 1.0}, out / "pipe_io.pt")  # fmt: skip
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("facelift", type=Path, help="a FaceLift checkout (holds mvdiffusion/)")
@@ -123,6 +209,7 @@ def main(argv=None) -> int:
             else:
                 p.copy_(0.1 * noise)
     unet.eval()
+    unet.register_to_config(_name_or_path="tiny stand-in for stabilityai/stable-diffusion-2-1-unclip/unet")
     args.out.mkdir(parents=True, exist_ok=True)
     unet.save_pretrained(args.out / "unet", safe_serialization=True)
 
@@ -151,6 +238,9 @@ def main(argv=None) -> int:
         "multiview_attention_modules": len(mv_attn),
     }
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    for m in mv_attn:  # FaceLift's inference.py enables xformers: the "front" processor
+        m.set_processor(tmv.XFormersMVAttnProcessor())
+    record_pipeline(unet, args.out)
     d = (record["front"] - record["joint"]).abs().max().item()
     print(f"wrote {args.out}: {len(mv_attn)} multi-view attention layers; |front - joint| max {d:.3g}")
     return 0

@@ -85,9 +85,13 @@ class MVDiffusionPipeline:
         return self
 
     # ---- conditioning ---------------------------------------------------------------------------------
-    def clip_pixels(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, 3, H, W] in [0, 1] -> CLIP input: bicubic resize to the crop size, mean/std (as training)."""
+    def clip_pixels(self, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
+        """[N, 3, H, W] in [0, 1] -> CLIP input. exact: 8-bit images through the CLIP image processor, as
+        FaceLift's inference feeds PIL images; else a torch bicubic resize + mean/std, as its training."""
         fe = self.feature_extractor
+        if exact:
+            u8 = (x.detach().float().permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8)
+            return fe(images=list(u8.cpu().numpy()), return_tensors="pt").pixel_values.to(x.device)
         size = (fe.crop_size["height"], fe.crop_size["width"])
         x = F.interpolate(x.float(), size=size, mode="bicubic", align_corners=False, antialias=True)
         mean = torch.tensor(fe.image_mean, device=x.device)[:, None, None]
@@ -120,11 +124,11 @@ class MVDiffusionPipeline:
             z = self.vae.decode(z / self.vae.config.scaling_factor).sample
         return (z.float() / 2 + 0.5).clamp(0, 1)
 
-    def encode_condition(self, x: torch.Tensor, noise_level: int = 0, generator=None):
+    def encode_condition(self, x: torch.Tensor, noise_level: int = 0, generator=None, exact_clip=True):
         """Condition images [N, 3, H, W] -> (class_labels [N, 2E] or None, latents [N, c, h, w])."""
         labels = None
         if self.image_encoder is not None:
-            pixels = self.clip_pixels(x.to(self.device)).to(self.dtype)
+            pixels = self.clip_pixels(x.to(self.device), exact_clip).to(self.dtype)
             embeds = self.image_encoder(pixels).image_embeds
             labels = self.noise_image_embeddings(embeds, noise_level, generator)
         return labels, self.encode_latents(x)

@@ -102,7 +102,7 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
     b = n // v
     dev = pipe.device
     with torch.no_grad():
-        labels, cond = pipe.encode_condition(inputs, noise_level=0, generator=gen)
+        labels, cond = pipe.encode_condition(inputs, noise_level=0, generator=gen, exact_clip=False)
         latents = pipe.encode_latents(targets, sample=True, generator=gen)
     noise = torch.randn(latents.shape, generator=gen, device="cpu").to(dev, latents.dtype)
     t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=gen).to(dev)
