@@ -42,13 +42,16 @@ class Model:
     R: np.ndarray  # [3,3] model -> world rotation
     regions: dict  # soft per-vertex weights
     scale: float = 1.0
+    _used: np.ndarray | None = None  # vertices of the rendered faces
 
     def centre(self, vertices: np.ndarray, keypoints: np.ndarray | None) -> np.ndarray:
         if self.kind == "mouse" and keypoints is not None:
             c = centre_from_keypoints(keypoints)
             if c is not None:
                 return c
-        used = vertices[np.unique(self.faces)]
+        if self._used is None:
+            self._used = np.unique(self.faces)
+        used = vertices[self._used]
         return 0.5 * (used.min(0) + used.max(0))
 
     def world_from_model(self, vertices: np.ndarray, keypoints: np.ndarray | None) -> np.ndarray:
