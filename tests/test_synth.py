@@ -236,3 +236,8 @@ def test_warped_source_silhouette_frames_like_rendering_every_candidate(blob):
         ang = np.degrees(np.arccos(np.clip(cam.R[2] @ ref.R[2], -1, 1)))
         assert ang < 0.5
         assert np.sqrt(fr.alpha.mean()) == pytest.approx(0.3, abs=0.005)
+
+
+def test_a_missing_model_file_is_one_clear_error(tmp_path):
+    with pytest.raises(InputError, match="model file not found"):
+        gen.generate(_opts(model_path=str(tmp_path / "nope.npz")), tmp_path / "o", progress_bar=False)

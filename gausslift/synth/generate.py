@@ -5,11 +5,11 @@ subject's parameters (or a smooth trajectory for ``frames > 1``), its appearance
 rig. Samples are therefore reproducible one by one, whatever the number of workers or shards.
 
 Per frame: the posed mesh goes to the normalised world (:mod:`gausslift.synth.model`); every rig camera
-is framed by :mod:`gausslift.framing` (the code ingest uses), with the mesh silhouette rendered by that
-candidate camera as the mask (``pixel``; the refinement steps render without anti-aliasing, the final
-view with it) or at FaceLift's focal (``facelift``); then shaded (:mod:`gausslift.synth.shading`) and
-written. The split is by subject: every ``val_every``-th subject (index % val_every == val_every - 1)
-is validation, so no subject has views in both lists.
+is framed by :mod:`gausslift.framing` (the code ingest uses; ``pixel``: the mesh silhouette seen by
+each candidate camera is the mask, see :func:`render_view`; ``facelift``: FaceLift's aim and focal),
+rendered (anti-aliased), shaded (:mod:`gausslift.synth.shading`) and written. The split is by
+subject: every ``val_every``-th subject (index % val_every == val_every - 1) is validation, so no
+subject has views in both lists.
 
 A sample is assembled in ``DIR/.tmp-<name>-<host>-<pid>`` and renamed into place when complete; an
 error removes the temporary folder, so a sample folder either is complete or does not exist. Existing
