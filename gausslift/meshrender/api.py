@@ -160,7 +160,8 @@ def render_mesh(
         raise InputError(None, f"render_mesh: unknown backend {backend!r}; use one of {BACKENDS}")
     P = np.ascontiguousarray(v @ M[:3, :3].T + M[:3, 3])
     Kinv = np.linalg.inv(K)
-    box = _r.boxes(P, f, K, float(near), width, height, bool(cull_backfaces))
+    uv = _r.project(P, K, float(near))
+    box = _r.boxes(P, f, K, uv, float(near), width, height, bool(cull_backfaces))
     start, ids = _r.bin_tiles(box, width, height)
     inv_near = 1.0 / near
     izbuf = np.zeros((height, width))

@@ -102,10 +102,24 @@ def _rad(e):
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
-def boxes(P, F, K, near, width, height, cull):
+def project(P, K, near):
+    """Pixel coordinates [V, 2] of the camera-space vertices with z >= near (others: NaN)."""
+    uv = np.empty((P.shape[0], 2))
+    for i in prange(P.shape[0]):
+        x, y, z = P[i, 0], P[i, 1], P[i, 2]
+        if z >= near:
+            uv[i, 0] = (K[0, 0] * x + K[0, 1] * y) / z + K[0, 2]
+            uv[i, 1] = K[1, 1] * y / z + K[1, 2]
+        else:
+            uv[i, 0] = uv[i, 1] = np.nan
+    return uv
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def boxes(P, F, K, uv, near, width, height, cull):
     """Inclusive pixel boxes [F, 4] (x0, x1, y0, y1) of the triangles' parts with z >= near, clipped to the
     image; x0 > x1 marks a triangle to skip (degenerate, edge-on through the eye, culled, behind near, off
-    screen). A pixel is in the box if its square meets the projected bounding box."""
+    screen). A pixel is in the box if its square meets the projected bounding box. ``uv``: ``project``."""
     nf = F.shape[0]
     box = np.empty((nf, 4), dtype=np.int32)
     for t in prange(nf):
@@ -117,28 +131,14 @@ def boxes(P, F, K, near, width, height, cull):
         w = _w(x0, y0, z0, x1, y1, z1, x2, y2, z2)
         if not (w != 0.0) or (cull and w > 0.0):
             continue
-        umin, umax, vmin, vmax = np.inf, -np.inf, np.inf, -np.inf
-        for i in range(3):
-            if i == 0:
-                xa, ya, za, xb, yb, zb = x0, y0, z0, x1, y1, z1
-            elif i == 1:
-                xa, ya, za, xb, yb, zb = x1, y1, z1, x2, y2, z2
-            else:
-                xa, ya, za, xb, yb, zb = x2, y2, z2, x0, y0, z0
-            for m in range(2):
-                if m == 0:
-                    if za < near:
-                        continue
-                    x, y, z = xa, ya, za
-                else:  # where the edge crosses the near plane
-                    if (za < near) == (zb < near):
-                        continue
-                    f = (near - za) / (zb - za)
-                    x, y, z = xa + f * (xb - xa), ya + f * (yb - ya), near
-                u = (K[0, 0] * x + K[0, 1] * y) / z + K[0, 2]
-                v = K[1, 1] * y / z + K[1, 2]
-                umin, umax = min(umin, u), max(umax, u)
-                vmin, vmax = min(vmin, v), max(vmax, v)
+        i0, i1, i2 = F[t, 0], F[t, 1], F[t, 2]
+        if z0 >= near and z1 >= near and z2 >= near:
+            umin = min(uv[i0, 0], min(uv[i1, 0], uv[i2, 0]))
+            umax = max(uv[i0, 0], max(uv[i1, 0], uv[i2, 0]))
+            vmin = min(uv[i0, 1], min(uv[i1, 1], uv[i2, 1]))
+            vmax = max(uv[i0, 1], max(uv[i1, 1], uv[i2, 1]))
+        else:
+            umin, umax, vmin, vmax = _clipped_bounds(x0, y0, z0, x1, y1, z1, x2, y2, z2, K, near)
         if not (umin <= umax and vmin <= vmax):
             continue  # wholly behind the near plane
         bx0 = max(umin - _EPS_BOX, 0.0)
@@ -154,14 +154,43 @@ def boxes(P, F, K, near, width, height, cull):
     return box
 
 
+@njit(cache=True, error_model="numpy")
+def _clipped_bounds(x0, y0, z0, x1, y1, z1, x2, y2, z2, K, near):
+    """Screen bounds of the part of a triangle with z >= near (its corners and edge crossings)."""
+    umin, umax, vmin, vmax = np.inf, -np.inf, np.inf, -np.inf
+    for i in range(3):
+        if i == 0:
+            xa, ya, za, xb, yb, zb = x0, y0, z0, x1, y1, z1
+        elif i == 1:
+            xa, ya, za, xb, yb, zb = x1, y1, z1, x2, y2, z2
+        else:
+            xa, ya, za, xb, yb, zb = x2, y2, z2, x0, y0, z0
+        for m in range(2):
+            if m == 0:
+                if za < near:
+                    continue
+                x, y, z = xa, ya, za
+            else:  # where the edge crosses the near plane
+                if (za < near) == (zb < near):
+                    continue
+                f = (near - za) / (zb - za)
+                x, y, z = xa + f * (xb - xa), ya + f * (yb - ya), near
+            u = (K[0, 0] * x + K[0, 1] * y) / z + K[0, 2]
+            v = K[1, 1] * y / z + K[1, 2]
+            umin, umax = min(umin, u), max(umax, u)
+            vmin, vmax = min(vmin, v), max(vmax, v)
+    return umin, umax, vmin, vmax
+
+
 @njit(cache=True)
 def _line(a, b, c, vmax):
     """Where a u + b v + c >= 0 on the row at v, as bounds on the pixel index x (u = x + 0.5):
     x >= lp + lq v (a > 0) or x <= rp + rq v (a < 0), widened by a margin far above rounding. Nearly
     horizontal lines give no bound (the exact per-pixel test then does the work)."""
     if abs(a) > 0.0 and abs(b) <= 1e6 * abs(a) and abs(c) <= 1e9 * abs(a):
-        p = -c / a - 0.5
-        q = -b / a
+        ia = -1.0 / a
+        p = c * ia - 0.5
+        q = b * ia
         m = 1e-9 * (abs(p) + abs(q) * vmax) + 1e-6
         if a > 0.0:
             return p - m, q, np.inf, 0.0
@@ -375,6 +404,9 @@ def resolve(P, F, Kinv, idbuf, cand, cover, k, depth, normals, bary, alpha):
     kk = k * k
     for y in prange(h):
         v = y + 0.5
+        last = -1  # the previous pixel's triangle: its coefficients are reused
+        e0 = e1 = e2 = (0.0, 0.0, 0.0)
+        z0 = z1 = z2 = nx = ny = nz = 0.0
         for x in range(w):
             t = idbuf[y, x]
             if cand[y, x]:
@@ -387,24 +419,27 @@ def resolve(P, F, Kinv, idbuf, cand, cover, k, depth, normals, bary, alpha):
                 alpha[y, x] = 1.0
             if t < 0:
                 continue
+            if t != last:
+                last = t
+                # the same oriented edge functions that decided coverage
+                e0, e1, e2, _ = _coef(P, F, t, Kinv)
+                x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
+                nx, ny, nz = _cross(x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0)
+                # unit, facing the camera: n . P0 < 0 (the eye is at the origin)
+                g = 1.0 / math.sqrt(nx * nx + ny * ny + nz * nz)
+                if nx * x0 + ny * y0 + nz * z0 > 0.0:
+                    g = -g
+                nx, ny, nz = nx * g, ny * g, nz * g
             u = x + 0.5
-            # barycentrics from the same oriented edge functions that decided coverage
-            e0, e1, e2, q = _coef(P, F, t, Kinv)
             f0 = e0[0] * u + e0[1] * v + e0[2]
             f1 = e1[0] * u + e1[1] * v + e1[2]
             f2 = e2[0] * u + e2[1] * v + e2[2]
-            sm = f0 + f1 + f2
-            b0, b1, b2 = f0 / sm, f1 / sm, f2 / sm
+            isum = 1.0 / (f0 + f1 + f2)
+            b0, b1, b2 = f0 * isum, f1 * isum, f2 * isum
             bary[y, x, 0] = b0
             bary[y, x, 1] = b1
             bary[y, x, 2] = b2
-            x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
             depth[y, x] = b0 * z0 + b1 * z1 + b2 * z2  # camera z of the hit point
-            nx, ny, nz = _cross(x1 - x0, y1 - y0, z1 - z0, x2 - x0, y2 - y0, z2 - z0)
-            # face the camera: n . P0 < 0 (the eye is at the origin)
-            g = 1.0 / math.sqrt(nx * nx + ny * ny + nz * nz)
-            if nx * x0 + ny * y0 + nz * z0 > 0.0:
-                g = -g
-            normals[y, x, 0] = nx * g
-            normals[y, x, 1] = ny * g
-            normals[y, x, 2] = nz * g
+            normals[y, x, 0] = nx
+            normals[y, x, 1] = ny
+            normals[y, x, 2] = nz
