@@ -1,0 +1,8 @@
+"""Rigged Gaussian avatars (layer 4): Gaussians bound to the triangles of a parametric subject
+(``gausslift.subjects``), fitted to multi-view videos with per-frame parameters.
+
+Modules: ``binding`` (local triangle frames, world parameters, split, regularisers), ``strategy``
+(region-adaptive densification), ``temporal`` (smoothness of per-frame parameters and offsets),
+``data`` (synth sequences and VHAP/GaussianAvatars ``transforms_*.json``), ``trainer``, ``evaluate``,
+``animate``, ``ablate``.
+"""
