@@ -280,7 +280,8 @@ def ingest(
     with ThreadPoolExecutor(max_workers=max(1, opts.workers)) as pool, ThreadPoolExecutor(1) as reader:
         t = time.perf_counter()
         args = (opts.masks, opts.background_frames, n, chunks[0])
-        sources = list(pool.map(clock.timed("decode", lambda v: open_source(v, *args)), views))
+        with ThreadPoolExecutor(max_workers=len(views)) as opener:  # decoding: all cameras at once
+            sources = list(opener.map(clock.timed("decode", lambda v: open_source(v, *args)), views))
         nxt = reader.submit(clock.timed("decode", _load), sources, chunks[0])
         try:
             for ci, chunk in enumerate(chunks):

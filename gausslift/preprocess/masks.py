@@ -31,6 +31,13 @@ class MaskResult:
     note: str = ""
 
 
+def coverage(mask: np.ndarray) -> float:
+    """Fraction of non-zero pixels of a uint8 mask."""
+    import cv2
+
+    return cv2.countNonZero(mask) / float(mask.size) if mask.size else 0.0
+
+
 def grey(img: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -250,7 +257,7 @@ def auto_mask(
     if bg is not None:
         m, thr = background_mask(frame, bg, seeds)
         frac = seed_fraction(m, seeds)
-        cov = float((m > 0).mean())
+        cov = coverage(m)
         if cov > 2e-4 and (frac is None or frac >= min_seed_fraction):
             return MaskResult(m, "background", cov, 1.0 if frac is None else frac, f"threshold {thr:.0f}")
         note = (
@@ -264,10 +271,10 @@ def auto_mask(
     m2 = grabcut_mask(frame, seeds, hint=m, model=model)
     frac = seed_fraction(m2, seeds) or 0.0
     trust = 0.8 if seeds_are_keypoints else 0.3
-    return MaskResult(m2, "grabcut", float((m2 > 0).mean()), trust * frac, note)
+    return MaskResult(m2, "grabcut", coverage(m2), trust * frac, note)
 
 
 def given_mask(mask: np.ndarray, seeds: np.ndarray | None = None) -> MaskResult:
     m = np.where(mask >= 128, 255, 0).astype(np.uint8)
     frac = seed_fraction(m, seeds)
-    return MaskResult(m, "given", float((m > 0).mean()), 1.0 if frac is None else frac)
+    return MaskResult(m, "given", coverage(m), 1.0 if frac is None else frac)
