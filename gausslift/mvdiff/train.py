@@ -42,6 +42,7 @@ class MVDiffTrainConfig:
     init: str = "tiny"  # a pipeline folder (FaceLift pipeckpts or a run's pipeline/) or "tiny"
     out: str = "run"
     size: int = 64  # tiny only: view resolution
+    channels: tuple[int, ...] = (32, 64, 96, 128)  # tiny only: UNet block widths
     view_mode: str = ""  # "", "learned" or "camera": convert the loaded view embeddings
     trainable: str = "all"  # "all" (UNet + view embeddings) or "views"
     steps: int = 0
@@ -66,7 +67,8 @@ def build_pipeline(cfg: MVDiffTrainConfig):
     from gausslift.mvdiff.tiny import tiny_pipeline
 
     if cfg.init == "tiny":
-        pipe = tiny_pipeline(size=cfg.size, view_mode=cfg.view_mode or "learned", seed=cfg.seed)
+        mode = cfg.view_mode or "learned"
+        pipe = tiny_pipeline(size=cfg.size, channels=tuple(cfg.channels), view_mode=mode, seed=cfg.seed)
     else:
         pipe = from_pretrained(cfg.init)
         if cfg.view_mode and cfg.view_mode != pipe.views.config.mode:
