@@ -10,7 +10,9 @@ and scale follow the subject, which may move between frames, so each sample stor
 same centre (see :mod:`gausslift.preprocess.reframe`); the image and the mask are resampled through one
 map that undistorts and applies ``H = K_out R_rel K_src^-1``, and the output camera is that same
 virtual pinhole, so they cannot disagree. Each output frame stores ``source = {camera, frame,
-homography}``. Videos are decoded front to back in chunks of frames (bounded memory).
+homography}``. Videos are decoded front to back in chunks of frames (bounded memory: a reader thread
+decodes the next chunk while two workers segment, warp and write the current one, so at most two chunks
+are held). ``report.json`` gives wall seconds and CPU seconds per phase (``timings``).
 
 Bad calibrations (see :mod:`gausslift.preprocess.calib`) are reported and their cameras excluded
 unless ``keep_bad_cameras``.
