@@ -20,7 +20,6 @@ unless ``keep_bad_cameras``.
 
 from __future__ import annotations
 
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -48,7 +47,7 @@ from gausslift.preprocess.normalize import (
     world_from_capture,
 )
 from gausslift.preprocess.reframe import FRAMINGS
-from gausslift.preprocess.report import summarize, write_report
+from gausslift.preprocess.report import PhaseClock, summarize, write_report
 from gausslift.preprocess.sources import Source, check_video, load_chunk, media_kind, open_source
 from gausslift.preprocess.write import calibration_only, reframe_and_warp, write_sample
 from gausslift.scene import Scene
@@ -66,27 +65,6 @@ class IngestOptions:
     workers: int = 2
     background_frames: int = 25
     chunk: int = 16  # frames held in memory at once
-
-
-class PhaseClock:
-    """CPU seconds per phase summed over the threads that ran it (``time.thread_time``): a breakdown
-    that other processes' load on a shared machine hardly changes, unlike wall time."""
-
-    def __init__(self):
-        self.cpu: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def timed(self, phase: str, fn):
-        def run(*args, **kw):
-            t = time.thread_time()
-            try:
-                return fn(*args, **kw)
-            finally:
-                dt = time.thread_time() - t
-                with self._lock:
-                    self.cpu[phase] = self.cpu.get(phase, 0.0) + dt
-
-        return run
 
 
 @dataclass
