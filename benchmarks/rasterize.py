@@ -21,8 +21,14 @@ torch + numba pipeline (100k fwd+bwd 0.36 s -> 0.18 s with PASSIVE, measured). I
 is imported, so the measured subprocesses get OMP_WAIT_POLICY=PASSIVE (both backends) unless the caller
 set it; ``--omp-wait-policy ACTIVE`` measures the default behaviour.
 
+Thread scaling (``--threads 1 2 4 8 16``): the cpu backend alone, one subprocess per thread count with
+NUMBA_NUM_THREADS and OMP_NUM_THREADS (torch) set to it; ``--breakdown`` adds the time of every stage
+(projection, depth sort, tile binning, record packing, compositing forward / backward, the reduction of
+the workers' gradient buffers, projection backward; "other" is torch and the autograd glue).
+
     python benchmarks/rasterize.py                 # all sizes
     python benchmarks/rasterize.py --sizes 100k --runs 5
+    python benchmarks/rasterize.py --sizes 300k --modes fwdbwd --threads 1 2 4 8 16 --breakdown
 """
 
 from __future__ import annotations
@@ -168,9 +174,34 @@ def _torch_runner(scene, size, backward):
     return run
 
 
-def measure(key, stage, backend, backward, runs):
+STAGES = (("project", "project_fwd"), ("project", "project_bwd"), ("sh", "sh_fwd"), ("sh", "sh_bwd"),
+          ("tiles", "_depth_order"), ("tiles", "_bin"), ("raster", "_pack"), ("raster", "_forward"),
+          ("raster", "_backward"), ("raster", "_reduce"))  # fmt: skip
+
+
+def _time_stages(acc):
+    """Wrap the cpu backend's stage functions so that their seconds add up in ``acc`` (name -> list)."""
+    import importlib
+
+    for mod_name, fn_name in STAGES:
+        mod = importlib.import_module(f"gausslift.render.{mod_name}")
+        fn, key = getattr(mod, fn_name), fn_name.strip("_")
+
+        def timed(*a, _fn=fn, _key=key, **kw):
+            t = time.perf_counter()
+            out = _fn(*a, **kw)
+            acc[_key] = acc.get(_key, 0.0) + time.perf_counter() - t
+            return out
+
+        setattr(mod, fn_name, timed)
+
+
+def measure(key, stage, backend, backward, runs, breakdown=False):
     """Median seconds and peak extra RSS (MiB) of one configuration, in this process."""
     n, size = SIZES[key]
+    acc: dict = {}
+    if breakdown:
+        _time_stages(acc)
     if stage == "full":
         _full_runner(200, 32, backward, backend, seed=1)()  # compile / warm up code paths
         fn = _full_runner(n, size, backward, backend)
@@ -181,12 +212,17 @@ def measure(key, stage, backend, backward, runs):
     gc.collect()
     base = _reset_peak_rss()
     fn()  # warm-up at full size
-    times = []
+    times, stages = [], []
     for _ in range(runs):
+        acc.clear()
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return {"median_s": float(np.median(times)), "times": times, "peak_mib": (_peak_rss() - base) / 1024}
+        stages.append(dict(acc, other=times[-1] - sum(acc.values())))
+    out = {"median_s": float(np.median(times)), "times": times, "peak_mib": (_peak_rss() - base) / 1024}
+    if breakdown:
+        out["stages"] = {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in stages[0]}
+    return out
 
 
 def _status_kib(field):
@@ -237,13 +273,18 @@ def main(argv=None):
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY of the measured processes unless set (see above)")  # fmt: skip
+    ap.add_argument("--threads", type=int, nargs="*", help="thread-scaling curve of the cpu backend")
+    ap.add_argument("--breakdown", action="store_true", help="per-stage times (with --threads)")
+    ap.add_argument("--json", help="write the --threads results here")
     ap.add_argument("--one", nargs=3, metavar=("SIZE", "BACKEND", "MODE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:  # child process: one configuration, JSON on stdout
         key, backend, mode = args.one
         runs = args.runs if backend == "cpu" else args.torch_runs
-        print(json.dumps(measure(key, args.stage, backend, mode == "fwdbwd", runs)))
+        print(json.dumps(measure(key, args.stage, backend, mode == "fwdbwd", runs, args.breakdown)))
         return 0
+    if args.threads:
+        return scaling(args)
     rows = []
     for key in args.sizes:
         for mode in args.modes:
@@ -265,6 +306,35 @@ def main(argv=None):
             fmt = _fmt
             print(f"{key:>5} {mode:>7}  cpu {fmt(c)}   torch {fmt(t) if t or not args.skip_torch else '-'}"
                   f"   ratio {ratio:.1f}x", flush=True)  # fmt: skip
+    return 0
+
+
+def scaling(args) -> int:
+    """The cpu backend at each thread count (subprocesses), with speed-ups over the first count."""
+    results = []
+    for key in args.sizes:
+        for mode in args.modes:
+            first = None
+            for th in args.threads:
+                cmd = [sys.executable, __file__, "--one", key, "cpu", mode, "--runs", str(args.runs),
+                       "--stage", args.stage] + (["--breakdown"] if args.breakdown else [])  # fmt: skip
+                env = dict(os.environ, NUMBA_NUM_THREADS=str(th), OMP_NUM_THREADS=str(th))
+                env.setdefault("OMP_WAIT_POLICY", args.omp_wait_policy)
+                out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                if out.returncode != 0:
+                    print(out.stderr, file=sys.stderr)
+                    continue
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                first = first or r["median_s"]
+                r.update(size=key, mode=mode, threads=th, speedup=first / r["median_s"])
+                r["load"] = os.getloadavg()[0]
+                results.append(r)
+                parts = "".join(f" {k} {v * 1e3:.1f}" for k, v in r.get("stages", {}).items())
+                print(f"{key:>5} {mode:>7} {th:>3} threads: {_fmt(r)}  x{r['speedup']:.2f} (load "
+                      f"{r['load']:.1f}){'  ms:' + parts if parts else ''}", flush=True)  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
     return 0
 
 

@@ -13,6 +13,7 @@
 #      (target: PSNR >= 35 dB held out)
 #   4. gausslift fit lego_200 --minutes 2 --backend gsplat, eval (target: >= 32 dB)
 #   5. benchmarks/fit_gpu.py: fit it/s vs gsplat's rasterization() alone, syncs per step, peak memory
+#   6. benchmarks/rasterize.py --threads 1 2 4 8 16: the cpu backend's thread scaling (300k, 512^2)
 # Results: $OUT/gpu_check.json (one entry per step: rc, seconds, numbers), logs $OUT/*.log. The run
 # folders stay on the machine (only $OUT comes back). Exit status 0 only when every step passed.
 set -u
@@ -111,6 +112,9 @@ print('gsplat', gsplat.__version__, 'built/loaded in', round(time.time() - t, 1)
     fit_and_score lego "$DATA/lego_200" 32 2 || failed=1
     step bench python3 benchmarks/fit_gpu.py --data "$DATA/facelift_head/gslrm_sample_000" --backend gsplat \
         --device cuda --gaussians 100000 300000 --steps 200 --repeats 3 --out "$OUT/fit_gpu.json" || failed=1
+    # the CPU backend's thread-scaling curve on the machine's 16 cores (issue 8: 300k Gaussians at 512^2)
+    step cpu_scaling timeout 150 python3 benchmarks/rasterize.py --sizes 300k --modes fwdbwd \
+        --threads 1 2 4 8 16 --breakdown --runs 3 --json "$OUT/cpu_scaling.json" || failed=1
     python3 - "$RESULTS" "$OUT/fit_gpu.json" > "$OUT/gpu_check.json" <<'EOF'
 import json, sys
 steps = [json.loads(ln) for ln in open(sys.argv[1]) if ln.strip()]

@@ -29,6 +29,7 @@ How it is fast (culling is conservative, so results are those of the rule above)
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -61,13 +62,13 @@ _E5 = np.float32(1.9875691500e-4)
 _P1, _P2, _P4, _P8, _P16, _P32, _P64 = (np.float32(2.0**-n) for n in (1, 2, 4, 8, 16, 32, 64))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", parallel=True)
 def _pack(means2d, conics, colors, opacities):
     """[CN, 8 + D] records. sigma_max < 0 marks a Gaussian that can never reach alpha >= 1/255 (or is not
     finite); y_extent < 0 marks a conic that is not positive definite (then whole tiles are scanned)."""
     CN, D = colors.shape
     P = np.empty((CN, _REC + D), np.float32)
-    for g in range(CN):  # serial, as _reduce: a parallel region costs more than this on a busy machine
+    for g in prange(CN):
         mx = means2d[g, 0]
         my = means2d[g, 1]
         a = conics[g, 0]
@@ -279,6 +280,7 @@ def _backward(
         px = np.empty(ts, np.float32)
         row_last = np.empty(ts, np.int32)
         G = grads[w]
+        G[:] = 0.0  # each worker zeroes its own buffer (in parallel; see _grad_buffer)
         for k in range(w, nt, nw):
             t = tile_order[k]
             c, x0, y0, x1, y1 = _tile_xy(t, ntpc, tiles_x, ts, W, H)
@@ -390,23 +392,29 @@ def _backward(
                         G[g, 6 + d] += l_col[d].sum()
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", parallel=True)
 def _reduce(grads, v_means2d, v_conics, v_colors, v_opacities):
+    """Sum the workers' gradient buffers, in parallel over blocks of Gaussians (it reads nw * CN * K
+    floats: serial, it grew with the thread count)."""
     nw, CN, K = grads.shape
     D = K - 6
-    for g in range(CN):
-        s = np.zeros(K, np.float32)
-        for w in range(nw):
+    nblock = (CN + 1023) // 1024
+    for blk in prange(nblock):
+        s = np.empty(K, np.float32)
+        for g in range(blk * 1024, min(CN, (blk + 1) * 1024)):
             for j in range(K):
-                s[j] += grads[w, g, j]
-        v_means2d[g, 0] = s[0]
-        v_means2d[g, 1] = s[1]
-        v_conics[g, 0] = s[2]
-        v_conics[g, 1] = s[3]
-        v_conics[g, 2] = s[4]
-        v_opacities[g] = s[5]
-        for d in range(D):
-            v_colors[g, d] = s[6 + d]
+                s[j] = grads[0, g, j]
+            for w in range(1, nw):
+                for j in range(K):
+                    s[j] += grads[w, g, j]
+            v_means2d[g, 0] = s[0]
+            v_means2d[g, 1] = s[1]
+            v_conics[g, 0] = s[2]
+            v_conics[g, 1] = s[3]
+            v_conics[g, 2] = s[4]
+            v_opacities[g] = s[5]
+            for d in range(D):
+                v_colors[g, d] = s[6 + d]
 
 
 @dataclass
@@ -426,6 +434,26 @@ class RasterContext:
 def _f32(x):
     a = np.ascontiguousarray(x, dtype=np.float32)
     return a if a.flags.writeable else a.copy()  # one compiled signature (numba types read-only arrays apart)
+
+
+_buffers = threading.local()
+
+
+def _grad_buffer(nw: int, cn: int, k: int) -> np.ndarray:
+    """The backward's per-worker gradient buffers [nw, cn, k], uninitialised (the workers zero their
+    own). Kept between calls (per thread) and grown when needed: allocating nw * N * K floats afresh
+    each call cost page faults that grew with the thread count. ``release_buffers()`` frees them."""
+    need = nw * cn * k
+    buf = getattr(_buffers, "grads", None)
+    if buf is None or buf.size < need:
+        buf = np.empty(max(need, 1), np.float32)
+        _buffers.grads = buf
+    return buf[:need].reshape(nw, cn, k)
+
+
+def release_buffers() -> None:
+    """Free the kept gradient buffers of this thread."""
+    _buffers.grads = None
 
 
 def rasterize_to_pixels_fwd(
@@ -466,8 +494,10 @@ def rasterize_to_pixels_bwd(ctx: RasterContext, v_render, v_alpha):
     v_alpha = _f32(v_alpha).reshape(C, height, width)
     tiles_x, _ = tile_grid(width, height, tile_size)
     nw = numba.get_num_threads()
-    grads = np.zeros((nw, C * N, 6 + D), np.float32)
-    if ctx.tile_order.size and ctx.flat_ids.size:
+    grads = _grad_buffer(nw, C * N, 6 + D)
+    if not (ctx.tile_order.size and ctx.flat_ids.size):
+        grads[:] = 0.0
+    else:
         _backward(ctx.packed, ctx.backgrounds, ctx.tile_offsets, ctx.flat_ids, ctx.tile_order, tile_size,
                   tiles_x, nw, ctx.T_final, ctx.last, v_render, v_alpha, grads)  # fmt: skip
     v_means2d = np.empty((C, N, 2), np.float32)
