@@ -3,8 +3,8 @@ environment (a sky/ground hemisphere ambient and 1-3 directional lights), in lin
 
 The light lives in the normalised world (z up), so every view and every frame of a sample sees the same
 environment, as a real rig does. Normals are the mesh's smooth vertex normals (world space),
-interpolated with the frame's barycentrics. Work is done on the covered pixels only (about 10% of a
-512^2 view at size ratio 0.3), all numpy float32.
+interpolated with the frame's barycentrics. One numba loop over the subject's bounding box does the
+per-pixel work (about 3x faster than the same maths as numpy array passes, measured at 512^2).
 
 Colour of an anti-aliased silhouette pixel whose centre misses the mesh is taken from its covered
 neighbours (straight, not premultiplied, alpha, as in FaceLift's RGBA renders).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from gausslift.synth.appearance import Appearance
@@ -64,9 +65,78 @@ _SRGB_LUT = np.where(_x <= 0.0031308, 12.92 * _x, 1.055 * _x ** (1 / 2.4) - 0.05
 _SRGB_LUT = (_SRGB_LUT * 255 + 0.5).astype(np.uint8)
 
 
-def _to_srgb8(lin: np.ndarray) -> np.ndarray:
-    """Linear [0,1] -> 8-bit sRGB through a table (8192 entries: at most one code value off)."""
-    return _SRGB_LUT[(np.clip(lin, 0.0, 1.0) * (_LUT_N - 1) + 0.5).astype(np.int32)]
+@numba.njit(cache=True, nogil=True)
+def _shade_pixels(tri, bary, ox, oy, faces, vn, alb_v, uvc, has_uv, tex, su, sv, M, sky, ground, dirs,
+                  cols, ks, shin, exposure, grey, lut, out):
+    """Per covered pixel: interpolate normal, albedo and UV, bilinear texture lookup (replicated
+    border, as cv2.remap), hemisphere ambient + Lambert + Blinn-Phong, sRGB through ``lut``."""
+    H, W = tri.shape
+    th, tw = tex.shape
+    nl = len(lut) - 1
+    for y in range(H):
+        for x in range(W):
+            t = tri[y, x]
+            if t < 0:
+                continue
+            b0, b1, b2 = bary[y, x, 0], bary[y, x, 1], bary[y, x, 2]
+            i0, i1, i2 = faces[t, 0], faces[t, 1], faces[t, 2]
+            nx = vn[i0, 0] * b0 + vn[i1, 0] * b1 + vn[i2, 0] * b2
+            ny = vn[i0, 1] * b0 + vn[i1, 1] * b1 + vn[i2, 1] * b2
+            nz = vn[i0, 2] * b0 + vn[i1, 2] * b1 + vn[i2, 2] * b2
+            ar = alb_v[i0, 0] * b0 + alb_v[i1, 0] * b1 + alb_v[i2, 0] * b2
+            ag = alb_v[i0, 1] * b0 + alb_v[i1, 1] * b1 + alb_v[i2, 1] * b2
+            ab = alb_v[i0, 2] * b0 + alb_v[i1, 2] * b1 + alb_v[i2, 2] * b2
+            if has_uv:
+                u = uvc[t, 0, 0] * b0 + uvc[t, 1, 0] * b1 + uvc[t, 2, 0] * b2
+                v = uvc[t, 0, 1] * b0 + uvc[t, 1, 1] * b1 + uvc[t, 2, 1] * b2
+                fx = min(max(u * su - 0.5, 0.0), tw - 1.0)
+                fy = min(max((1.0 - v) * sv - 0.5, 0.0), th - 1.0)
+                xa, ya = int(fx), int(fy)
+                xb, yb = min(xa + 1, tw - 1), min(ya + 1, th - 1)
+                wx, wy = fx - xa, fy - ya
+                d = (tex[ya, xa] * (1 - wx) + tex[ya, xb] * wx) * (1 - wy) + (
+                    tex[yb, xa] * (1 - wx) + tex[yb, xb] * wx) * wy
+                ar, ag, ab = ar * d, ag * d, ab * d
+            px, py = x + ox, y + oy
+            vx = -(M[0, 0] * px + M[0, 1] * py + M[0, 2])
+            vy = -(M[1, 0] * px + M[1, 1] * py + M[1, 2])
+            vz = -(M[2, 0] * px + M[2, 1] * py + M[2, 2])
+            il = 1.0 / np.sqrt(vx * vx + vy * vy + vz * vz)
+            vx, vy, vz = vx * il, vy * il, vz * il
+            il = 1.0 / max(np.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+            nx, ny, nz = nx * il, ny * il, nz * il
+            nv = nx * vx + ny * vy + nz * vz
+            if nv < 0:  # smooth normals may lean away at the silhouette: onto the tangent plane
+                nx, ny, nz = nx - nv * vx, ny - nv * vy, nz - nv * vz
+                il = 1.0 / max(np.sqrt(nx * nx + ny * ny + nz * nz), 1e-12)
+                nx, ny, nz = nx * il, ny * il, nz * il
+            wu, wd = 0.5 + 0.5 * nz, 0.5 - 0.5 * nz
+            ir = sky[0] * wu + ground[0] * wd
+            ig = sky[1] * wu + ground[1] * wd
+            ib = sky[2] * wu + ground[2] * wd
+            sr = sg = sb = 0.0
+            for k in range(dirs.shape[0]):
+                ndl = nx * dirs[k, 0] + ny * dirs[k, 1] + nz * dirs[k, 2]
+                if ndl <= 0:
+                    continue
+                h0, h1, h2 = dirs[k, 0] + vx, dirs[k, 1] + vy, dirs[k, 2] + vz
+                hl = max(np.sqrt(h0 * h0 + h1 * h1 + h2 * h2), 1e-12)
+                ndh = max((nx * h0 + ny * h1 + nz * h2) / hl, 0.0)
+                sp = ks * ndh**shin
+                ir += ndl * cols[k, 0]
+                ig += ndl * cols[k, 1]
+                ib += ndl * cols[k, 2]
+                sr += sp * cols[k, 0]
+                sg += sp * cols[k, 1]
+                sb += sp * cols[k, 2]
+            lr = (ar * ir + sr) * exposure
+            lg = (ag * ig + sg) * exposure
+            lb = (ab * ib + sb) * exposure
+            if grey:
+                lr = lg = lb = 0.2126 * lr + 0.7152 * lg + 0.0722 * lb
+            out[y, x, 0] = lut[int(min(max(lr, 0.0), 1.0) * nl + 0.5)]
+            out[y, x, 1] = lut[int(min(max(lg, 0.0), 1.0) * nl + 0.5)]
+            out[y, x, 2] = lut[int(min(max(lb, 0.0), 1.0) * nl + 0.5)]
 
 
 def shade(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray | None,
@@ -86,43 +156,15 @@ def shade(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray 
         return rgb, alpha_full
     y0, y1, x0, x1 = max(rows[0] - 1, 0), rows[-1] + 2, max(cols[0] - 1, 0), cols[-1] + 2
     tri = frame.tri_id[y0:y1, x0:x1]  # work inside the subject's bounding box
-    ys, xs = np.nonzero(tri >= 0)
-    t = tri[ys, xs]
-    b = frame.bary[y0:y1, x0:x1][ys, xs][:, :, None]
-    fv = faces[t]  # [N,3]
-    n = (vnormals[fv] * b).sum(1)
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    alb = (app.vertex_albedo[fv] * b).sum(1)
-    if uv_corner is not None:
-        uv = (uv_corner[t] * b).sum(1)
-        mx = (uv[:, 0] * app.uv_scale[0] - 0.5).astype(np.float32)[:, None]
-        my = ((1.0 - uv[:, 1]) * app.uv_scale[1] - 0.5).astype(np.float32)[:, None]
-        detail = cv2.remap(app.texture, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        alb = alb * detail.reshape(-1, 1)
-    # view direction (towards the camera) in world space
-    R = frame.viewmat[:3, :3].astype(np.float32)
-    Kinv = np.linalg.inv(frame.K).astype(np.float32)
-    pix = np.stack([xs + (x0 + 0.5), ys + (y0 + 0.5), np.ones(len(xs))], -1).astype(np.float32)
-    d = (pix @ Kinv.T) @ R  # camera ray -> world (R^T d)
-    view = -d / np.linalg.norm(d, axis=1, keepdims=True)
-    flip = (n * view).sum(1) < 0  # smooth normals may lean away at the silhouette
-    n[flip] -= (n[flip] * view[flip]).sum(1, keepdims=True) * view[flip]  # onto the tangent plane
-    n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
-    up = n[:, 2:3]
-    irr = light.sky[None] * (0.5 + 0.5 * up) + light.ground[None] * (0.5 - 0.5 * up)
-    spec = np.zeros_like(irr)
-    for ldir, col in zip(light.dirs, light.colours):
-        ndl = n @ ldir
-        irr += np.maximum(ndl, 0)[:, None] * col[None]
-        h = ldir[None] + view
-        h /= np.maximum(np.linalg.norm(h, axis=1, keepdims=True), 1e-12)
-        ndh = np.maximum((n * h).sum(1), 0) * (ndl > 0)
-        spec += (app.specular * ndh**app.shininess)[:, None] * col[None]
-    lin = (alb * irr + spec) * light.exposure
-    if grey:
-        lin = np.repeat(lin @ np.array([0.2126, 0.7152, 0.0722], np.float32), 3).reshape(-1, 3)
     crop = rgb[y0:y1, x0:x1]
-    crop[ys, xs] = _to_srgb8(lin)
+    M = (frame.viewmat[:3, :3].T @ np.linalg.inv(frame.K)).astype(np.float32)  # pixel -> world ray
+    has_uv = uv_corner is not None
+    uvc = uv_corner if has_uv else np.zeros((1, 3, 2), np.float32)
+    _shade_pixels(tri, np.ascontiguousarray(frame.bary[y0:y1, x0:x1]), np.float32(x0 + 0.5),
+                  np.float32(y0 + 0.5), faces, vnormals, app.vertex_albedo, uvc, has_uv,
+                  app.texture, np.float32(app.uv_scale[0]), np.float32(app.uv_scale[1]), M,
+                  light.sky, light.ground, light.dirs, light.colours, np.float32(app.specular),
+                  np.float32(app.shininess), np.float32(light.exposure), bool(grey), _SRGB_LUT, crop)
     alpha = (np.clip(frame.alpha[y0:y1, x0:x1], 0, 1) * 255.0 + 0.5).astype(np.uint8)
     edge = (alpha > 0) & (tri < 0)
     if edge.any():  # colour the AA fringe from covered neighbours
@@ -130,9 +172,10 @@ def shade(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray 
         num = cv2.boxFilter(crop.astype(np.float32), -1, (3, 3), normalize=False,
                             borderType=cv2.BORDER_CONSTANT)
         den = cv2.boxFilter(covered, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
-        fill = num / np.maximum(den, 1e-6)[..., None]
-        ok = edge & (den > 0)
-        crop[ok] = (fill[ok] + 0.5).astype(np.uint8)
-        alpha[edge & ~ok] = 0
+        ey, ex = np.nonzero(edge)
+        d = den[ey, ex]
+        ok = d > 0
+        crop[ey[ok], ex[ok]] = (num[ey[ok], ex[ok]] / d[ok, None] + 0.5).astype(np.uint8)
+        alpha[ey[~ok], ex[~ok]] = 0
     alpha_full[y0:y1, x0:x1] = alpha
     return rgb, alpha_full
