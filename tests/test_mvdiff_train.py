@@ -111,3 +111,34 @@ def test_evaluate_scores_truth_perfectly_and_copy_as_baseline(tmp_path):
     assert res["iou"] > 0.99 and res["psnr"] > 60 and res["ssim"] > 0.99
     assert 0.5 < res["iou_baseline"] < 0.99  # the discs shift with the view: copying is imperfect
     assert res["psnr_baseline"] < 40
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_two_cpu_ranks_stay_in_sync(tmp_path):
+    """torchrun, 2 gloo ranks on the CPU: each draws its own batches, the weights stay identical."""
+    import os
+    import subprocess
+    import sys
+
+    _samples(tmp_path / "data", n=2)
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import os, torch\n"
+        "import gausslift.mvdiff.train as T\n"
+        "seen = {}\n"
+        "init = T._Loss.__init__\n"
+        "def grab(self, pipe, *a):\n"
+        "    init(self, pipe, *a); seen['pipe'] = pipe\n"
+        "T._Loss.__init__ = grab\n"
+        "T.train(T.MVDiffTrainConfig(data=['data'], out='run', size=32, channels=(16, 16, 32, 32), batch=1,\n"
+        "                            steps=3, checkpoint_every=0, ema_decay=0.0))\n"
+        "p = seen['pipe']\n"
+        "v = torch.cat([q.detach().flatten() for m in (p.unet, p.views) for q in m.parameters()])\n"
+        "torch.save(v, f\"rank{os.environ['RANK']}.pt\")\n"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                   cwd=tmp_path, env=env, check=True, capture_output=True)  # fmt: skip
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert torch.equal(a, b)
+    assert (tmp_path / "run" / "pipeline" / "unet" / "config.json").is_file()

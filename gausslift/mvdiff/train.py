@@ -13,10 +13,15 @@ Per step, for B objects of V views (view order fixed, view 0 the condition image
   what the run's `pipeline/` folder holds.
 Trainable: the UNet and non-fixed view embeddings ("all"), or the view embeddings alone ("views").
 Checkpoints (atomic, device-independent) resume a run where it stopped; logs as every gausslift trainer.
+
+Under `torchrun --nproc_per_node N -m gausslift mvdiff train ...` (WORLD_SIZE > 1) each process trains on
+its own draws (seed + rank) and DistributedDataParallel averages the gradients (NCCL on CUDA, one GPU per
+LOCAL_RANK; gloo on CPUs); rank 0 alone writes; a time budget stops every rank at the same step.
 """
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +145,41 @@ def _batch(pipe, samples, cfg, rng: random.Random):
     return inputs.to(pipe.device), x.to(pipe.device)
 
 
+class _Loss(torch.nn.Module):
+    """The trainable modules with the loss as forward, so that DistributedDataParallel can wrap them."""
+
+    def __init__(self, pipe, noise_sched, cfg):
+        super().__init__()
+        self.unet, self.views = pipe.unet, pipe.views
+        self.pipe, self.noise_sched, self.cfg = [pipe], noise_sched, cfg  # lists: not submodules
+
+    def forward(self, inputs, targets, gen):
+        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen)
+
+
+def _distributed():
+    """(rank, world, local_rank) under torchrun, initialising the process group; (0, 1, 0) otherwise."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _all_agree(flag: bool, world: int) -> bool:
+    """True only when every rank says True (so that all ranks skip or stop together)."""
+    if world == 1:
+        return flag
+    import torch.distributed as dist
+
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
 def _ema_copy(params):
     return [p.detach().clone() for p in params]
 
@@ -152,10 +192,15 @@ def train(cfg: MVDiffTrainConfig) -> Path:
 
     if cfg.steps <= 0 and cfg.minutes <= 0:
         raise InputError(None, "give a training length: steps and/or minutes")
+    rank, world, local_rank = _distributed()
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run / "config.yaml")
     device = resolve_device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     pipe = build_pipeline(cfg).to(device)
     samples = mvdata.find_samples(cfg.data, pipe.num_views)
     if cfg.grad_checkpointing:
@@ -168,7 +213,8 @@ def train(cfg: MVDiffTrainConfig) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     ema = _ema_copy(params) if cfg.ema_decay > 0 else None
     budget, guard = Budget(minutes=cfg.minutes, steps=cfg.steps), NonFiniteGuard()
-    gen, rng, step = torch.Generator().manual_seed(cfg.seed), random.Random(cfg.seed), 0
+    seed = cfg.seed + 1000 * rank
+    gen, rng, step = torch.Generator().manual_seed(seed), random.Random(seed), 0
     ckpt = run / "checkpoint.pt"
     if ckpt.exists():
         state = load_checkpoint(ckpt)
@@ -180,12 +226,23 @@ def train(cfg: MVDiffTrainConfig) -> Path:
         set_rng_state(state["rng"], gen)
         rng.setstate(state["py_rng"])
         step = int(state["step"])
-    log = RunLog(run, columns=("step", "loss", "seconds"), resume_step=step if ckpt.exists() else None)
+        if rank:  # other ranks: their own draws from here on
+            gen.manual_seed(seed + step)
+            rng.seed(seed + step)
+    model = _Loss(pipe, noise_sched, cfg)
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    log = RunLog(run, columns=("step", "loss", "seconds"), resume_step=step if ckpt.exists() else None) \
+        if rank == 0 else None
 
     saved = [step]
 
     def checkpoint():
         saved[0] = step
+        if rank:
+            return
         save_checkpoint(ckpt, {"step": step, "params": [p.detach() for p in params], "opt": opt.state_dict(),
                                "ema": ema, "budget": budget.state(), "rng": rng_state(gen),
                                "py_rng": rng.getstate()})  # fmt: skip
@@ -197,13 +254,13 @@ def train(cfg: MVDiffTrainConfig) -> Path:
             for p, q in zip(params, live or []):
                 p.copy_(q)
 
-    bar = progress(total=cfg.steps or None, desc="mvdiff train", initial=step)
+    bar = progress(total=cfg.steps or None, desc="mvdiff train", initial=step, disable=rank > 0)
     try:
-        while not budget.done(step):
+        while _all_agree(not budget.done(step), world):  # every rank stops at the same step
             inputs, targets = _batch(pipe, samples, cfg, rng)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = training_loss(pipe, noise_sched, inputs, targets, cfg, gen)
-            if not guard.check(loss):
+                loss = model(inputs, targets, gen)
+            if not _all_agree(guard.check(loss), world):
                 if guard.rollback:
                     raise InputError(run, "loss is not finite several steps in a row (lower --lr?)")
                 continue
@@ -218,11 +275,11 @@ def train(cfg: MVDiffTrainConfig) -> Path:
                     torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema_decay)
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0:
+            if log is not None and step % cfg.log_every == 0:
                 log.write({"step": step, "loss": loss.item(), "seconds": budget.elapsed()})
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint()
-            if cfg.image_every and step % cfg.image_every == 0:
+            if log is not None and cfg.image_every and step % cfg.image_every == 0:
                 with torch.no_grad():
                     views = pipe(inputs[0].permute(1, 2, 0).cpu().numpy(), num_inference_steps=20,
                                  generator=torch.Generator().manual_seed(0))[0]  # fmt: skip
@@ -232,5 +289,6 @@ def train(cfg: MVDiffTrainConfig) -> Path:
         bar.close()
         if step > saved[0]:
             checkpoint()
-        log.close()
+        if log is not None:
+            log.close()
     return run
