@@ -8,10 +8,11 @@ framing of ``gausslift synth``, so these are upper bounds on the per-view time).
 
 Timed: one ``render_mesh(..., antialias=True)`` call per view (validation, camera transform, raster,
 AA supersampling, resolve to MeshFrame), median over ``--runs`` passes of the ring after one warm-up
-pass, for each backend in the same process. Agreement on pixels both backends cover: share of equal
-triangle ids, largest relative depth difference, mean |alpha| difference, and the count of pixels
-covered by only one. First-call time (cache load or JIT compile) is measured in fresh subprocesses
-with a warm and with an empty numba cache.
+pass, for each backend in the same process; wall time and process CPU time (all threads; on a shared,
+busy machine the CPU time of a single-threaded run is the steadier number). Agreement on pixels both
+backends cover: share of equal triangle ids, largest relative depth difference, mean |alpha|
+difference, and the count of pixels covered by only one. First-call time (cache load or JIT compile)
+is measured in fresh subprocesses with a warm and with an empty numba cache.
 
     python benchmarks/meshrender.py                 # all meshes, numba threads as configured
     python benchmarks/meshrender.py --threads 1 --runs 5 --views 8
@@ -64,13 +65,14 @@ def time_backend(v, f, cams, backend, runs):
     from gausslift.meshrender import render_mesh
 
     frames = [render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend) for c in cams]
-    per_view = []
+    wall, cpu = [], []
     for _ in range(runs):
         for c in cams:
-            t = time.perf_counter()
+            t, tc = time.perf_counter(), time.process_time()
             render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend)
-            per_view.append(time.perf_counter() - t)
-    return float(np.median(per_view)) * 1e3, frames
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - tc)
+    return float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3, frames
 
 
 def agreement(a, b) -> dict:
@@ -129,17 +131,17 @@ def main() -> None:
             print("first call, empty cache (JIT):", first_call(d))
     for name, (v, f, up) in meshes().items():
         cams = C.ring(args.views, radius=2.7, elevation_deg=20.0, size=args.size, up=up)
-        ms, fa = time_backend(v, f, cams, "numba", args.runs)
+        ms, cpu, fa = time_backend(v, f, cams, "numba", args.runs)
         cover = np.mean([fr.mask.mean() for fr in fa])
-        line = f"{name:10s} F={len(f):6d} cover {cover:.2f}  numba {ms:7.2f} ms/view"
+        line = f"{name:9s} F={len(f):6d} cover {cover:.2f}  numba {ms:6.2f} ms/view (cpu {cpu:6.2f})"
         if not args.no_embree:
-            ms_e, fb = time_backend(v, f, cams, "embree", max(1, args.runs // 2))
+            ms_e, cpu_e, fb = time_backend(v, f, cams, "embree", max(1, args.runs // 2))
             ag = [agreement(a, b) for a, b in zip(fa, fb)]
             same = min(a["same_id"] for a in ag)
             rel = max(a["depth_rel_max"] for a in ag)
             mad = max(a["alpha_mad"] for a in ag)
             one = max(a["only_one"] for a in ag)
-            line += f"  embree {ms_e:7.2f} ms/view  ratio {ms_e / ms:5.1f}x | same id {same:.5f}"
+            line += f"  embree {ms_e:7.2f} (cpu {cpu_e:7.2f})  ratio {ms_e / ms:5.1f}x | same id {same:.5f}"
             line += f"  depth rel {rel:.1e}  alpha mad {mad:.1e}  only one {one} px"
         print(line, flush=True)
     print(f"load after: {os.getloadavg()}")

@@ -141,16 +141,15 @@ def boxes(P, F, K, uv, near, width, height, cull):
             umin, umax, vmin, vmax = _clipped_bounds(x0, y0, z0, x1, y1, z1, x2, y2, z2, K, near)
         if not (umin <= umax and vmin <= vmax):
             continue  # wholly behind the near plane
-        bx0 = max(umin - _EPS_BOX, 0.0)
-        bx1 = min(umax + _EPS_BOX, width - 1.0)
-        by0 = max(vmin - _EPS_BOX, 0.0)
-        by1 = min(vmax + _EPS_BOX, height - 1.0)
-        if bx0 > bx1 or by0 > by1:
+        # pixel x covers [x, x + 1): the pixels whose squares meet [umin, umax] x [vmin, vmax]
+        if umax + _EPS_BOX < 0.0 or vmax + _EPS_BOX < 0.0:
             continue
-        box[t, 0] = int(math.floor(bx0))
-        box[t, 1] = int(math.floor(bx1))
-        box[t, 2] = int(math.floor(by0))
-        box[t, 3] = int(math.floor(by1))
+        if umin - _EPS_BOX >= width or vmin - _EPS_BOX >= height:
+            continue
+        box[t, 0] = max(int(math.floor(max(umin - _EPS_BOX, -1.0))), 0)
+        box[t, 1] = int(math.floor(min(umax + _EPS_BOX, width - 0.5)))
+        box[t, 2] = max(int(math.floor(max(vmin - _EPS_BOX, -1.0))), 0)
+        box[t, 3] = int(math.floor(min(vmax + _EPS_BOX, height - 0.5)))
     return box
 
 
@@ -196,6 +195,28 @@ def _line(a, b, c, vmax):
             return p - m, q, np.inf, 0.0
         return -np.inf, 0.0, p + m, q
     return -np.inf, 0.0, np.inf, 0.0
+
+
+@njit(cache=True)
+def _lines(e0, e1, e2, q, inv_near, vmax, grow):
+    """Row bounds (``_line``) of the three edges and the near plane; ``grow`` = 1 widens each half-plane
+    by its pixel radius (squares meeting the triangle instead of centres inside it)."""
+    l0 = _line(e0[0], e0[1], e0[2] + grow * _rad(e0), vmax)
+    l1 = _line(e1[0], e1[1], e1[2] + grow * _rad(e1), vmax)
+    l2 = _line(e2[0], e2[1], e2[2] + grow * _rad(e2), vmax)
+    l3 = _line(-q[0], -q[1], inv_near - q[2] + grow * _rad(q), vmax)
+    return l0, l1, l2, l3
+
+
+@njit(cache=True)
+def _xrange(L, v, bx0, bx1):
+    """Pixel index range [xs, xe] of a row (centre v) inside the box and all four row bounds."""
+    l0, l1, l2, l3 = L
+    lo = max(max(l0[0] + l0[1] * v, l1[0] + l1[1] * v), max(l2[0] + l2[1] * v, l3[0] + l3[1] * v))
+    hi = min(min(l0[2] + l0[3] * v, l1[2] + l1[3] * v), min(l2[2] + l2[3] * v, l3[2] + l3[3] * v))
+    xs = bx0 if lo <= bx0 else int(math.ceil(min(lo, bx1 + 1.0)))
+    xe = bx1 if hi >= bx1 else int(math.floor(max(hi, bx0 - 1.0)))
+    return xs, xe
 
 
 TILE_H = 16  # rows of a tile row (the unit of parallel work)
@@ -255,18 +276,11 @@ def raster(P, F, Kinv, box, start, ids, inv_near, izbuf, idbuf, hit):
             a2, b2, c2 = e2
             aq, bq, cq = q
             t0, t1, t2 = _tie(e0), _tie(e1), _tie(e2)
-            vm = yz + 1.0
-            l0p, l0q, r0p, r0q = _line(a0, b0, c0, vm)
-            l1p, l1q, r1p, r1q = _line(a1, b1, c1, vm)
-            l2p, l2q, r2p, r2q = _line(a2, b2, c2, vm)
-            l3p, l3q, r3p, r3q = _line(-aq, -bq, inv_near - cq, vm)
+            L = _lines(e0, e1, e2, q, inv_near, yz + 1.0, 0.0)
             any_hit = False
             for y in range(ya, yz + 1):
                 v = y + 0.5
-                lo = max(max(l0p + l0q * v, l1p + l1q * v), max(l2p + l2q * v, l3p + l3q * v))
-                hi = min(min(r0p + r0q * v, r1p + r1q * v), min(r2p + r2q * v, r3p + r3q * v))
-                xs = bx0 if lo <= bx0 else int(math.ceil(min(lo, bx1 + 1.0)))
-                xe = bx1 if hi >= bx1 else int(math.floor(max(hi, bx0 - 1.0)))
+                xs, xe = _xrange(L, v, bx0, bx1)
                 for x in range(xs, xe + 1):
                     u = x + 0.5
                     f0 = a0 * u + b0 * v + c0
@@ -360,21 +374,15 @@ def supersample(P, F, Kinv, box, start, ids, inv_near, cand, sat, k, cover):
             a1, b1, c1 = e1
             a2, b2, c2 = e2
             aq, bq, cq = q
-            r0, r1, r2, rq = -_rad(e0), -_rad(e1), -_rad(e2), inv_near + _rad(q)
             t0, t1, t2 = _tie(e0), _tie(e1), _tie(e2)
+            L = _lines(e0, e1, e2, q, inv_near, yz + 1.0, 1.0)  # squares meeting the triangle
             for y in range(ya, yz + 1):
-                for x in range(xa, xz + 1):
+                xs, xe = _xrange(L, y + 0.5, xa, xz)
+                if xs > xe or sat[y + 1, xe + 1] - sat[y, xe + 1] - sat[y + 1, xs] + sat[y, xs] == 0:
+                    continue
+                for x in range(xs, xe + 1):
                     if not cand[y, x] or cover[y, x] == full:
                         continue
-                    u = x + 0.5
-                    v = y + 0.5
-                    if not (
-                        a0 * u + b0 * v + c0 >= r0
-                        and a1 * u + b1 * v + c1 >= r1
-                        and a2 * u + b2 * v + c2 >= r2
-                        and aq * u + bq * v + cq <= rq
-                    ):
-                        continue  # the triangle misses this pixel's square
                     bits = cover[y, x]
                     for sj in range(k):
                         v = y + (sj + 0.5) / k
