@@ -71,10 +71,14 @@ def test_demo_passes_its_options_through(monkeypatch, tmp_path):
         lambda run, split, **kw: seen.update(eval=kw) or {"psnr": 1.0, "ssim": 0.5, "num_gaussians": 3},
     )  # fmt: skip
     monkeypatch.setattr(demo, "turntable", lambda *a: seen.update(turntable=a) or Path(a[1]))
+    monkeypatch.setattr(demo, "compile_cpu_kernels", lambda: seen.setdefault("compiled", 0.0))
     p = argparse.ArgumentParser()
     demo.add_arguments(p)
+    assert demo.run(p.parse_args(["--out", str(tmp_path), "--backend", "torch", "--quiet"])) == 0
+    assert "compiled" not in seen  # the torch oracle has no kernels to compile
     args = p.parse_args(["--out", str(tmp_path), "--device", "cpu", "--backend", "cpu", "--quiet"])
     assert demo.run(args) == 0
+    assert "compiled" in seen  # the numba kernels are compiled before the fit's clock starts
     assert seen["fit"].device == "cpu" and seen["fit"].backend == "cpu" and seen["fit"].minutes == 1.5
     assert seen["eval"]["device"] == "cpu"
     _, path, frames, size, backend, device, quiet = seen["turntable"]
@@ -95,3 +99,7 @@ def test_demo_log_is_short_when_redirected(tmp_path):
     assert rc == 0, text.decode(errors="replace")[-2000:]
     assert len(text) < 5000 and b"\r" not in text
     assert b"turntable: 100%" in text and (tmp_path / "run" / "orbit.mp4").is_file()
+
+
+def test_kernel_warm_up_runs_forward_and_backward():
+    assert demo.compile_cpu_kernels() >= 0.0
