@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-import trimesh
-from trimesh.ray.ray_pyembree import RayMeshIntersector
+from scipy.spatial.transform import Rotation
 
 from gausslift import cameras as C
 from gausslift.errors import InputError
@@ -11,8 +10,39 @@ from gausslift.meshrender import interpolate, render_cameras, render_mesh, verte
 
 
 def _sphere(sub=3):
-    m = trimesh.creation.icosphere(subdivisions=sub)
-    return np.asarray(m.vertices, float), np.asarray(m.faces, np.int32)
+    """Unit icosphere, outward-wound (subdivided icosahedron, vertices pushed to the sphere)."""
+    g = (1 + 5**0.5) / 2
+    v = [[-1, g, 0], [1, g, 0], [-1, -g, 0], [1, -g, 0], [0, -1, g], [0, 1, g]]
+    v += [[0, -1, -g], [0, 1, -g], [g, 0, -1], [g, 0, 1], [-g, 0, -1], [-g, 0, 1]]
+    f = [[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2]]
+    f += [[10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5]]
+    f += [[2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]]
+    v = [np.array(p, float) / np.linalg.norm(p) for p in v]
+    mid = {}
+
+    def m(a, b):
+        key = (min(a, b), max(a, b))
+        if key not in mid:
+            p = v[a] + v[b]
+            v.append(p / np.linalg.norm(p))
+            mid[key] = len(v) - 1
+        return mid[key]
+
+    for _ in range(sub):
+        nf = []
+        for a, b, c in f:
+            ab, bc, ca = m(a, b), m(b, c), m(c, a)
+            nf += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+        f = nf
+    return np.array(v), np.array(f, np.int32)
+
+
+def _box():
+    """The cube [-1, 1]^3 as 12 outward-wound triangles."""
+    v = np.array([[x, y, z] for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], float)
+    quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+    f = [[q[0], q[1], q[2]] for q in quads] + [[q[0], q[2], q[3]] for q in quads]
+    return v, np.array(f, np.int32)
 
 
 def _cam(eye, size=128, fov=50.0, target=(0, 0, 0)):
@@ -61,6 +91,8 @@ def test_matches_brute_force_oracle_with_near_plane_crossings():
 
 
 def test_numba_matches_embree():
+    pytest.importorskip("trimesh")
+    pytest.importorskip("embreex")
     v, f = _sphere(3)
     v = v * [1.0, 0.7, 1.2] + [0.1, 0.0, -0.2]
     K, M = _cam([0.4, -2.8, 1.0], size=96)
@@ -185,10 +217,8 @@ def test_half_plane_alpha_matches_covered_fraction():
 
 
 def test_cube_silhouette_area_and_culling():
-    m = trimesh.creation.box(extents=(2, 2, 2))
-    v, f = np.asarray(m.vertices, float), np.asarray(m.faces, np.int32)
-    rng = np.random.default_rng(3)
-    R = trimesh.transformations.random_rotation_matrix(rng.random(3))[:3, :3]
+    v, f = _box()
+    R = Rotation.random(random_state=3).as_matrix()
     v = v @ R.T
     eye = np.array([0.5, -5.0, 1.0])
     K, M = _cam(eye, size=128, fov=40)
@@ -279,6 +309,7 @@ def test_bad_input_is_one_clear_error(bad):
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", ["ict_facekit.npz", "mammal_mouse.npz"])
 def test_real_meshes_numba_matches_embree(shared_data, name):
+    pytest.importorskip("embreex")
     path = shared_data / "meshes" / name
     if not path.is_file():
         pytest.skip(f"{path} not found")
@@ -295,6 +326,10 @@ def test_real_meshes_numba_matches_embree(shared_data, name):
         np.testing.assert_allclose(a.depth[both], b.depth[both], rtol=1e-4)
         assert np.abs(a.alpha - b.alpha).mean() < 1e-3
     # visible vertices (embree: nothing nearer along the ray) land in the mask; depth at the vertex
+    trimesh = pytest.importorskip("trimesh")
+    pytest.importorskip("embreex")
+    from trimesh.ray.ray_pyembree import RayMeshIntersector
+
     rmi = RayMeshIntersector(trimesh.Trimesh(v, d["faces"], process=False))
     o = np.broadcast_to(cam.center, v.shape)
     dist = np.linalg.norm(v - o, axis=1)

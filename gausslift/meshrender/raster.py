@@ -281,12 +281,13 @@ def raster(P, F, Kinv, box, start, ids, inv_near, izbuf, idbuf, hit):
             for y in range(ya, yz + 1):
                 v = y + 0.5
                 xs, xe = _xrange(L, v, bx0, bx1)
+                g0, g1, g2, gq = b0 * v + c0, b1 * v + c1, b2 * v + c2, bq * v + cq
                 for x in range(xs, xe + 1):
                     u = x + 0.5
-                    f0 = a0 * u + b0 * v + c0
-                    f1 = a1 * u + b1 * v + c1
-                    f2 = a2 * u + b2 * v + c2
-                    iz = aq * u + bq * v + cq
+                    f0 = a0 * u + g0  # the same expression in every triangle: exact antisymmetry
+                    f1 = a1 * u + g1
+                    f2 = a2 * u + g2
+                    iz = aq * u + gq
                     if (
                         (f0 > 0.0 or (f0 == 0.0 and t0))
                         and (f1 > 0.0 or (f1 == 0.0 and t1))
