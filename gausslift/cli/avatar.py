@@ -1,0 +1,184 @@
+"""``gausslift avatar fit|eval|animate|ablate``: rigged Gaussian avatars (GaussianAvatars)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from gausslift.config import apply_overrides, load_config
+
+HELP = "rigged Gaussian avatars: fit to a multi-view video, evaluate, reenact, ablate the three switches"
+
+
+def _fit_args(p) -> None:
+    p.add_argument(
+        "--subject", help="ict | mouse | flame:/path/generic_model.pkl (default: what the data names)"
+    )
+    p.add_argument("--config", help="YAML config (see RUN/config.yaml of any run for the keys)")
+    p.add_argument("--iters", type=int, help="iterations (ignored when --minutes is given)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget")
+    p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--holdout-frames", type=float, help="fraction of frames held out at the end (default 0.2)"
+    )
+    p.add_argument("--holdout-cameras", type=int, help="hold out every n-th camera (default 8; 0: none)")
+    p.add_argument("--backend", choices=("auto", "cpu", "torch", "gsplat"))
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--perceptual", action="store_true", help="switch 1: lambda_perceptual=0.05 with VGG19")
+    p.add_argument("--adaptive", action="store_true", help="switch 2: adaptive_densify_ratio=0.5")
+    p.add_argument("--temporal", action="store_true", help="switch 3: lambda_temporal=0.01")
+    p.add_argument("--weights", help="folder or file with the VGG19 / LPIPS weights")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="avatar_cmd", required=True)
+    p = sub.add_parser("fit", help="fit an avatar to a sequence (synth video or VHAP transforms_*.json)")
+    p.add_argument("seq", help="sequence folder")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    _fit_args(p)
+    p = sub.add_parser("eval", help="novel-view and self-reenactment metrics on the held-out data")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--weights", help="LPIPS weights folder")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--max-frames", type=int, default=0, help="evaluate at most this many frames per split")
+    p = sub.add_parser("animate", help="render new parameters (reenactment) to PNGs + mp4 (+ .ply)")
+    p.add_argument("run")
+    p.add_argument("--params", required=True, help=".npz with per-frame subject parameters [T, ...]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--camera", type=int, default=0, help="camera index of the sequence")
+    p.add_argument("--size", type=int, default=0, help="square output size (default: the camera's)")
+    p.add_argument("--ply", action="store_true", help="also write per-frame .ply")
+    p.add_argument("--fps", type=float, default=25)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--backend", default="auto")
+    p = sub.add_parser("ablate", help="the five configurations, equal budgets, table + plot")
+    p.add_argument("seq")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--configs", help="comma list of a subset (baseline,perceptual,adaptive,temporal,all)")
+    p.add_argument("--eval-max-frames", type=int, default=0)
+    _fit_args(p)
+
+
+def build_config(args):
+    from gausslift.avatar.trainer import AvatarConfig
+
+    cfg = load_config(AvatarConfig, args.config) if getattr(args, "config", None) else AvatarConfig()
+    flags = {
+        "subject": args.subject,
+        "iters": args.iters,
+        "minutes": args.minutes,
+        "seed": args.seed,
+        "holdout_frames": args.holdout_frames,
+        "holdout_cameras": args.holdout_cameras,
+        "backend": args.backend,
+        "device": args.device,
+        "perceptual_weights": args.weights,
+    }
+    sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if args.perceptual:
+        sets += ["lambda_perceptual=0.05", "use_vgg_loss=true"]
+    if args.adaptive:
+        sets.append("adaptive_densify_ratio=0.5")
+    if args.temporal:
+        sets.append("lambda_temporal=0.01")
+    return apply_overrides(cfg, sets + list(args.set))
+
+
+def run(args) -> int:
+    cmd = args.avatar_cmd
+    if cmd == "fit":
+        return _fit(args)
+    if cmd == "eval":
+        from gausslift.avatar.evaluate import evaluate_run
+        from gausslift.ioutil import atomic_write_json
+
+        res = evaluate_run(args.run, args.device, args.backend, args.weights, args.max_frames)
+        atomic_write_json(Path(args.run) / "eval.json", res)
+        if args.json:
+            print(json.dumps(res, indent=1))
+        else:
+            for split in ("novel_view", "reenactment"):
+                if split in res:
+                    r = res[split]
+                    lp = f"{r['lpips']:.4f}" if "lpips" in r else "n/a (no weights)"
+                    print(
+                        f"{split:12s} PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  LPIPS {lp}  "
+                        f"IoU {r.get('mask_iou', float('nan')):.4f}  PSNR var {r['psnr_var']:.4f}  "
+                        f"({r['views']} views)"
+                    )
+            print(f"Gaussians {res['num_gaussians']}  render FPS {res['render_fps']:.1f}")
+        return 0
+    if cmd == "animate":
+        from gausslift.avatar.animate import animate
+
+        res = animate(
+            args.run,
+            args.params,
+            args.out,
+            args.camera,
+            args.ply,
+            args.fps,
+            args.device,
+            args.backend,
+            args.size,
+        )
+        print(f"{res['frames']} frames -> {res['video']}")
+        return 0
+    if cmd == "ablate":
+        from gausslift.avatar.ablate import ablate
+
+        cfg = build_config(args)
+        configs = args.configs.split(",") if args.configs else None
+        res = ablate(
+            args.seq,
+            args.out,
+            cfg,
+            seeds=args.seeds,
+            configs=configs,
+            eval_max_frames=args.eval_max_frames,
+            progress=not args.quiet,
+        )
+        print(res["table_path"])
+        return 0
+    raise SystemExit(f"unknown avatar command {cmd}")
+
+
+def _fit(args) -> int:
+    from gausslift.avatar.data import read_sequence
+    from gausslift.avatar.trainer import CONFIG, AvatarConfig, AvatarTrainer
+    from gausslift.errors import InputError
+    from gausslift.subjects import load_subject
+
+    out = Path(args.out)
+    if args.resume:
+        cfg = load_config(AvatarConfig, out / CONFIG)
+        cfg = apply_overrides(cfg, [f"minutes={args.minutes}"] if args.minutes is not None else [])
+    else:
+        cfg = build_config(args)
+    seq = read_sequence(args.seq)
+    spec = cfg.subject or seq.model
+    if not spec:
+        raise InputError(
+            args.seq, "the sequence does not name its model: pass --subject ict|mouse|flame:PATH"
+        )
+    if spec == "flame" or (spec.startswith("flame") and ":" not in spec):
+        raise InputError(
+            args.seq, "FLAME data needs the model file: pass --subject flame:/path/generic_model.pkl"
+        )
+    cfg = apply_overrides(cfg, [f"subject={spec}"])
+    subject = load_subject(spec)
+    trainer = AvatarTrainer(seq, subject, cfg, out)
+    info = trainer.fit(resume=args.resume, progress=not args.quiet)
+    print(
+        f"{info['iters']} iterations, {info['num_gaussians']} Gaussians, {info['train_seconds']:.0f} s "
+        f"-> {out}",
+        file=sys.stderr,
+    )
+    return 0
