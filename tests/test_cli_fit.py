@@ -96,6 +96,11 @@ def test_device_option_for_fit_render_eval(capture, tmp_path, rasterizer, capsys
     run = tmp_path / "run"
     assert _fit(capture, run, "--device", "cpu", "--iters", "5") == 0
     assert json.loads((run / "run.json").read_text())["device"] == "cpu"
+    # resumed with another device / backend (as a GPU run resumed on a CPU would be)
+    assert main(["fit", str(capture), "--out", str(run), "--resume", "--quiet", "--set", "iters=7",
+                 "--device", "cpu", "--backend", "torch"]) == 0  # fmt: skip
+    assert "backend: torch" in (run / "config.yaml").read_text()
+    assert json.loads((run / "run.json").read_text())["iters"] == 7
     assert main(["render", str(run), "--split", "test", "--out", str(tmp_path / "png"), "--quiet",
                  "--device", "cpu"]) == 0  # fmt: skip
     assert main(["eval", str(run), "--device", "cpu"]) == 0

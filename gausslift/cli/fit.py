@@ -80,7 +80,8 @@ def run(args) -> int:
     if args.resume:
         if not (out / CONFIG).is_file():
             raise InputError(out, "nothing to resume (no config.yaml)")
-        moved = [f"device={args.device}"] if args.device else []  # resume on another device
+        moved = [f"{k}={v}" for k, v in (("device", args.device), ("backend", args.backend)) if v]  # e.g. a
+        # GPU run resumed on a CPU: --device cpu --backend cpu
         cfg = apply_overrides(load_config(FitConfig, out / CONFIG), moved + list(args.set))
         fmt = read_info(out).get("format")
     else:

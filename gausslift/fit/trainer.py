@@ -100,8 +100,7 @@ class Trainer:
         self.lr_factor = 1.0
         self.optimizers = make_optimizers(self.params, base_lrs(cfg, self.extent))
         self.sstate = self.strategy.initialize_state(len(self.params["means"]), self.device)
-        self.step, self.nans = 0, 0
-        self.clock = Budget(minutes=cfg.minutes)
+        self.step, self.nans = 0, 0  # the clock started with the trainer: loading counts too
         self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen, device="cpu"), 0
         self.planned = self.budget <= 0
         self._plan(cfg.iters if self.planned else NEVER)
