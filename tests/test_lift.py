@@ -1,0 +1,225 @@
+"""`gausslift lift`: the whole chain with tiny random models saved the way their loaders expect (FaceLift's
+pipeline folder layout; a GS-LRM run checkpoint), on test-made images, a sample and a 3-frame video."""
+
+import json
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from gausslift.cameras import facelift_inference_rig
+from gausslift.errors import InputError, MissingWeightsError
+from gausslift.framing import size_ratio
+from gausslift.lift import LiftOptions, lift
+from gausslift.lift.chain import initial_noise, load_lrm, load_pipeline, split_white
+from gausslift.lift.inputs import foreground, frame_input, open_input
+
+FAST = dict(steps=1, guidance=1.0, device="cpu", frame_size=64, turntable_frames=3, turntable_size=32,
+            sheet_tile=32, backend="cpu", verbose=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny FaceLift-structure pipeline (unCLIP, VAE, CLIP; 32^2) in FaceLift's folder layout, a tiny
+    pixel-space one as a `mvdiff train` run (RUN/pipeline), and a tiny GS-LRM run folder."""
+    pytest.importorskip("gausslift.lrm.train")  # the GS-LRM run format (lands with `gausslift lrm train`)
+    from gausslift.config import save_config, to_dict
+    from gausslift.lrm.config import train_config
+    from gausslift.lrm.train import CKPT, FORMAT
+    from gausslift.models.gslrm import GSLRM
+    from gausslift.mvdiff.loading import save_pretrained
+    from gausslift.mvdiff.tiny import tiny_pipeline, tiny_unclip_pipeline
+    from gausslift.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    save_pretrained(tiny_unclip_pipeline(), root / "pipe")
+    save_pretrained(tiny_pipeline(size=32, channels=(8, 16, 16, 16)), root / "mvrun" / "pipeline")
+    cfg = train_config("tiny", ["model.d=64", "model.n_layers=1", "model.image_size=32"])
+    torch.manual_seed(0)
+    model = GSLRM(cfg.model)
+    (root / "lrm").mkdir()
+    save_config(cfg, root / "lrm" / "config.yaml")  # a run folder: config.yaml next to checkpoint.pt
+    state = dict(format=FORMAT, step=0, model=model.state_dict(), config=to_dict(cfg))
+    save_checkpoint(root / "lrm" / CKPT, state)
+    return root
+
+
+def _disc(path: Path, size=(96, 80), centre=(34, 50), radius=18, alpha=True) -> Path:
+    """A coloured disc (RGBA: alpha is the disc) off-centre on a grey background."""
+    h, w = size
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    inside = (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
+    img = np.full((h, w, 4), 128, np.uint8)
+    img[inside, :3] = (40, 90, 220)  # BGR
+    img[..., 3] = np.where(inside, 255, 0) if alpha else 255
+    cv2.imwrite(str(path), img if alpha else img[..., :3])
+    return path
+
+
+def _png(path: Path) -> np.ndarray:
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def test_lift_image_writes_the_whole_chain(models, tmp_path):
+    out = tmp_path / "out"
+    res = lift(_disc(tmp_path / "disc.png"), models / "pipe", models / "lrm", out, LiftOptions(**FAST))
+    inp = _png(out / "input.png")
+    assert inp.shape == (64, 64, 4)
+    assert abs(size_ratio(inp[..., 3]) - 0.3) < 0.01  # framed to size 0.3 ...
+    ys, xs = np.nonzero(inp[..., 3] > 127)
+    assert abs(xs.mean() + 0.5 - 32) < 1.5 and abs(ys.mean() + 0.5 - 32) < 1.5  # ... centred
+    assert res["frames"][0]["mask_method"] == "alpha" and abs(res["frames"][0]["size_ratio"] - 0.3) < 0.01
+    from gausslift.io import read_scene
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scene = read_scene(out / "views")
+    assert scene.warnings == [] and [v.name for v in scene.views] == [f"cam_{k:03d}" for k in range(6)]
+    rig = facelift_inference_rig().resized(32, 32)
+    for k, v in enumerate(scene.views):
+        np.testing.assert_allclose(v.camera.viewmat, rig.viewmat[k], atol=1e-9)
+        np.testing.assert_allclose(v.camera.K, rig.K[k], atol=1e-9)
+        assert (v.camera.width, v.camera.height) == (32, 32) and _png(v.image).shape == (32, 32, 4)
+    assert [v.meta["frame_extra"]["view"] for v in scene.views][:2] == ["front", "front_right"]
+    from gausslift.splats import load_ply
+
+    assert len(load_ply(out / "splats.ply")) == res["lrm_metrics"]["n_gaussians"] > 0
+    assert (out / "turntable.mp4").stat().st_size > 0
+    assert sorted(p.name for p in (out / "renders").iterdir()) == [f"cam_{k:03d}.png" for k in range(6)]
+    assert _png(out / "contact_sheet.png").shape == (2 * 32, 7 * 32, 3)
+    saved = json.loads((out / "lift.json").read_text())
+    assert saved["kind"] == "image" and saved["views"][0] == "cam_000"
+
+
+def test_generated_views_survive_the_sample_round_trip():
+    """Compositing the written sample over white gives back the generated image (8-bit)."""
+    rng = np.random.default_rng(0)
+    views = rng.uniform(0, 1, (2, 8, 8, 3)).astype(np.float32)
+    views[0, :4] = 1.0  # pure background
+    views[1, :2] = 0.97  # near-white: partial alpha
+    rgb, alpha = split_white(views)
+    assert alpha[0, :4].max() == 0 and 0 < alpha[1, 0, 0] < 1 and alpha[1, 4:].min() > 0
+    back = rgb * alpha[..., None] + (1 - alpha[..., None])
+    np.testing.assert_allclose(back, views, atol=1e-5)
+    q = lambda a: np.round(a * 255) / 255
+    np.testing.assert_allclose(q(rgb) * q(alpha)[..., None] + 1 - q(alpha)[..., None], views, atol=2.5 / 255)
+
+
+def test_lift_video_shares_noise_and_writes_sequence(models, tmp_path):
+    """A 3-frame mp4 (the disc moves), frames 0:3, our segmentation: per-frame outputs, flicker figures."""
+    video = tmp_path / "clip.mp4"
+    wr = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (80, 64))
+    frames = []
+    for i in range(3):
+        yy, xx = np.mgrid[:64, :80] + 0.5
+        img = np.full((64, 80, 3), 235, np.uint8)
+        img[(xx - 30 - 4 * i) ** 2 + (yy - 34) ** 2 <= 14**2] = (30, 60, 200)
+        frames.append(img)
+        wr.write(img)
+    wr.release()
+    out = tmp_path / "vid"
+    res = lift(video, models / "mvrun", models / "lrm", out, LiftOptions(frames="0:3", **FAST))
+    ids = [f["id"] for f in res["frames"]]
+    assert ids == ["frame_000000", "frame_000001", "frame_000002"]
+    for f in res["frames"]:
+        assert f["mask_method"] in ("background", "grabcut") and abs(f["size_ratio"] - 0.3) < 0.02
+        assert (out / f["id"] / "splats.ply").is_file() and (out / f["id"] / "contact_sheet.png").is_file()
+        assert len(list((out / f["id"] / "views" / "images").glob("cam_*.png"))) == 6
+    seq = json.loads((out / "sequence.json").read_text())
+    assert seq["n_frames"] == 3 and None not in (seq["temporal_psnr_var"], seq["background_change"])
+    assert (out / "turntable.mp4").stat().st_size > 0
+    man = json.loads((out / "manifest.json").read_text())
+    assert [s["path"] for s in man["samples"]] == [f"{i}/views" for i in ids]
+
+
+def test_shared_noise_makes_identical_frames_identical(models, tmp_path):
+    """Same input, same seed -> the same views (the noise is fixed, not advanced between frames); another
+    seed -> other views."""
+    from gausslift.lift.chain import generate_views
+
+    pipe = load_pipeline(models / "mvrun")
+    cond = np.full((32, 32, 3), 0.5, np.float32)
+    o = LiftOptions(**FAST)
+    a = generate_views(pipe, cond, o, initial_noise(pipe, 0))
+    b = generate_views(pipe, cond, o, initial_noise(pipe, 0))
+    c = generate_views(pipe, cond, LiftOptions(**{**FAST, "seed": 1}), initial_noise(pipe, 1))
+    assert a.shape == (6, 32, 32, 3)
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+
+
+def test_lift_sample_uses_its_view_and_camera(models, tmp_path):
+    """A FaceLift-layout sample input: the chosen view's alpha is the foreground."""
+    from gausslift.io.facelift import write
+    from gausslift.scene import View
+
+    cam = facelift_inference_rig().resized(64, 64)
+    rgb = np.full((64, 64, 3), 0.2, np.float32)
+    mask = np.zeros((64, 64), np.float32)
+    mask[20:40, 24:44] = 1.0
+    write([View("cam_000", cam[0]), View("cam_001", cam[1])], tmp_path / "s", images=[rgb, rgb],
+          masks=[mask, np.zeros_like(mask)])  # fmt: skip
+    fr = next(open_input(tmp_path / "s").frames)
+    w = frame_input(fr, foreground(fr), 64)
+    assert abs(w.size_ratio - 0.3) < 0.01
+    res = lift(tmp_path / "s", models / "pipe", models / "lrm", tmp_path / "o", LiftOptions(**FAST))
+    assert res["kind"] == "sample" and res["frames"][0]["source"].endswith(":cam_000")
+    with pytest.raises(InputError, match="foreground .* is empty"):  # view cam_001 has an empty alpha
+        o = LiftOptions(**FAST, view="cam_001")
+        lift(tmp_path / "s", models / "pipe", models / "lrm", tmp_path / "o2", o)
+
+
+def test_segmentation_finds_a_disc_without_alpha(tmp_path):
+    fr = next(open_input(_disc(tmp_path / "d.png", alpha=False)).frames)
+    assert fr.alpha is None
+    mr = foreground(fr)
+    yy, xx = np.mgrid[:96, :80] + 0.5
+    truth = (xx - 34) ** 2 + (yy - 50) ** 2 <= 18**2
+    m = mr.mask > 127
+    assert mr.method == "grabcut" and (m & truth).sum() / (m | truth).sum() > 0.85
+
+
+def test_bad_inputs_give_one_clear_error(models, tmp_path):
+    o = LiftOptions(**FAST)
+    img = _disc(tmp_path / "disc.png")
+    with pytest.raises(MissingWeightsError, match="nowhere.*does not exist"):
+        lift(img, tmp_path / "nowhere", models / "lrm", tmp_path / "o", o)
+    broken = tmp_path / "broken_pipe"
+    broken.mkdir()
+    (broken / "unet").mkdir()
+    with pytest.raises(MissingWeightsError, match="missing unet/config.json"):
+        load_pipeline(broken)
+    with pytest.raises(MissingWeightsError, match="checkpoint.pt is missing"):
+        load_lrm(tmp_path)
+    with pytest.raises(MissingWeightsError, match="GS-LRM weights.*does not exist"):
+        load_lrm(tmp_path / "none.pt")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    with pytest.raises(InputError, match="not a readable image"):
+        lift(bad, models / "pipe", models / "lrm", tmp_path / "o", o)
+    with pytest.raises(InputError, match="input not found"):
+        lift(tmp_path / "missing.png", models / "pipe", models / "lrm", tmp_path / "o", o)
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((32, 32, 4), np.uint8))  # fully transparent
+    with pytest.raises(InputError, match="foreground .* is empty"):
+        lift(empty, models / "pipe", models / "lrm", tmp_path / "o", o)
+    with pytest.raises(InputError, match="mask not found"):
+        o = LiftOptions(**FAST, mask=str(tmp_path / "m"))
+        lift(img, models / "pipe", models / "lrm", tmp_path / "o", o)
+    assert not (tmp_path / "o" / "splats.ply").exists()
+
+
+def test_cli_lift(models, tmp_path, capsys):
+    from gausslift.cli import main
+
+    rc = main(["lift", str(_disc(tmp_path / "d.png")), "--mvdiff", str(models / "mvrun"), "--lrm",
+               str(models / "lrm" / "checkpoint.pt"), "--out", str(tmp_path / "o"), "--steps", "1",
+               "--frame-size", "64", "--turntable-frames", "2", "--turntable-size", "32", "--device", "cpu",
+               "--backend", "cpu"])  # fmt: skip
+    assert rc == 0 and (tmp_path / "o" / "splats.ply").is_file()
+    assert "splats.ply" in capsys.readouterr().out
+    rc = main(["lift", str(tmp_path / "d.png"), "--mvdiff", str(tmp_path / "x"), "--lrm", "y", "--out", "z"])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
