@@ -156,3 +156,25 @@ def test_dense_rasterizer_matches_the_real_one():
                          backend="torch")  # fmt: skip
     assert torch.allclose(a, b, atol=2e-2)
     assert torch.allclose(aa, bb, atol=2e-2)
+
+
+def test_optimizer_state_keeps_the_target_fused_setting():
+    """A checkpoint's Adam state from a fused (GPU-style) optimizer loads into an unfused one and back."""
+    from gausslift.fit.optim import load_optimizer_state, make_optimizers, optimizer_state
+
+    src = {"means": torch.nn.Parameter(torch.randn(5, 3))}
+    fused = {"means": torch.optim.Adam([src["means"]], lr=0.1, fused=True)}
+    src["means"].grad = torch.ones(5, 3)
+    fused["means"].step()
+    dst = {"means": torch.nn.Parameter(src["means"].detach().clone())}
+    plain = make_optimizers(dst, {"means": 0.1})
+    load_optimizer_state(plain, optimizer_state(fused))
+    g = plain["means"].param_groups[0]
+    m = plain["means"].state[dst["means"]]["exp_avg"]
+    assert not g["fused"] and torch.allclose(m, torch.full((5, 3), 0.1))
+    dst["means"].grad = torch.ones(5, 3)
+    plain["means"].step()  # runs unfused with the loaded step counter
+    assert float(plain["means"].state[dst["means"]]["step"]) == 2
+    back = {"means": torch.optim.Adam([src["means"]], lr=0.1, fused=True)}
+    load_optimizer_state(back, optimizer_state(plain))
+    assert back["means"].param_groups[0]["fused"] is True

@@ -77,5 +77,12 @@ def optimizer_state(optimizers: dict[str, torch.optim.Optimizer]) -> dict:
 
 
 def load_optimizer_state(optimizers: dict[str, torch.optim.Optimizer], state: dict) -> None:
+    """Load saved Adam states, keeping each optimizer's own ``fused`` setting (the saved one belongs to
+    the device it was saved on: a GPU checkpoint resumes unfused on a CPU, a CPU one fused on a GPU;
+    torch then places the step counters where that setting needs them)."""
     for k, o in optimizers.items():
-        o.load_state_dict(state[k])
+        sd = dict(state[k])
+        sd["param_groups"] = [
+            dict(g, fused=cur.get("fused")) for g, cur in zip(sd["param_groups"], o.param_groups)
+        ]
+        o.load_state_dict(sd)
