@@ -1,0 +1,230 @@
+"""``ablate(seq, out, cfg)``: the seed document's five configurations with equal budgets.
+
+Rows: baseline, + perceptual loss (``lambda_perceptual=0.05``, VGG19), + region-adaptive
+densification (``adaptive_densify_ratio=0.5``), + temporal consistency (``lambda_temporal=0.01``),
+all three. Each (row, seed) is a separate ``gausslift avatar fit`` process (so its peak memory is its
+own) with the same budget (``cfg.minutes`` or ``cfg.iters``) and seed ``cfg.seed + i``, then
+:func:`gausslift.avatar.evaluate.evaluate_run`. Rows that need VGG19 weights which are not available
+are reported as skipped, never faked.
+
+Writes ``out/<row>/seed<i>/`` (runs), ``out/results.json`` (every number), ``out/table.md`` (means over
+seeds, ± the standard deviation when there are several, and the difference to baseline) and
+``out/plot.png`` (PSNR, Gaussians, FPS and PSNR variance per row, drawn with OpenCV).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from gausslift.avatar.evaluate import evaluate_run
+from gausslift.config import save_config
+from gausslift.errors import MissingWeightsError
+from gausslift.ioutil import atomic_path, atomic_write_json, atomic_write_text
+
+ROWS = {
+    "baseline": {},
+    "perceptual": {"lambda_perceptual": 0.05, "use_vgg_loss": True},
+    "adaptive": {"adaptive_densify_ratio": 0.5},
+    "temporal": {"lambda_temporal": 0.01},
+    "all": {
+        "lambda_perceptual": 0.05,
+        "use_vgg_loss": True,
+        "adaptive_densify_ratio": 0.5,
+        "lambda_temporal": 0.01,
+    },
+}
+LABELS = {
+    "baseline": "baseline",
+    "perceptual": "+ perceptual loss",
+    "adaptive": "+ region-adaptive densification",
+    "temporal": "+ temporal consistency",
+    "all": "all three",
+}
+# (key in the row summary, column title, format, higher is better)
+COLUMNS = [
+    ("nv_psnr", "NV PSNR", ".2f"),
+    ("nv_ssim", "NV SSIM", ".4f"),
+    ("nv_lpips", "NV LPIPS", ".4f"),
+    ("re_psnr", "RE PSNR", ".2f"),
+    ("re_ssim", "RE SSIM", ".4f"),
+    ("re_lpips", "RE LPIPS", ".4f"),
+    ("fps", "FPS", ".1f"),
+    ("gaussians", "Gaussians", ".0f"),
+    ("train_s", "train s", ".0f"),
+    ("peak_mb", "peak MB", ".0f"),
+    ("nv_psnr_var", "NV PSNR var", ".4f"),
+    ("nv_static", "NV static change", ".5f"),
+    ("nv_jitter", "NV jitter px²", ".4f"),
+]
+
+
+def _vgg_available(weights: str) -> bool:
+    from gausslift.metrics.nets import BACKBONE_FILES, find_weight_file
+
+    canonical, patterns = BACKBONE_FILES["vgg19"]
+    try:
+        find_weight_file(canonical, patterns, weights or None)
+        return True
+    except MissingWeightsError:
+        return False
+
+
+def _summary(ev: dict, info: dict) -> dict:
+    nv, re = ev.get("novel_view", {}), ev.get("reenactment", {})
+    return {
+        "nv_psnr": nv.get("psnr"),
+        "nv_ssim": nv.get("ssim"),
+        "nv_lpips": nv.get("lpips"),
+        "re_psnr": re.get("psnr"),
+        "re_ssim": re.get("ssim"),
+        "re_lpips": re.get("lpips"),
+        "fps": ev.get("render_fps"),
+        "gaussians": ev.get("num_gaussians"),
+        "train_s": info.get("train_seconds"),
+        "peak_mb": info.get("peak_cuda_mb") or info.get("peak_rss_mb"),
+        "nv_psnr_var": nv.get("psnr_var"),
+        "nv_static": nv.get("static_change"),
+        "nv_jitter": nv.get("jitter"),
+    }
+
+
+def ablate(
+    seq, out, cfg, seeds: int = 1, configs=None, eval_max_frames: int = 0, progress: bool = True
+) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = configs or list(ROWS)
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown ablation rows {unknown}; choose from {list(ROWS)}")
+    vgg = _vgg_available(cfg.perceptual_weights)
+    results: dict = {
+        "sequence": str(seq),
+        "budget_minutes": cfg.minutes,
+        "iters": cfg.iters,
+        "seeds": seeds,
+        "rows": {},
+    }
+    for row in rows:
+        if ROWS[row].get("use_vgg_loss") and not vgg:
+            results["rows"][row] = {"skipped": "VGG19 weights (vgg19-dcbb9e9d.pth) not found: give --weights"}
+            continue
+        runs = []
+        for i in range(seeds):
+            run = out / row / f"seed{i}"
+            rcfg = replace(cfg, seed=cfg.seed + i, **ROWS[row])
+            run.mkdir(parents=True, exist_ok=True)
+            save_config(rcfg, run / "requested.yaml")
+            cmd = [
+                sys.executable,
+                "-m",
+                "gausslift",
+                "avatar",
+                "fit",
+                str(seq),
+                "--out",
+                str(run),
+                "--config",
+                str(run / "requested.yaml"),
+            ] + ([] if progress else ["--quiet"])
+            subprocess.run(cmd, check=True)
+            import json
+
+            info = json.loads((run / "avatar.json").read_text())
+            ev = evaluate_run(
+                run,
+                device="cpu" if rcfg.device in ("auto", "cpu") else rcfg.device,
+                backend=rcfg.backend,
+                lpips_weights=rcfg.perceptual_weights or None,
+                max_frames=eval_max_frames,
+            )
+            atomic_write_json(run / "eval.json", ev)
+            runs.append(_summary(ev, info))
+        results["rows"][row] = {"runs": runs}
+    table = make_table(results)
+    atomic_write_text(out / "table.md", table)
+    atomic_write_json(out / "results.json", results)
+    plot(results, out / "plot.png")
+    return results | {"table_path": str(out / "table.md")}
+
+
+def _stats(runs: list[dict], key: str):
+    v = [r[key] for r in runs if r.get(key) is not None]
+    return (float(np.mean(v)), float(np.std(v)) if len(v) > 1 else None) if v else (None, None)
+
+
+def make_table(results: dict) -> str:
+    rows = results["rows"]
+    base = rows.get("baseline", {}).get("runs")
+    head = "| configuration | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for name, r in rows.items():
+        if "skipped" in r:
+            lines.append(f"| {LABELS[name]} | skipped: {r['skipped']} |" + " |" * (len(COLUMNS) - 1))
+            continue
+        cells = []
+        for key, _, fmt in COLUMNS:
+            m, s = _stats(r["runs"], key)
+            if m is None:
+                cells.append("n/a")
+                continue
+            cell = f"{m:{fmt}}" + (f" ± {s:{fmt}}" if s is not None else "")
+            if base and name != "baseline":
+                b, _ = _stats(base, key)
+                if b is not None:
+                    cell += f" ({m - b:+{fmt}})"
+            cells.append(cell)
+        lines.append(f"| {LABELS[name]} | " + " | ".join(cells) + " |")
+    n = results["seeds"]
+    budget = (
+        f"{results['budget_minutes']} min" if results["budget_minutes"] else f"{results['iters']} iterations"
+    )
+    lines += [
+        "",
+        f"Means over {n} seed(s) (± std with several), differences to baseline in brackets; each run "
+        f"{budget}. NV: novel views (training frames, held-out cameras); RE: self-reenactment (held-out "
+        f"frames, held-out cameras). Sequence: {results['sequence']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    """Four bar panels (NV PSNR, Gaussians, FPS, NV PSNR variance), one bar per row."""
+    import cv2
+
+    panels = [
+        ("nv_psnr", "NV PSNR dB"),
+        ("gaussians", "Gaussians"),
+        ("fps", "render FPS"),
+        ("nv_psnr_var", "NV PSNR var"),
+    ]
+    names = [n for n, r in results["rows"].items() if "runs" in r]
+    W, H = 320, 240
+    img = np.full((H, W * len(panels), 3), 255, np.uint8)
+    colours = [(180, 120, 60), (60, 160, 60), (60, 60, 200), (200, 120, 200), (40, 40, 40)]
+    for p, (key, title) in enumerate(panels):
+        x0 = p * W
+        cv2.putText(img, title, (x0 + 10, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        vals = [_stats(results["rows"][n]["runs"], key)[0] for n in names]
+        good = [v for v in vals if v is not None]
+        if not good:
+            continue
+        lo, hi = min(good), max(good)
+        lo = lo - 0.1 * (hi - lo + 1e-9) if key == "nv_psnr" else 0.0
+        for i, (n, v) in enumerate(zip(names, vals)):
+            if v is None:
+                continue
+            h = int(170 * (v - lo) / max(hi - lo, 1e-9))
+            x = x0 + 20 + i * 58
+            cv2.rectangle(img, (x, 210 - h), (x + 40, 210), colours[i % len(colours)], -1)
+            cv2.putText(
+                img, f"{v:.3g}", (x, 205 - h), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA
+            )
+            cv2.putText(img, n[:8], (x - 2, 228), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    with atomic_path(path, suffix=".png") as tmp:
+        cv2.imwrite(str(tmp), img)
