@@ -101,11 +101,11 @@ def _rad(e):
     return 0.5 * (abs(e[0]) + abs(e[1]))
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def project(P, K, near):
     """Pixel coordinates [V, 2] of the camera-space vertices with z >= near (others: NaN)."""
     uv = np.empty((P.shape[0], 2))
-    for i in prange(P.shape[0]):
+    for i in range(P.shape[0]):
         x, y, z = P[i, 0], P[i, 1], P[i, 2]
         if z >= near:
             uv[i, 0] = (K[0, 0] * x + K[0, 1] * y) / z + K[0, 2]
@@ -303,14 +303,14 @@ def raster(P, F, Kinv, box, start, ids, inv_near, izbuf, idbuf, hit):
                 hit[t] = 1  # the same value from any band: a benign race
 
 
-@njit(cache=True, parallel=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def candidates(P, F, Kinv, box, inv_near, idbuf, hit):
     """AA candidate pixels and their summed-area table: pixels whose 3x3 neighbourhood holds both covered
     and uncovered centres, plus every uncovered pixel whose square meets a triangle that covers no centre."""
     h, w = idbuf.shape
     # counts of covered centres in 1x3 then 3x3 windows (clipped at the image border)
     row = np.empty((h, w), dtype=np.int32)
-    for y in prange(h):
+    for y in range(h):
         for x in range(w):
             n = idbuf[y, x] >= 0
             if x > 0:
@@ -319,7 +319,7 @@ def candidates(P, F, Kinv, box, inv_near, idbuf, hit):
                 n += idbuf[y, x + 1] >= 0
             row[y, x] = n
     cand = np.zeros((h, w), dtype=np.bool_)
-    for y in prange(h):
+    for y in range(h):
         y0, y1 = max(y - 1, 0), min(y + 1, h - 1)
         ny = y1 - y0 + 1
         for x in range(w):
