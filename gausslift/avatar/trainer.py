@@ -414,6 +414,9 @@ class AvatarTrainer:
                 if time.perf_counter() - last_ckpt > cfg.checkpoint_minutes * 60:
                     self._checkpoint()
                     last_ckpt = time.perf_counter()
+        except KeyboardInterrupt:  # keep everything so far: resumable with --resume
+            self._checkpoint()
+            raise
         finally:
             bar.close()
             log.close()
