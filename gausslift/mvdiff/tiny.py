@@ -19,8 +19,11 @@ from gausslift.models.mvunet import UNetMV2DConditionModel
 from gausslift.mvdiff.embeddings import ViewConditioning
 from gausslift.mvdiff.pipeline import MVDiffusionPipeline
 
-TRAIN_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                      beta_end=0.012, prediction_type="epsilon", clip_sample=False)  # fmt: skip
+# pixel space: the cosine schedule (improved DDPM) and v-prediction (as SD 2.1 unCLIP), sampled from t=999
+TRAIN_SCHEDULE = dict(
+    num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+    clip_sample=False, timestep_spacing="trailing",
+)
 
 
 def tiny_pipeline(size: int = 64, views: int = 6, channels=(32, 64, 96, 128), tokens: int = 4,

@@ -99,7 +99,7 @@ def trainable_parameters(pipe, which: str) -> list[torch.nn.Parameter]:
 
 def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = ac / (1.0 - ac)
+    snr = (ac / (1.0 - ac)).clamp(min=1e-12)  # a schedule may reach alpha_bar = 0 at its last step
     return torch.clamp(snr, max=gamma) / snr
 
 
