@@ -194,3 +194,36 @@ def test_regularisers_have_thresholds():
     s = torch.log(torch.tensor([[0.5, 0.5, 0.5], [1.6, 0.5, 0.5]]))
     assert torch.isclose(B.scale_reg(s, 0.6), torch.tensor(0.5))  # (0 + |1.0|) / 2
     assert B.position_reg(torch.zeros(4, 3)) == 0 and B.scale_reg(torch.log(torch.full((4, 3), 0.3))) == 0
+
+
+@pytest.mark.parametrize("kind", ["ict", "flame", "mouse"])
+def test_binding_on_every_subject_kind(tmp_path, kind):
+    """Gaussians bound to a posed ICT / FLAME / mouse mesh keep their local coordinates in any pose,
+    and region weights come from the subject's own region map."""
+    from _subjects_fixtures import write_tiny_flame, write_tiny_ict, write_tiny_mouse
+
+    from gausslift.avatar import model as M
+    from gausslift.avatar.strategy import face_weights
+    from gausslift.subjects import FlameHead, ICTHead, MammalMouse
+
+    if kind == "ict":
+        subj = ICTHead(write_tiny_ict(tmp_path))
+    elif kind == "flame":
+        subj = FlameHead(write_tiny_flame(tmp_path), n_shape=4, n_expression=3, shape_block=4)
+    else:
+        subj = MammalMouse(write_tiny_mouse(tmp_path))
+    subj = subj.double()
+    rng = np.random.default_rng(1)
+    fidx = torch.as_tensor(M.bound_faces(subj))
+    faces = subj.faces[fidx]
+    binding = torch.as_tensor(rng.integers(0, len(faces), 50))
+    loc = random_local(rng, 50)
+    for _ in range(3):
+        p = subj.sample_params(rng, 1)
+        p = {k: v.double() for k, v in p.items()}
+        verts = M.pose_vertices(subj, p, torch.eye(4, dtype=D)[None])[0]
+        frames = B.face_frames(verts, faces)
+        back = B.world_to_local(*B.local_to_world(loc, binding, frames), binding, frames)
+        assert (back["means"] - loc["means"]).abs().max() < 1e-6
+    w = face_weights({k: m[fidx.numpy()] for k, m in subj.face_regions().items()}, 0.5)
+    assert w.shape == (len(faces),) and set(np.unique(w)) <= {1.0, 1.5}
