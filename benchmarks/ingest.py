@@ -9,15 +9,18 @@ the ingest measures itself (thread time of the tasks: decode, masks, re-frame, w
 FFmpeg's own worker threads are only in the total). CPU seconds hardly depend on what else runs on a
 shared machine; wall time and views/s do, so the load average is printed before and after.
 
-Reference measured in the same run: the same command with ``--workers 1`` (one worker for the
-per-view work, the reader thread kept), interleaved with the ``--workers 2`` runs so that both see the
-same load; the ratio is the speed-up from the second core. And the resampling-map builder, timed on
+References measured in the same run, interleaved with the ``--workers 2`` runs so that all see the same
+load: the same command with ``--workers 1`` (one worker for the per-view work, the reader thread kept;
+the ratio is the speed-up from the second core), and with ``--against TREE`` the same command run from
+another checkout of gausslift (e.g. ``git archive <commit> | tar -x -C TREE``: the code before a
+change), on the same session and frames. And the resampling-map builder, timed on
 one camera of the session at 512^2: OpenCV's ``initUndistortRectifyMap`` (what ingest uses when every
 sample is valid) against the numpy maps it replaced (identical maps, see
 ``tests/test_preprocess_undistort.py``).
 
     python benchmarks/ingest.py                       # all 120 frames (360 views), 3 runs each
     python benchmarks/ingest.py --frames 0:120:20     # the acceptance selection (18 views)
+    python benchmarks/ingest.py --against /tmp/old    # and an older checkout, interleaved
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def run_once(frames: str, workers: int, out: Path) -> dict:
+def run_once(frames: str, workers: int, out: Path, tree: Path = ROOT) -> dict:
     cmd = [sys.executable, "-m", "gausslift", "ingest", str(SESSION), "--size", "512", "--out", str(out),
            "--workers", str(workers)] + (["--frames", frames] if frames else [])  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(tree))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=tree, env=env, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -90,40 +94,49 @@ def map_builders(repeats: int = 20) -> tuple[float, float, float]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", default="", help="--frames for ingest (default: all 120 frames)")
-    ap.add_argument("--runs", type=int, default=3, help="runs with --workers 2 (and as many with 1)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each configuration (interleaved)")
     ap.add_argument("--no-reference", action="store_true", help="skip the --workers 1 runs")
+    ap.add_argument("--against", type=Path, help="another checkout of gausslift, run the same way")
     args = ap.parse_args()
     if not SESSION.is_dir():
         print(f"SKIP: {SESSION} not found (set GAUSSLIFT_SHARED_DATA)")
         return 0
     os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
     print(f"load average before: {load()} ({os.cpu_count()} CPUs)")
-    res: dict[int, list[dict]] = {2: [], 1: []}
+    configs = [("workers 2", 2, ROOT)] + ([] if args.no_reference else [("workers 1", 1, ROOT)])
+    if args.against:
+        configs.append((f"{args.against}, workers 2", 2, args.against.resolve()))
+    res: dict[str, list[dict]] = {name: [] for name, _, _ in configs}
     with tempfile.TemporaryDirectory(prefix="gausslift_bench_ingest_") as tmp:
         for i in range(args.runs):
-            for w in (2,) if args.no_reference else (2, 1):
-                r = run_once(args.frames, w, Path(tmp) / f"w{w}_{i}")
-                res[w].append(r)
+            for k, (name, w, tree) in enumerate(configs):
+                r = run_once(args.frames, w, Path(tmp) / f"c{k}_{i}", tree)
+                res[name].append(r)
                 print(
-                    f"  workers {w} run {i + 1}: {r['views']} views, {r['wall_s']:.1f} s wall "
+                    f"  {name} run {i + 1}: {r['views']} views, {r['wall_s']:.1f} s wall "
                     f"({r['views_per_s_cmd']:.1f} views/s with start-up), "
                     f"ingest {r['views_per_s']:.1f} views/s, CPU {r['cpu_s']:.1f} s = "
                     f"{r['cpu_ms_per_view']:.0f} ms/view, phases {r['phases']}"
                 )
     print(f"load average after: {load()}")
-    med = {w: {k: statistics.median(r[k] for r in rs) for k in ("views_per_s", "views_per_s_cmd",
-               "cpu_ms_per_view", "wall_s")} for w, rs in res.items() if rs}  # fmt: skip
-    for w, m in med.items():
+    keys = ("views_per_s", "views_per_s_cmd", "cpu_ms_per_view", "wall_s")
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in res.items()}
+    for name, m in med.items():
         print(
-            f"median, workers {w}: ingest {m['views_per_s']:.1f} views/s, "
+            f"median, {name}: ingest {m['views_per_s']:.1f} views/s, "
             f"{m['views_per_s_cmd']:.1f} views/s with start-up, {m['wall_s']:.1f} s, "
             f"CPU {m['cpu_ms_per_view']:.0f} ms/view"
         )
-    if 1 in med and med[1]:
-        ratio = med[2]["views_per_s"] / med[1]["views_per_s"]
-        print(f"speed-up of 2 workers over 1 (same run): {ratio:.2f}x")
-    phases = {k: statistics.median(r["phases"].get(k, 0.0) for r in res[2]) for k in res[2][0]["phases"]}
-    n = res[2][0]["views"]
+    base = med["workers 2"]
+    for name, m in med.items():
+        if name != "workers 2":
+            print(
+                f"workers 2 vs {name}: {base['views_per_s'] / m['views_per_s']:.2f}x views/s, "
+                f"{m['cpu_ms_per_view'] / base['cpu_ms_per_view']:.2f}x less CPU per view"
+            )
+    runs = res["workers 2"]
+    phases = {k: statistics.median(r["phases"].get(k, 0.0) for r in runs) for k in runs[0]["phases"]}
+    n = runs[0]["views"]
     print("CPU ms per view by phase (median, workers 2): "
           + ", ".join(f"{k} {1e3 * v / n:.1f}" for k, v in phases.items()))  # fmt: skip
     fast, slow, diff = map_builders()
