@@ -300,3 +300,18 @@ def test_bad_input_errors(tmp_path, flame, monkeypatch, capsys):
     np.savez(seq / "params.npz", **z)
     with pytest.raises(InputError, match="'expression' has 2 frames but the sequence has 3"):
         read_sequence(seq)
+
+
+def test_param_noise_only_touches_training_frames_and_is_seed_independent(tmp_path, flame):
+    write_vhap(tmp_path / "vhap", flame)
+    seq = read_sequence(tmp_path / "vhap")
+    a, b = (
+        AvatarTrainer(seq, flame, AvatarConfig(param_noise=0.05, seed=s, holdout_cameras=4), tmp_path / "r")
+        for s in (0, 1)
+    )
+    for k in ("jaw", "expression", "rotation"):
+        truth = torch.as_tensor(seq.params[k])
+        assert (a.all_params[k][:4] - truth[:4]).abs().max() > 0.01  # noisy training frames
+        assert torch.equal(a.all_params[k][4:], truth[4:])  # held-out frames untouched
+        assert torch.equal(a.all_params[k], b.all_params[k])  # the same draw for every seed
+    assert torch.equal(a.all_params["shape"], torch.as_tensor(seq.params["shape"]))  # per-subject

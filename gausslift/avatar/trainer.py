@@ -73,6 +73,9 @@ class AvatarConfig:
     lr_sh0: float = 2.5e-3
     lr_shN: float = 2.5e-3 / 20
     finetune_params: bool = True  # per-frame subject parameters are optimised (tracking fine-tuning)
+    # simulated tracking error: N(0, param_noise^2) added to the training frames' per-frame parameters
+    # (the same draw for every seed and configuration of a sequence); evaluation compares with the truth
+    param_noise: float = 0.0
     lr_params: float = 1e-3
     dynamic_offsets: bool = False
     lr_offsets: float = 1e-5
@@ -149,6 +152,12 @@ class AvatarTrainer:
         self.wfs = torch.as_tensor(seq.world_from_subject, dtype=dt, device=self.device)
         self.frame_keys = M.per_frame_keys(subject)
         self.Ttrain = len(self.split["train_frames"])
+        if cfg.param_noise > 0:
+            g = torch.Generator().manual_seed(12345)
+            for k in self.frame_keys:
+                x = self.all_params[k]
+                noise = cfg.param_noise * torch.randn(x[: self.Ttrain].shape, generator=g)
+                self.all_params[k] = torch.cat([x[: self.Ttrain] + noise.to(x), x[self.Ttrain :]])
         with torch.no_grad():
             rest = self._verts(0, self.all_params)
             _, _, k = B.face_frames(rest, self.faces)
