@@ -3,12 +3,12 @@
 Meshes: a UV sphere of ~52k triangles made here, and, when ``../shared/data/meshes`` is present, the ICT
 FaceKit neutral head (52,220 triangles) and the MAMMAL mouse rest pose (28,800 triangles); each is
 centred and scaled to a bounding radius of 1 and seen by a ring of cameras at distance 2.7, 50 deg FOV,
-elevation 20 deg, 512^2 (the FaceLift rig; the subject then spans about 400 px, more than either
-framing of ``gausslift synth``, so these are upper bounds on the per-view time).
+elevation 20 deg, 512^2 (the FaceLift rig; the bounding sphere then spans about 400 px).
 
 Timed: one ``render_mesh(..., antialias=True)`` call per view (validation, camera transform, raster,
 AA supersampling, resolve to MeshFrame), median over ``--runs`` passes of the ring after one warm-up
-pass, for each backend in the same process; wall time and process CPU time (all threads; on a shared,
+pass, for each backend in the same process (and numba with ``cull_backfaces=True``, with the largest
+count of pixels whose triangle id changes); wall time and process CPU time (all threads; on a shared,
 busy machine the CPU time of a single-threaded run is the steadier number). Agreement on pixels both
 backends cover: share of equal triangle ids, largest relative depth difference, mean |alpha|
 difference, and the count of pixels covered by only one. First-call time (cache load or JIT compile)
@@ -61,15 +61,16 @@ def meshes() -> dict[str, tuple[np.ndarray, np.ndarray, tuple]]:
     return out
 
 
-def time_backend(v, f, cams, backend, runs):
+def time_backend(v, f, cams, backend, runs, cull=False):
     from gausslift.meshrender import render_mesh
 
-    frames = [render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend) for c in cams]
+    kw = dict(backend=backend, cull_backfaces=cull)
+    frames = [render_mesh(v, f, c.K, c.viewmat, c.width, c.height, **kw) for c in cams]
     wall, cpu = [], []
     for _ in range(runs):
         for c in cams:
             t, tc = time.perf_counter(), time.process_time()
-            render_mesh(v, f, c.K, c.viewmat, c.width, c.height, backend=backend)
+            render_mesh(v, f, c.K, c.viewmat, c.width, c.height, **kw)
             wall.append(time.perf_counter() - t)
             cpu.append(time.process_time() - tc)
     return float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3, frames
@@ -133,7 +134,10 @@ def main() -> None:
         cams = C.ring(args.views, radius=2.7, elevation_deg=20.0, size=args.size, up=up)
         ms, cpu, fa = time_backend(v, f, cams, "numba", args.runs)
         cover = np.mean([fr.mask.mean() for fr in fa])
+        ms_c, cpu_c, fc = time_backend(v, f, cams, "numba", args.runs, cull=True)
+        culled = max(int((a.tri_id != b.tri_id).sum()) for a, b in zip(fa, fc))
         line = f"{name:9s} F={len(f):6d} cover {cover:.2f}  numba {ms:6.2f} ms/view (cpu {cpu:6.2f})"
+        line += f"  culled {ms_c:6.2f} (cpu {cpu_c:6.2f}, {culled} px differ)"
         if not args.no_embree:
             ms_e, cpu_e, fb = time_backend(v, f, cams, "embree", max(1, args.runs // 2))
             ag = [agreement(a, b) for a, b in zip(fa, fb)]

@@ -256,6 +256,7 @@ def test_interpolate_positions_is_perspective_correct():
     np.testing.assert_allclose(out.detach().numpy(), got, atol=1e-6)
     out.sum().backward()
     assert a.grad.abs().sum() > 0
+    np.testing.assert_allclose(interpolate(fr, torch.tensor(P[f])).numpy(), got, atol=1e-6)
     vn = vertex_normals(v, f)
     np.testing.assert_allclose(np.linalg.norm(vn, axis=1), 1, atol=1e-9)
     assert (np.einsum("ij,ij->i", vn, v) > 0.99).all()

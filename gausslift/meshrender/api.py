@@ -250,10 +250,13 @@ def interpolate(frame: MeshFrame, attr, faces=None):
     h, w = tid.shape
     c = a.shape[-1]
     if is_t:
-        bt = torch.from_numpy(b).to(a.dtype if a.is_floating_point() else torch.float32)
-        corner = a[t] if faces is None else a[torch.from_numpy(fi[t].astype(np.int64))]
+        dt = a.dtype if a.is_floating_point() else torch.float32
+        bt = torch.from_numpy(b).to(device=a.device, dtype=dt)
+        idx = t if faces is None else fi[t]
+        corner = a[torch.from_numpy(idx.astype(np.int64)).to(a.device)]
         vals = (corner * bt[..., None]).sum(1)
-        out = vals.new_zeros(h * w, c).index_copy(0, torch.from_numpy(ys * w + xs), vals).reshape(h, w, c)
+        pix = torch.from_numpy((ys * w + xs).astype(np.int64)).to(a.device)
+        out = vals.new_zeros(h * w, c).index_copy(0, pix, vals).reshape(h, w, c)
     else:
         corner = a[t] if faces is None else a[fi[t]]
         vals = np.einsum("nkc,nk->nc", corner, b.astype(np.result_type(a.dtype, np.float32)))
