@@ -23,8 +23,9 @@ per-pixel quantity is that of the ray through the pixel centre; only ``alpha`` l
   the silhouette, and the parts of a thin triangle that covers some centre lying more than a pixel from
   any covered centre.
 
-Backends: ``"numba"`` (default; a tile-parallel z-buffer rasteriser, see ``gausslift.meshrender.raster``)
-and ``"embree"`` (trimesh + embreex ray casting; float32 precision, an independent oracle, ~10x slower).
+Backends: ``"numba"`` (default; a tile-parallel z-buffer rasteriser: ``gausslift.meshrender.raster``
+and ``.aa``; numba's thread count applies, set 1 per worker process) and ``"embree"`` (trimesh +
+embreex ray casting, extra ``mesh``; float32 ray tests, an independent oracle, about 20x slower).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 
 from gausslift.cameras import Camera
 from gausslift.errors import InputError
+from gausslift.meshrender import aa as _aa
 from gausslift.meshrender import raster as _r
 
 BACKENDS = ("numba", "embree")
@@ -171,8 +173,8 @@ def render_mesh(
     k = int(aa_samples)
     cover = np.zeros((height, width), dtype=np.uint64)
     if antialias:
-        cand, sat = _r.candidates(P, f, Kinv, box, inv_near, tri_id, hit)
-        _r.supersample(P, f, Kinv, box, start, ids, inv_near, cand, sat, k, cover)
+        cand, sat = _aa.candidates(P, f, Kinv, box, inv_near, tri_id, hit)
+        _aa.supersample(P, f, Kinv, box, start, ids, inv_near, cand, sat, k, cover)
     else:
         cand = np.zeros((height, width), dtype=np.bool_)
     depth = np.zeros((height, width), dtype=np.float32)
