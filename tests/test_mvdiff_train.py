@@ -142,3 +142,21 @@ def test_torchrun_ddp_two_cpu_ranks_stay_in_sync(tmp_path):
     a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     assert torch.equal(a, b)
     assert (tmp_path / "run" / "pipeline" / "unet" / "config.json").is_file()
+
+
+def test_camera_mode_reads_each_samples_angles(tmp_path):
+    from gausslift.cameras import ring
+    from gausslift.mvdiff.data import sample_angles
+    from gausslift.mvdiff.tiny import tiny_pipeline
+    from gausslift.mvdiff.train import MVDiffTrainConfig, _batch
+
+    sample = _samples(tmp_path, n=1) / "sample_000"
+    rig = ring(6, elevation_deg=35.0, azimuths_deg=np.array([90.0, 150.0, 210.0, 270.0, 330.0, 30.0]))
+    frames = [{"file_path": f"cam_{v:03d}.png", "w2c": rig.viewmat[v].tolist()} for v in range(6)]
+    (sample / "opencv_cameras.json").write_text(json.dumps({"frames": frames}))
+    el, az = sample_angles(sample, 6)
+    np.testing.assert_allclose(el, 35.0, atol=1e-9)
+    np.testing.assert_allclose(az, [0, 60, 120, 180, 240, 300], atol=1e-9)
+    pipe = tiny_pipeline(size=32, channels=(16, 16, 32, 32), tokens=2, view_mode="camera")
+    _, _, angles = _batch(pipe, [sample], MVDiffTrainConfig(batch=2), __import__("random").Random(0))
+    assert angles.shape == (2, 2, 6) and torch.allclose(angles[0, 0], torch.full((6,), 35.0))

@@ -13,6 +13,7 @@ out float32 [V, H, W, 3] in [0, 1], resized (area) to the model resolution.
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -96,3 +97,18 @@ def pick_background(mode: str, rng: random.Random) -> tuple:
 def load_sample(sample: Path, views: int, size: int, bg) -> np.ndarray:
     """[V, size, size, 3] composited over `bg`; view 0 is the condition image."""
     return np.stack([composite(load_rgba(view_path(sample, v), size), bg) for v in range(views)])
+
+
+def sample_angles(sample: Path, views: int):
+    """(elevation, azimuth from view 0) in degrees [V] from the sample's opencv_cameras.json (z-up world,
+    subject at the origin, as FaceLift, synth and ingest write it); None without cameras."""
+    from gausslift.mvdiff.embeddings import angles_from_viewmats
+
+    path = sample / "opencv_cameras.json"
+    if not path.is_file():
+        return None
+    frames = {Path(f["file_path"]).name: f["w2c"] for f in json.loads(path.read_text())["frames"]}
+    names = [f"cam_{v:03d}.png" for v in range(views)]
+    if not all(n in frames for n in names):
+        return None
+    return angles_from_viewmats(np.array([frames[n] for n in names], dtype=np.float64))

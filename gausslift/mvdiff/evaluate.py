@@ -4,6 +4,7 @@ For each sample the front view (view 0, composited over white) conditions the pi
 views are "unseen". Per unseen view: mask IoU of the generated silhouette (pixels farther than `threshold`
 from white in any channel) against the true alpha (> 0.5), PSNR and SSIM against the true view over white.
 The baseline copies the input to every view: its silhouette for IoU, its image for PSNR/SSIM.
+Camera-mode view conditioning gets each sample's own camera angles (opencv_cameras.json).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import torch
 
 from gausslift.metrics import mask_iou, psnr, ssim
-from gausslift.mvdiff.data import composite, load_rgba, view_path
+from gausslift.mvdiff.data import composite, load_rgba, sample_angles, view_path
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -32,7 +33,10 @@ def evaluate(pipe, samples, steps: int = 20, guidance: float = 3.0, seed: int = 
         rgba = np.stack([load_rgba(view_path(s, k), res) for k in range(v)])
         truth, alpha = composite(rgba, WHITE), rgba[..., 3]
         gen = torch.Generator().manual_seed(seed)
-        pred = pipe(truth[0], num_inference_steps=steps, guidance_scale=guidance, generator=gen)[0]
+        angles = sample_angles(s, v) if getattr(pipe, "views", None) is not None and \
+            pipe.views.config.mode == "camera" else None  # fmt: skip
+        rig = {} if angles is None else {"elevation_deg": angles[0], "azimuth_deg": angles[1]}
+        pred = pipe(truth[0], num_inference_steps=steps, guidance_scale=guidance, generator=gen, **rig)[0]
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a[1:]))
         copy = np.broadcast_to(truth[:1], truth.shape)
         per.append({

@@ -12,6 +12,7 @@ Per step, for B objects of V views (view order fixed, view 0 the condition image
 - AdamW (0.9, 0.999, weight decay 1e-2), gradient norm clipped to 1, an EMA of the trained weights which is
   what the run's `pipeline/` folder holds.
 Trainable: the UNet and non-fixed view embeddings ("all"), or the view embeddings alone ("views").
+Camera-mode view conditioning reads each sample's own camera angles from its opencv_cameras.json.
 Checkpoints (atomic, device-independent) resume a run where it stopped; logs as every gausslift trainer.
 
 Under `torchrun --nproc_per_node N -m gausslift mvdiff train ...` (WORLD_SIZE > 1) each process trains on
@@ -103,8 +104,10 @@ def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tenso
     return torch.clamp(snr, max=gamma) / snr
 
 
-def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, gen: torch.Generator):
-    """FaceLift's loss on [B*V, 3, H, W] condition images (view 0 repeated) and targets; scalar."""
+def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, gen: torch.Generator,
+                  angles=None):  # fmt: skip
+    """FaceLift's loss on [B*V, 3, H, W] condition images (view 0 repeated) and targets; scalar.
+    angles: [B, 2, V] (elevation, azimuth) per object for camera-mode view conditioning (default: the rig)."""
     v, n = pipe.num_views, inputs.shape[0]
     b = n // v
     dev = pipe.device
@@ -122,8 +125,12 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
         cond = cond * keep_latents[:, None, None, None]
         if labels is not None:
             labels = labels * (p >= 2 * d).to(labels.dtype)[:, None]
+    if angles is None or pipe.views.config.mode != "camera":
+        prompts = pipe.view_embeddings(b)
+    else:
+        prompts = torch.cat([pipe.view_embeddings(1, el, az) for el, az in angles.to(dev)])
     x = torch.cat([noisy, cond], 1)
-    pred = pipe.unet(x, t, encoder_hidden_states=pipe.view_embeddings(b), class_labels=labels).sample
+    pred = pipe.unet(x, t, encoder_hidden_states=prompts, class_labels=labels).sample
     kind = noise_sched.config.prediction_type
     target = {"epsilon": noise, "sample": latents}.get(kind)
     if kind == "v_prediction":
@@ -137,12 +144,18 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
 
 
 def _batch(pipe, samples, cfg, rng: random.Random):
+    """(condition images, targets) [B*V, 3, H, W] and, in camera mode, each object's angles [B, 2, V]."""
     v, size = pipe.num_views, pipe.resolution
-    views = [mvdata.load_sample(s, v, size, mvdata.pick_background(cfg.background, rng))
-             for s in (rng.choice(samples) for _ in range(cfg.batch))]  # fmt: skip
+    picked = [rng.choice(samples) for _ in range(cfg.batch)]
+    views = [mvdata.load_sample(s, v, size, mvdata.pick_background(cfg.background, rng)) for s in picked]
     x = torch.from_numpy(np.stack(views)).permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*V, 3, H, W]
     inputs = x.view(cfg.batch, v, *x.shape[1:])[:, :1].expand(-1, v, -1, -1, -1).flatten(0, 1)
-    return inputs.to(pipe.device), x.to(pipe.device)
+    angles = None
+    if pipe.views.config.mode == "camera":
+        found = [mvdata.sample_angles(s, v) for s in picked]
+        if all(a is not None for a in found):
+            angles = torch.tensor(np.array(found), dtype=torch.float32)
+    return inputs.to(pipe.device), x.to(pipe.device), angles
 
 
 class _Loss(torch.nn.Module):
@@ -153,8 +166,8 @@ class _Loss(torch.nn.Module):
         self.unet, self.views = pipe.unet, pipe.views
         self.pipe, self.noise_sched, self.cfg = [pipe], noise_sched, cfg  # lists: not submodules
 
-    def forward(self, inputs, targets, gen):
-        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen)
+    def forward(self, inputs, targets, gen, angles=None):
+        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen, angles)
 
 
 def _distributed():
@@ -257,9 +270,9 @@ def train(cfg: MVDiffTrainConfig) -> Path:
     bar = progress(total=cfg.steps or None, desc="mvdiff train", initial=step, disable=rank > 0)
     try:
         while _all_agree(not budget.done(step), world):  # every rank stops at the same step
-            inputs, targets = _batch(pipe, samples, cfg, rng)
+            inputs, targets, angles = _batch(pipe, samples, cfg, rng)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = model(inputs, targets, gen)
+                loss = model(inputs, targets, gen, angles)
             if not _all_agree(guard.check(loss), world):
                 if guard.rollback:
                     raise InputError(run, "loss is not finite several steps in a row (lower --lr?)")
