@@ -41,8 +41,14 @@ def candidates(P, F, Kinv, box, inv_near, idbuf, hit):
             nall = ny * (min(x + 1, w - 1) - max(x - 1, 0) + 1)
             nin = row[y0, x] + row[y1, x] + (row[y, x] if ny == 3 else 0)
             cand[y, x] = 0 < nin < nall
-    for t in range(F.shape[0]):  # few triangles: slivers and sub-pixel ones
+    for t in range(F.shape[0]):  # triangles that cover no centre: slivers and sub-pixel ones
         if hit[t] or box[t, 0] > box[t, 1]:
+            continue
+        empty = False  # only uncovered pixels can become candidates this way
+        for y in range(box[t, 2], box[t, 3] + 1):
+            for x in range(box[t, 0], box[t, 1] + 1):
+                empty |= idbuf[y, x] < 0
+        if not empty:
             continue
         e0, e1, e2, q = _coef(P, F, t, Kinv)
         r0, r1, r2, rq = _rad(e0), _rad(e1), _rad(e2), _rad(q)
