@@ -223,14 +223,29 @@ def test_bad_inputs_give_one_clear_error(models, tmp_path):
     assert not (tmp_path / "o" / "splats.ply").exists()
 
 
-def test_cli_lift(models, tmp_path, capsys):
+def test_cli_lift_frames_folder_with_masks(models, tmp_path, capsys):
+    """The CLI on a folder of frames with a folder of given masks; the frame whose mask is empty is
+    skipped (listed in lift.json), the others are lifted."""
     from gausslift.cli import main
 
-    rc = main(["lift", str(_disc(tmp_path / "d.png")), "--mvdiff", str(models / "mvrun"), "--lrm",
-               str(models / "lrm" / "checkpoint.pt"), "--out", str(tmp_path / "o"), "--steps", "1",
-               "--frame-size", "64", "--turntable-frames", "2", "--turntable-size", "32", "--device", "cpu",
-               "--backend", "cpu"])  # fmt: skip
-    assert rc == 0 and (tmp_path / "o" / "splats.ply").is_file()
-    assert "splats.ply" in capsys.readouterr().out
-    rc = main(["lift", str(tmp_path / "d.png"), "--mvdiff", str(tmp_path / "x"), "--lrm", "y", "--out", "z"])
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(2):
+        _disc(tmp_path / "frames" / f"f{i}.png", alpha=False)
+        m = np.zeros((96, 80), np.uint8)
+        if i == 0:
+            m[35:65, 20:50] = 255
+        cv2.imwrite(str(tmp_path / "masks" / f"m{i}.png"), m)
+    out = tmp_path / "o"
+    rc = main(["lift", str(tmp_path / "frames"), "--mask", str(tmp_path / "masks"), "--mvdiff",
+               str(models / "mvrun"), "--lrm", str(models / "lrm" / "checkpoint.pt"), "--out", str(out),
+               "--steps", "1", "--frame-size", "64", "--turntable-frames", "2", "--turntable-size", "32",
+               "--device", "cpu", "--backend", "cpu", "--threads", "1"])  # fmt: skip
+    assert rc == 0 and (out / "f0" / "splats.ply").is_file() and not (out / "f1").exists()
+    res = json.loads((out / "lift.json").read_text())
+    assert res["kind"] == "folder" and res["frames"][0]["mask_method"] == "given"
+    assert [s["id"] for s in res["skipped"]] == ["f1"]
+    assert abs(size_ratio(_png(out / "f0" / "input.png")[..., 3]) - 0.3) < 0.01
+    assert "1 frames" in capsys.readouterr().out
+    rc = main(["lift", str(tmp_path / "frames"), "--mvdiff", str(tmp_path / "x"), "--lrm", "y", "--out", "z"])
     assert rc == 1 and "does not exist" in capsys.readouterr().err

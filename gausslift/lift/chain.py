@@ -12,7 +12,8 @@ Output folder (``out``), for a still (image or sample)::
     lift.json          what ran: inputs, foreground method, framing size ratio, models, timings
 
 For a sequence (video, ingested sequence, folder of frames) every frame gets that layout (without a
-turntable) in ``out/<frame id>/``; ``out/manifest.json`` lists the frames' ``views/`` samples, and
+turntable) in ``out/<frame id>/`` (a frame whose foreground is empty is skipped and listed in
+``lift.json``; all empty is an error); ``out/manifest.json`` lists the frames' ``views/`` samples, and
 ``lrm.predict.predict_sequence`` writes ``out/sequence.json`` (flicker figures: temporal PSNR variance per
 view, background change between consecutive frames) and a 4D ``out/turntable.mp4``.
 
@@ -242,12 +243,20 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     cams = rig_cameras(pipe.num_views, pipe.resolution, opts.cameras)
     bg = sequence_background(inp) if masks_of is None else None
     noise = initial_noise(pipe, opts.seed)
-    frames, samples, seconds = [], [], {"foreground_framing": 0.0, "mvdiff": 0.0, "lrm": 0.0}
+    frames, samples, skipped = [], [], []
+    seconds = {"foreground_framing": 0.0, "mvdiff": 0.0, "lrm": 0.0}
     stage = "views" if inp.is_sequence else "foreground, framing and views"
     for fr in progress(inp.frames, total=len(inp.indices), desc=f"lift {stage}", disable=not opts.verbose):
         folder = out / fr.id if inp.is_sequence else out
         t0 = time.perf_counter()
-        mr = foreground(fr, None if masks_of is None else masks_of(fr.index), bg)
+        try:
+            mr = foreground(fr, None if masks_of is None else masks_of(fr.index), bg)
+        except InputError as e:
+            if not inp.is_sequence or "is empty" not in e.problem:
+                raise
+            _say(opts, f"skipped {fr.id}: {e}")  # one empty frame does not end a video
+            skipped.append({"id": fr.id, "source": fr.source, "why": e.problem})
+            continue
         warped = frame_input(fr, mr, opts.frame_size, opts.target_scale)
         _write_rgba(folder / "input.png", warped.rgba)
         rgba = warped.rgba.astype(np.float32) / 255.0
@@ -262,6 +271,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
         seconds["mvdiff"] += t2 - t1
         frames.append(info)
         samples.append({"id": fr.id, "path": f"{fr.id}/views"})
+    if not frames:
+        raise InputError(inp.path, f"the foreground is empty in every frame ({skipped[0]['why']})")
     names = [f"cam_{k:03d}" for k in range(pipe.num_views)]
     popts = PredictOptions(
         num_input_views=pipe.num_views, targets="all", background="white", size=opts.lrm_size,
@@ -282,8 +293,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     seconds["lrm"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     summary = dict(
-        input=str(inp.path), kind=inp.kind, frames=frames, mvdiff=str(pipeline_folder(mvdiff)),
-        lrm={k: v for k, v in lrm_info.items()}, device=str(device), views=names,
+        input=str(inp.path), kind=inp.kind, frames=frames, skipped=skipped,
+        mvdiff=str(pipeline_folder(mvdiff)), lrm=dict(lrm_info), device=str(device), views=names,
         options={k: v for k, v in asdict(opts).items() if k != "verbose"}, seconds=seconds,
         lrm_metrics={k: lrm_result.get(k) for k in METRICS},
     )  # fmt: skip
