@@ -7,16 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from gausslift.cameras import Camera, nearest_point_to_rays
-
-
-def mask_centroid(mask: np.ndarray) -> np.ndarray | None:
-    """Centre of mass of a mask (pixels, +0.5 convention), None when empty."""
-    import cv2
-
-    m = cv2.moments(np.ascontiguousarray(mask, dtype=np.float32 if mask.dtype != np.uint8 else np.uint8))
-    if m["m00"] <= 0:
-        return None
-    return np.array([m["m10"] / m["m00"] + 0.5, m["m01"] / m["m00"] + 0.5])
+from gausslift.framing import centre_from_keypoints, mask_centroid  # noqa: F401  (re-exported)
 
 
 def intersect_rays(origins: np.ndarray, dirs: np.ndarray, weights=None) -> np.ndarray:
@@ -39,10 +30,3 @@ def centre_from_masks(cams: list[Camera], centroids: list[np.ndarray]) -> np.nda
 
 def centre_from_axes(cams: list[Camera]) -> np.ndarray:
     return intersect_rays(np.array([c.center for c in cams]), np.array([c.forward for c in cams]))
-
-
-def centre_from_keypoints(points3d: np.ndarray) -> np.ndarray | None:
-    """Mean of the finite 3D keypoints [J, 3], None when there are none."""
-    p = np.asarray(points3d, dtype=np.float64).reshape(-1, 3)
-    p = p[np.all(np.isfinite(p), axis=1)]
-    return p.mean(axis=0) if len(p) else None

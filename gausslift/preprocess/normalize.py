@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from gausslift.cameras import FACELIFT_RADIUS, Camera
+from gausslift.framing import similarity
 
 UP = np.array([0.0, 0.0, 1.0])
 
@@ -43,13 +44,6 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return 2 * np.outer(axis, axis) - np.eye(3)
     vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
     return np.eye(3) + vx + vx @ vx / (1 + c)
-
-
-def similarity(scale: float, R: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    T = np.eye(4)
-    T[:3, :3] = scale * R
-    T[:3, 3] = -scale * R @ centre
-    return T
 
 
 def world_from_capture(
