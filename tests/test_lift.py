@@ -193,6 +193,20 @@ def test_segmentation_finds_a_disc_without_alpha(tmp_path):
     assert mr.method == "grabcut" and (m & truth).sum() / (m | truth).sum() > 0.85
 
 
+def test_specks_are_dropped_from_the_foreground():
+    """A 3x3 speck far from the subject (as ingest's grabCut leaves on the real mouse frames) is removed
+    before framing; the subject's soft edge stays."""
+    from gausslift.lift.inputs import Frame
+
+    alpha = np.zeros((60, 60), np.uint8)
+    alpha[20:40, 25:45] = 255
+    alpha[20:40, 24] = 100  # soft edge, connected
+    alpha[2:5, 2:5] = 255  # speck
+    mr = foreground(Frame("f", np.zeros((60, 60, 3), np.uint8), alpha, None, "test"))
+    assert mr.mask[2:5, 2:5].max() == 0 and (mr.mask[20:40, 24] == 100).all()
+    assert (mr.mask[20:40, 25:45] == 255).all() and "specks" in mr.note
+
+
 def test_bad_inputs_give_one_clear_error(models, tmp_path):
     o = LiftOptions(**FAST)
     img = _disc(tmp_path / "disc.png")

@@ -16,6 +16,7 @@ video or a folder of mask images for a sequence; thresholded at half), the image
 segmentation: for sequences the background model of ``preprocess.masks`` (temporal median, difference,
 clean-up, largest components), and where that misses or for a still, cv2.grabCut initialised with a
 rectangle inset by ``GRABCUT_INSET`` of the image, cleaned with ``preprocess.masks.select_components``.
+Whatever the source, pieces smaller than ``SPECK_RATIO`` of the largest are dropped (:func:`drop_specks`).
 An empty foreground is an error.
 
 Framing (:func:`frame_input`): ``preprocess.write.reframe_and_warp``, the code ingest uses, with the
@@ -46,6 +47,7 @@ GRABCUT_INSET = 0.04
 GRABCUT_WORK = 160  # grabCut runs on the image downscaled to at most this many pixels
 MIN_PIXELS = 16  # a foreground smaller than this is "empty"
 BACKGROUND_FRAMES = 30  # frames sampled for a sequence's background model
+SPECK_RATIO = 0.05  # foreground pieces smaller than this fraction of the largest are dropped
 
 
 @dataclass
@@ -257,6 +259,17 @@ def sequence_background(inp: Input) -> np.ndarray | None:
     return background_model(frames) if len(frames) >= 3 else None
 
 
+def drop_specks(mr: MaskResult, min_ratio: float = SPECK_RATIO) -> MaskResult:
+    """Remove connected pieces (of mask > 0, soft edges included) smaller than ``min_ratio`` of the
+    largest: specks of a segmentation would pull the centre of mass and the size off the subject."""
+    keep = select_components(mr.mask, None, min_ratio) > 0
+    if keep.all() or not (mr.mask[~keep] > 0).any():
+        return mr
+    m = np.where(keep, mr.mask, 0).astype(np.uint8)
+    note = (mr.note + "; " if mr.note else "") + f"dropped {int((mr.mask[~keep] > 0).sum())} px of specks"
+    return MaskResult(m, mr.method, coverage(m), mr.confidence, note)
+
+
 def foreground(frame: Frame, given: np.ndarray | None = None, bg: np.ndarray | None = None) -> MaskResult:
     """The subject's mask (see the module docstring); InputError when it is empty."""
     from gausslift.preprocess.masks import given_mask
@@ -273,6 +286,8 @@ def foreground(frame: Frame, given: np.ndarray | None = None, bg: np.ndarray | N
         if mr is None or mr.method == "none" or mr.coverage * mr.mask.size < MIN_PIXELS:
             m = grabcut_rect(frame.rgb)
             mr = MaskResult(m, "grabcut", coverage(m), 0.3, "rectangle")
+    if mr.coverage * mr.mask.size >= MIN_PIXELS:
+        mr = drop_specks(mr)
     if mr.coverage * mr.mask.size < MIN_PIXELS:
         raise InputError(frame.source, f"the foreground ({mr.method}) is empty: nothing to lift; give a mask "
                                        f"(--mask) or an image whose alpha shows the subject")  # fmt: skip
