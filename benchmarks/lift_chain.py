@@ -44,7 +44,8 @@ def _run(cmd: list[str]) -> float:
 def _lift(args, inp, out, extra=()) -> float:
     cmd = [sys.executable, "-m", "gausslift", "lift", str(inp), "--mvdiff", args.mvdiff, "--lrm", args.lrm,
            "--out", str(out), "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed",
-           str(args.seed), "--device", args.device, "--threads", str(args.threads), *extra]  # fmt: skip
+           str(args.seed), "--device", args.device, "--threads", str(args.threads), "--sheet-tile", "96",
+           *extra]  # fmt: skip
     return _run(cmd)
 
 
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", default=None, help="a held-out synthetic mouse sample (default: synth one)")
     ap.add_argument("--synth-seed", type=int, default=90001, help="seed of the held-out mouse")
     ap.add_argument("--synth-size", type=int, default=256)
+    ap.add_argument("--synth-framing", choices=("facelift", "pixel"), default="facelift",
+                    help="framing of the held-out mouse (facelift: its cameras are exactly lift's rig)")
     ap.add_argument("--session", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
                                              / "mouse_minimal_session"))  # fmt: skip
     ap.add_argument("--frames", default="0:120:20", help="session frames to ingest (and lift as a video)")
@@ -118,8 +121,8 @@ def main(argv=None) -> int:
         if sample is None:
             data = out / "synth_heldout"
             if not (data / "mouse_000000" / "meta.json").is_file():
-                _run([*gl, "synth", "mouse", "--n", "1", "--rig", "facelift6", "--framing", "facelift",
-                      "--size", str(args.synth_size), "--seed", str(args.synth_seed), "--workers", "1",
+                _run([*gl, "synth", "mouse", "--n", "1", "--rig", "facelift6", "--size", str(args.synth_size),
+                      "--framing", args.synth_framing, "--seed", str(args.synth_seed), "--workers", "1",
                       "--out", str(data)])  # fmt: skip
             sample = data / "mouse_000000"
         secs = _lift(args, sample, out / "synth_lift", ["--view", "cam_000"])

@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-opacity", type=float, default=0.0, help="splats.ply keeps Gaussians above this")
     p.add_argument("--turntable-frames", type=int, default=120)
     p.add_argument("--turntable-size", type=int, default=256)
+    p.add_argument("--sheet-tile", type=int, default=128, help="contact sheet tile size (pixels)")
     p.add_argument("--backend", default="auto", help="rasteriser: auto, cpu, gsplat or torch")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
 
@@ -47,6 +48,7 @@ def run(args) -> int:
         view=args.view, mask=args.mask, view_embeds=args.view_embeds, cameras=args.cameras,
         frame_size=args.frame_size, lrm_size=args.lrm_size, min_opacity=args.min_opacity,
         turntable_frames=args.turntable_frames, turntable_size=args.turntable_size, backend=args.backend,
+        sheet_tile=args.sheet_tile,
     )  # fmt: skip
     res = lift(args.input, args.mvdiff, args.lrm, args.out, opts)
     m = res["lrm_metrics"]
