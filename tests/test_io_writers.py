@@ -86,6 +86,21 @@ def test_facelift_writer_from_arrays_and_refusals(tmp_path, rng):
     assert not (tmp_path / "bad2" / "opencv_cameras.json").exists()
 
 
+def test_facelift_writer_keeps_integer_and_bool_masks(tmp_path, rng):
+    """A uint8 mask is an alpha channel on 0..255 (it was binarised once); bool and float are fractions."""
+    cams = ring_cameras(3)
+    views = [View(f"m{k}", c) for k, c in enumerate(cams)]
+    rgb = [rng.uniform(size=(30, 40, 3)).astype(np.float32) for _ in views]
+    ramp = (np.arange(30 * 40) % 256).astype(np.uint8).reshape(30, 40)
+    masks = [ramp, ramp > 100, ramp.astype(np.float32) / 255.0]
+    facelift.write(views, tmp_path / "m", images=rgb, masks=masks)
+    back = facelift.read(tmp_path / "m")
+    got = [load_view(v)[1] for v in back.views]
+    assert np.array_equal(np.round(got[0] * 255).astype(np.uint8), ramp)
+    assert np.array_equal(got[1] > 0.5, ramp > 100) and set(np.unique(got[1])) <= {0.0, 1.0}
+    assert np.abs(got[2] - masks[2]).max() <= 0.5 / 255 + 1e-6
+
+
 def test_transforms_round_trip_with_distortion_and_splits(tmp_path, rng):
     scene = _odd_cameras_scene(tmp_path, rng)
     scene.views[1].camera = scene.views[1].camera.with_(dist=[0.05, -0.02, 0.001, -0.002, 0.01])

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.errors import InputError
+from gausslift.scene import decode_image
 
 
 def parse_frames(spec: str | None, n_frames: int) -> list[int]:
@@ -126,12 +127,11 @@ def sample_indices(n_frames: int, k: int, include=()) -> list[int]:
 
 
 def _decode_u8(path: str | Path, what: str) -> np.ndarray:
-    """An image file decoded as stored (grey, BGR or BGRA), 16-bit reduced to 8-bit."""
-    import cv2
-
+    """An image file decoded as stored (grey, BGR or BGRA), 16-bit reduced to 8-bit (through
+    gausslift.scene.decode_image: no libpng eXIf warnings)."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else np.zeros(0, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    data = path.read_bytes() if path.is_file() else b""
+    img = decode_image(data) if data else None
     if img is None:
         raise InputError(path, f"not a readable {what}")
     if img.dtype == np.uint16:
