@@ -82,7 +82,6 @@ def _predict(args) -> int:
     from gausslift.lrm.train import load_model
     from gausslift.train.device import resolve_device
 
-    model, info = load_model(args.ckpt, resolve_device(args.device, None))
     opts = P.PredictOptions(input_views=tuple(v for v in args.views.split(",") if v),
                             num_input_views=args.num_input_views, targets=args.targets,
                             background=args.background, size=args.size or None,
@@ -92,6 +91,7 @@ def _predict(args) -> int:
     for p in paths:
         if not p.exists():
             raise InputError(p, "no such file or folder")
+    model, _ = load_model(args.ckpt, resolve_device(args.device, None))
     if len(paths) == 1 and paths[0].is_dir():
         root = paths[0]
         if (root / "opencv_cameras.json").is_file():

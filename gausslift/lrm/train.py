@@ -100,6 +100,15 @@ def render_batch(g, batch, backend: str):
                                 backend=backend)  # fmt: skip
 
 
+def triptych(inputs, targets, renders) -> torch.Tensor:
+    """One image [1, H', W', 3]: a row of input views, a row of targets, a row of their renders."""
+    from gausslift.train.runlog import image_grid
+
+    v = min(inputs.shape[0], targets.shape[0])
+    rows = torch.cat([inputs[:v], targets[:v], renders[:v]]).detach().float().cpu()
+    return torch.from_numpy(image_grid(rows, cols=v))[None]
+
+
 # --------------------------------------------------------------------------------------------------
 def run_checkpoint(path) -> Path | None:
     """Our checkpoint for a run folder or a file inside one (a run folder holds config.yaml next to
@@ -168,8 +177,7 @@ def validate(model: GSLRM, samples, cfg: LRMTrainConfig, device, backend: str, n
         ps.append(psnr(rgb, batch.images).mean())
         ious.append(mask_iou(alpha, batch.masks).float().mean())
         if grid is None:
-            v = min(batch.images.shape[1], batch.in_images.shape[1])
-            grid = torch.cat([batch.in_images[0, :v], batch.images[0, :v], rgb[0, :v]])
+            grid = triptych(batch.in_images[0], batch.images[0], rgb[0])
     model.train(was)
     if not ps:
         return None
@@ -280,9 +288,10 @@ def train(cfg: LRMTrainConfig, data, out, *, val=None, steps: int = 0, minutes: 
             if not guard.check(flags[0]):
                 if rank == 0:
                     log.write({"step": step, "skipped": guard.skipped, "nonfinite": 1})
-                if guard.rollback:
+                if guard.rollback:  # weights and optimiser from the checkpoint; the step count goes on
+                    at, scale = step, lr_scale
                     restore(load_checkpoint(ckpt))
-                    lr_scale *= 0.5
+                    step, lr_scale = at, scale * 0.5
                     guard.reset()
                     if rank == 0:
                         log.write({"step": step, "rollback": 1, "lr_scale": lr_scale})
@@ -310,15 +319,14 @@ def train(cfg: LRMTrainConfig, data, out, *, val=None, steps: int = 0, minutes: 
                     row["psnr"] = -10.0 * torch.log10(terms["l2"].clamp_min(1e-10))
                 log.write(row)
             if rank == 0 and cfg.image_every and step % cfg.image_every == 0:
-                v = min(batch.images.shape[1], batch.in_images.shape[1])
-                log.log_images("train/input|target|render", torch.cat(
-                    [batch.in_images[0, :v], batch.images[0, :v], rgb[0, :v].detach().clamp(0, 1)]), step)
+                grid = triptych(batch.in_images[0], batch.images[0], rgb[0].detach().clamp(0, 1))
+                log.log_images("train/input|target|render", grid, step)
             if cfg.val_every and step % cfg.val_every == 0 and rank == 0 and val_samples:
                 _val(log, model, val_samples, cfg, dev, backend, step, budget)
                 last_val = step
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 checkpoint()
-                last_saved, last_val = step, -1
+                last_saved = step
             if flags[2] > 0:
                 break
     finally:
