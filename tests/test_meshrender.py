@@ -6,7 +6,7 @@ from scipy.spatial.transform import Rotation
 
 from gausslift import cameras as C
 from gausslift.errors import InputError
-from gausslift.meshrender import interpolate, render_cameras, render_mesh, vertex_normals
+from gausslift.meshrender import interpolate, render_cameras, render_mask, render_mesh, vertex_normals
 
 
 def _sphere(sub=3):
@@ -359,3 +359,19 @@ def test_border_pixels_and_tiny_images(size):
     assert fr.mask.all() and (fr.alpha == 1).all()
     tid, _, _ = _oracle(v, f, K, np.eye(4), w, h, 1e-3)
     np.testing.assert_array_equal(fr.tri_id, tid)
+
+
+@pytest.mark.parametrize("cull", [False, True])
+def test_render_mask_is_render_mesh_mask_and_tiny_triangles_are_exact(cull):
+    """The mask-only fast path covers exactly ``render_mesh``'s pixels; a dense mesh seen small (most
+    triangles hold no pixel centre, the rasteriser skips them by their centre box) matches the oracle."""
+    v, f = _sphere(4)  # 5120 triangles, mostly sub-pixel at 48^2
+    K, M = _cam([0.3, -3.5, 0.8], size=48)
+    fr = render_mesh(v, f, K, M, 48, 48, cull_backfaces=cull)
+    mask = render_mask(v, f, K, M, 48, 48, cull_backfaces=cull)
+    assert mask.dtype == np.bool_ and 200 < mask.sum() < 48 * 48
+    np.testing.assert_array_equal(mask, fr.mask)
+    tid, _, _ = _oracle(v, f, K, M, 48, 48, 1e-3)
+    np.testing.assert_array_equal(fr.mask, tid >= 0)
+    if not cull:
+        np.testing.assert_array_equal(fr.tri_id, tid)

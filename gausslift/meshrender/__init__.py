@@ -10,6 +10,7 @@ from gausslift.meshrender.api import (
     check_mesh,
     interpolate,
     render_cameras,
+    render_mask,
     render_mesh,
     vertex_normals,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "check_mesh",
     "interpolate",
     "render_cameras",
+    "render_mask",
     "render_mesh",
     "vertex_normals",
 ]

@@ -160,16 +160,9 @@ def render_mesh(
         return render_embree(v, f, K, M, width, height, antialias, cull_backfaces, near, int(aa_samples))
     if backend != "numba":
         raise InputError(None, f"render_mesh: unknown backend {backend!r}; use one of {BACKENDS}")
-    P = np.ascontiguousarray(v @ M[:3, :3].T + M[:3, 3])
-    Kinv = np.linalg.inv(K)
-    uv = _r.project(P, K, float(near))
-    box = _r.boxes(P, f, K, uv, float(near), width, height, bool(cull_backfaces))
-    start, ids = _r.bin_tiles(box, width, height)
+    P, Kinv, box, (start, ids), tri_id, hit = _raster(v, f, K, M, width, height, bool(cull_backfaces),
+                                                      float(near))
     inv_near = 1.0 / near
-    izbuf = np.zeros((height, width))
-    tri_id = np.full((height, width), -1, dtype=np.int32)
-    hit = np.zeros(len(f), dtype=np.uint8)
-    _r.raster(P, f, Kinv, box, start, ids, inv_near, izbuf, tri_id, hit)
     k = int(aa_samples)
     cover = np.zeros((height, width), dtype=np.uint64)
     if antialias:
@@ -183,6 +176,32 @@ def render_mesh(
     alpha = np.zeros((height, width), dtype=np.float32)
     _r.resolve(P, f, Kinv, tri_id, cand, cover, k, depth, normals, bary, alpha)
     return MeshFrame(alpha, tri_id >= 0, depth, normals, tri_id, bary, K, M)
+
+
+def render_mask(vertices, faces, K, viewmat, width: int, height: int, *, cull_backfaces: bool = False,
+                near: float = 1e-3) -> np.ndarray:
+    """Only the coverage mask [H, W] bool of :func:`render_mesh` (``MeshFrame.mask``, exactly the same
+    pixels), without anti-aliasing, depth, normals or barycentrics: the fast path for silhouettes (numba
+    backend; see :func:`render_mesh` for the arguments)."""
+    v, f = check_mesh(vertices, faces)
+    K, M, width, height = _check_camera(K, viewmat, width, height)
+    if not (near > 0 and np.isfinite(near)):
+        raise InputError(None, f"render_mask: near must be a positive number, got {near}")
+    return _raster(v, f, K, M, width, height, bool(cull_backfaces), float(near))[4] >= 0
+
+
+def _raster(v, f, K, M, width, height, cull, near):
+    """The z-buffer pass: (P, Kinv, box, (start, ids), tri_id, hit)."""
+    P = np.ascontiguousarray(v @ M[:3, :3].T + M[:3, 3])
+    Kinv = np.linalg.inv(K)
+    uv = _r.project(P, K, near)
+    box = _r.boxes(P, f, K, uv, near, width, height, cull)
+    start, ids = _r.bin_tiles(box, width, height)
+    izbuf = np.zeros((height, width))
+    tri_id = np.full((height, width), -1, dtype=np.int32)
+    hit = np.zeros(len(f), dtype=np.uint8)
+    _r.raster(P, f, Kinv, box, start, ids, 1.0 / near, izbuf, tri_id, hit)
+    return P, Kinv, box, (start, ids), tri_id, hit
 
 
 def render_cameras(vertices, faces, cameras: Camera, **kwargs) -> list[MeshFrame]:

@@ -110,16 +110,18 @@ def project(P, K, near):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def boxes(P, F, K, uv, near, width, height, cull):
-    """Inclusive pixel boxes [F, 4] (x0, x1, y0, y1) of the triangles' parts with z >= near, clipped to the
-    image; x0 > x1 marks a triangle to skip (degenerate, edge-on through the eye, culled, behind near, off
-    screen). A pixel is in the box if its square meets the projected bounding box. ``uv``: ``project``."""
+    """Inclusive pixel boxes [F, 8] of the triangles' parts with z >= near, clipped to the image: columns
+    0-3 (x0, x1, y0, y1), the pixels whose squares meet the projected bounding box (anti-aliasing);
+    columns 4-7, the pixels whose *centres* lie in it (with the same margin), the only ones the triangle
+    can cover (rasterisation; most triangles of a dense mesh seen small contain no centre at all).
+    x0 > x1 marks a triangle to skip (degenerate, edge-on through the eye, culled, behind near, off
+    screen; columns 4-7: no centre). ``uv``: ``project``."""
     nf = F.shape[0]
-    box = np.empty((nf, 4), dtype=np.int32)
+    box = np.empty((nf, 8), dtype=np.int32)
     for t in prange(nf):
-        box[t, 0] = 1
-        box[t, 1] = 0
-        box[t, 2] = 1
-        box[t, 3] = 0
+        for c in range(4):
+            box[t, 2 * c] = 1
+            box[t, 2 * c + 1] = 0
         x0, y0, z0, x1, y1, z1, x2, y2, z2 = _corners(P, F, t)
         w = _w(x0, y0, z0, x1, y1, z1, x2, y2, z2)
         if not (w != 0.0) or (cull and w > 0.0):
@@ -143,6 +145,11 @@ def boxes(P, F, K, uv, near, width, height, cull):
         box[t, 1] = int(math.floor(min(umax + _EPS_BOX, width - 0.5)))
         box[t, 2] = max(int(math.floor(max(vmin - _EPS_BOX, -1.0))), 0)
         box[t, 3] = int(math.floor(min(vmax + _EPS_BOX, height - 0.5)))
+        # centres x + 0.5 within [umin, umax] (widened by the margin), inside the square box
+        box[t, 4] = max(int(math.ceil(max(umin - _EPS_BOX - 0.5, -1.0))), box[t, 0])
+        box[t, 5] = min(int(math.floor(min(umax + _EPS_BOX - 0.5, width + 1.0))), box[t, 1])
+        box[t, 6] = max(int(math.ceil(max(vmin - _EPS_BOX - 0.5, -1.0))), box[t, 2])
+        box[t, 7] = min(int(math.floor(min(vmax + _EPS_BOX - 0.5, height + 1.0))), box[t, 3])
     return box
 
 
@@ -257,10 +264,10 @@ def raster(P, F, Kinv, box, start, ids, inv_near, izbuf, idbuf, hit):
         yb1 = min(height, yb0 + TILE_H) - 1
         for j in range(start[r * cols], start[(r + 1) * cols]):
             t = ids[j]
-            ya = max(box[t, 2], yb0)
-            yz = min(box[t, 3], yb1)
-            bx0 = box[t, 0]
-            bx1 = box[t, 1]
+            ya = max(box[t, 6], yb0)  # the centre box: only these centres can be covered
+            yz = min(box[t, 7], yb1)
+            bx0 = box[t, 4]
+            bx1 = box[t, 5]
             if ya > yz or bx0 > bx1:
                 continue
             e0, e1, e2, q = _coef(P, F, t, Kinv)
