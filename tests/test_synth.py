@@ -241,3 +241,16 @@ def test_warped_source_silhouette_frames_like_rendering_every_candidate(blob):
 def test_a_missing_model_file_is_one_clear_error(tmp_path):
     with pytest.raises(InputError, match="model file not found"):
         gen.generate(_opts(model_path=str(tmp_path / "nope.npz")), tmp_path / "o", progress_bar=False)
+
+
+def test_backface_culling_is_used_only_where_it_changes_no_pixel(blob):
+    """The closed blob renders with culled back faces; the same blob with its top cap cut open (the
+    inside shows through from above) does not."""
+    import dataclasses
+
+    assert blob.cull
+    v0 = blob.subject(blob.subject.zero_params(1)).vertices[0].numpy().astype(float)
+    top = v0[blob.faces].mean(1)[:, 2] > 0.45  # the faces near the upper pole
+    open_ = dataclasses.replace(blob, faces=np.ascontiguousarray(blob.faces[~top]), _used=None)
+    assert top.any() and not md.cull_is_exact(open_, v0, None)
+    assert md.cull_is_exact(dataclasses.replace(open_, faces=blob.faces), v0, None)

@@ -37,7 +37,9 @@ from gausslift.synth.shading import random_light, shade, smooth_normals
 
 PNG_PARAMS = [16, 1, 19, 16]  # zlib level 1, SUB filter: ~4x faster than libpng's adaptive filters
 LIST_TRAIN, LIST_VAL = "data_train.txt", "data_val.txt"
-SOURCE_ZOOM = 0.6  # focal of the source silhouette view, relative to FaceLift's
+SOURCE_ZOOMS = (0.6, 0.3)  # focal of the source silhouette view, relative to FaceLift's: the first
+# whose silhouette stays off the border is used
+SOURCE_SCALE = 0.5  # its size relative to the output (the candidates are refined at half size)
 
 
 @dataclass
@@ -104,47 +106,63 @@ def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthO
 
     ``pixel`` framing is ingest's: :func:`gausslift.framing.refine_pixel_framing` with a mask
     provider. As in ingest, that provider resamples one *source* view taken from the same centre:
-    the silhouette rendered once in a wider view (FaceLift's aim, ``SOURCE_ZOOM`` x its focal),
-    warped by the homography K_c R_c R_s^T K_s^-1 into each candidate camera (exact for a pinhole
-    turning and zooming about its centre, up to resampling). The final camera is rendered for real
-    (anti-aliased) and its ratio is measured on that render. When the subject touches the source
-    view's border, every candidate is rendered instead.
+    the coverage mask (:func:`gausslift.meshrender.render_mask`, ``SOURCE_SCALE`` x the output size,
+    back faces culled: a silhouette needs no inner surface) rendered once in a wider view (FaceLift's
+    aim, ``SOURCE_ZOOMS[0]`` x its focal; the next zoom when the subject touches the border), warped by
+    the homography K_c R_c R_s^T K_s^-1 into each candidate camera (exact for a pinhole turning and
+    zooming about its centre, up to resampling). The final camera is rendered for real (anti-aliased,
+    back faces culled where that is exact for the model: ``Model.cull``) and its ratio is measured on
+    that render. When the subject touches the border of every source view, every candidate is
+    rendered instead.
     """
     import cv2
 
-    from gausslift.meshrender import render_mesh
+    from gausslift.meshrender import render_mask, render_mesh
 
     size, hint = int(opts.size), up_hint(centre)
     cam0 = facelift_camera(centre, hint, size)
     last = {}
 
     def render(cam):
-        fr = render_mesh(verts, m.faces, cam.K, cam.viewmat, cam.width, cam.height,
-                         antialias=cam.width == size)
-        last["frame"] = fr
-        return fr.alpha
+        if cam.width == size:
+            fr = render_mesh(verts, m.faces, cam.K, cam.viewmat, size, size, cull_backfaces=m.cull)
+            last["frame"] = fr
+            return fr.alpha
+        return render_mask(verts, m.faces, cam.K, cam.viewmat, cam.width, cam.height,
+                           cull_backfaces=True).astype(np.float32)
 
     if opts.framing == "facelift":
         render(cam0)
         return cam0, last["frame"]
-    src = output_camera(centre, cam0.R, float(cam0.K[0, 0]) * SOURCE_ZOOM, size)
-    sil = render_mesh(verts, m.faces, src.K, src.viewmat, size, size, antialias=False).alpha
-    edge = sil[0].any() or sil[-1].any() or sil[:, 0].any() or sil[:, -1].any()
     mask_of = render
-    if not edge and sil.any():
-        to_src = src.R.T @ np.linalg.inv(src.K)
-        half = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # +0.5 pixels -> cv2 (centres at 0)
-
-        def mask_of(cam):
-            if cam.width == size:
-                return render(cam)
-            H = half @ cam.K @ cam.R @ to_src @ np.linalg.inv(half)
-            return cv2.warpPerspective(sil, H, (cam.width, cam.height), flags=cv2.INTER_LINEAR,
-                                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
+    ssize = max(32, int(round(size * SOURCE_SCALE)))
+    for zoom in SOURCE_ZOOMS:
+        src = output_camera(centre, cam0.R, float(cam0.K[0, 0]) * zoom * ssize / size, ssize)
+        sil = render_mask(verts, m.faces, src.K, src.viewmat, ssize, ssize, cull_backfaces=True)
+        if not sil.any():
+            break
+        if not (sil[0].any() or sil[-1].any() or sil[:, 0].any() or sil[:, -1].any()):
+            mask_of = _warper(sil.astype(np.float32), src, size, render, cv2)
+            break
     cam, _, _ = refine_pixel_framing(centre, cam0.R, float(cam0.K[0, 0]), hint, mask_of, size,
                                      opts.target_scale, opts.iters)
     return cam, last["frame"]
+
+
+def _warper(sil: np.ndarray, src, size: int, render, cv2):
+    """Mask provider: ``render`` at the output size, else ``sil`` (seen by ``src``) warped into the
+    candidate camera by the homography of a pinhole turning and zooming about its centre."""
+    to_src = src.R.T @ np.linalg.inv(src.K)
+    half = np.array([[1.0, 0, -0.5], [0, 1, -0.5], [0, 0, 1]])  # +0.5 pixels -> cv2 (centres at 0)
+
+    def mask_of(cam):
+        if cam.width == size:
+            return render(cam)
+        H = half @ cam.K @ cam.R @ to_src @ np.linalg.inv(half)
+        return cv2.warpPerspective(sil, H, (cam.width, cam.height), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    return mask_of
 
 
 def _frame_json(cam, rel: str, ratio: float) -> dict:
