@@ -43,6 +43,24 @@ def test_predict_sample(run, tmp_path, capsys):
     assert "splats.ply" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_predict_sequence(run, tmp_path, capsys):
+    root = tmp_path / "seq"
+    root.mkdir()
+    for i in range(2):
+        (root / f"frame_{i:04d}").symlink_to(SAMPLE)
+    out = tmp_path / "out"
+    assert main(["lrm", "predict", str(root), "--ckpt", str(run), "--out", str(out), "--num-input-views", "2",
+                 "--targets", "rest", "--frames", "2"]) == 0  # fmt: skip
+    s = json.loads((out / "sequence.json").read_text())
+    assert s["n_frames"] == 2 and (out / "frame_0001" / "splats.ply").is_file()
+    assert (out / "turntable.mp4").is_file()
+    # the same views twice: identical predictions, so no flicker at all
+    assert s["temporal_psnr_var"] == pytest.approx(0.0, abs=1e-8)
+    assert s["background_change"] == pytest.approx(0.0, abs=1e-8)
+    assert "2 frames" in capsys.readouterr().out
+
+
 def test_eval_json(run, capsys):
     assert main(["lrm", "eval", str(run), "--data", str(SAMPLE), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
