@@ -183,7 +183,7 @@ def test_a_failing_sample_leaves_nothing(blob, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(gen, "shade", boom)
+    monkeypatch.setattr(gen, "shade_bgra", boom)
     with pytest.raises(RuntimeError):
         make_sample(blob, _opts(), 0, tmp_path)
     assert list(tmp_path.iterdir()) == []

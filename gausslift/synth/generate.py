@@ -33,9 +33,11 @@ from gausslift.framing import FRAMINGS, facelift_camera, output_camera, refine_p
 from gausslift.ioutil import atomic_write_text
 from gausslift.synth import model as md
 from gausslift.synth.rigs import DEFAULT_RIG, parse_rig, select_views, up_hint
-from gausslift.synth.shading import random_light, shade, smooth_normals
+from gausslift.synth.shading import random_light, shade_bgra, smooth_normals
 
-PNG_PARAMS = [16, 1, 19, 16]  # zlib level 1, SUB filter: ~4x faster than libpng's adaptive filters
+# zlib level 1, SUB filter, RLE strategy: ~5x faster than libpng's adaptive filters (4 vs 5 ms a view
+# with SUB alone) and smaller files (30 vs 38 kB, 512^2 heads)
+PNG_PARAMS = [16, 1, 19, 16, 17, 3]
 LIST_TRAIN, LIST_VAL = "data_train.txt", "data_val.txt"
 SOURCE_ZOOMS = (0.6, 0.3)  # focal of the source silhouette view, relative to FaceLift's: the first
 # whose silhouette stays off the border is used
@@ -185,13 +187,13 @@ def write_frame(m: md.Model, folder: Path, verts_model: np.ndarray, kp_model, ce
     frames, kp2d, vis, ratios = [], [], [], []
     for k, C in enumerate(centres):
         cam, fr = render_view(m, verts, C, opts)
-        rgb, alpha = shade(fr, m.faces, vn, m.uv_corner, app, light, opts.grey)
-        ok, buf = cv2.imencode(".png", np.dstack([rgb[..., ::-1], alpha]), PNG_PARAMS)
+        bgra = shade_bgra(fr, m.faces, vn, m.uv_corner, app, light, opts.grey)
+        ok, buf = cv2.imencode(".png", bgra, PNG_PARAMS)
         rel = f"images/cam_{k:03d}.png"
         if not ok:
             raise InputError(folder / rel, "could not encode the image")
         (folder / rel).write_bytes(buf.tobytes())
-        ratio = float(np.sqrt(alpha.mean() / 255.0))
+        ratio = float(np.sqrt(bgra[..., 3].mean() / 255.0))
         ratios.append(ratio)
         frames.append(_frame_json(cam, rel, ratio))
         if kp is not None:

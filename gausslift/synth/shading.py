@@ -159,22 +159,30 @@ def _shade_pixels(tri, bary, ox, oy, faces, vn, alb_v, uvc, has_uv, tex, su, sv,
 
 def shade(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray | None,
           app: Appearance, light: Light, grey: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb uint8 [H,W,3], alpha uint8 [H,W]) of a :class:`gausslift.meshrender.MeshFrame`.
+    """(rgb uint8 [H,W,3], alpha uint8 [H,W]) of a :class:`gausslift.meshrender.MeshFrame`: views of
+    :func:`shade_bgra`'s image.
 
     ``faces`` are the rendered faces, ``vnormals`` world vertex normals, ``uv_corner`` [F,3,2] the
     UVs of each rendered face's corners (None: no texture).
     """
+    bgra = shade_bgra(frame, faces, vnormals, uv_corner, app, light, grey)
+    return bgra[..., 2::-1], bgra[..., 3]
+
+
+def shade_bgra(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray | None,
+               app: Appearance, light: Light, grey: bool = False) -> np.ndarray:
+    """The shaded image as one BGRA uint8 [H,W,4] array (OpenCV's channel order, ready to encode;
+    straight alpha), written in place by one pass over the subject's bounding box."""
     import cv2
 
     H, W = frame.tri_id.shape
-    rgb = np.zeros((H, W, 3), np.uint8)
-    alpha_full = np.zeros((H, W), np.uint8)
+    bgra = np.zeros((H, W, 4), np.uint8)
     rows, cols = np.flatnonzero(frame.alpha.any(1)), np.flatnonzero(frame.alpha.any(0))
     if not len(rows):
-        return rgb, alpha_full
+        return bgra
     y0, y1, x0, x1 = max(rows[0] - 1, 0), rows[-1] + 2, max(cols[0] - 1, 0), cols[-1] + 2
     tri = frame.tri_id[y0:y1, x0:x1]  # work inside the subject's bounding box
-    crop = rgb[y0:y1, x0:x1]
+    crop = bgra[y0:y1, x0:x1, 2::-1]  # RGB view of the BGR channels
     M = (frame.viewmat[:3, :3].T @ np.linalg.inv(frame.K)).astype(np.float32)  # pixel -> world ray
     has_uv = uv_corner is not None
     uvc = uv_corner if has_uv else np.zeros((1, 3, 2), np.float32)
@@ -195,5 +203,5 @@ def shade(frame, faces: np.ndarray, vnormals: np.ndarray, uv_corner: np.ndarray 
         ok = d > 0
         crop[ey[ok], ex[ok]] = (num[ey[ok], ex[ok]] / d[ok, None] + 0.5).astype(np.uint8)
         alpha[ey[~ok], ex[~ok]] = 0
-    alpha_full[y0:y1, x0:x1] = alpha
-    return rgb, alpha_full
+    bgra[y0:y1, x0:x1, 3] = alpha
+    return bgra
