@@ -207,6 +207,25 @@ def test_specks_are_dropped_from_the_foreground():
     assert (mr.mask[20:40, 25:45] == 255).all() and "specks" in mr.note
 
 
+def test_rig_cameras_default_and_from_a_sample(tmp_path):
+    from gausslift.io.facelift import write
+    from gausslift.lift.chain import rig_cameras
+    from gausslift.scene import View
+
+    rig = rig_cameras(6, 64)
+    np.testing.assert_allclose(rig.K[0, 0, 0], facelift_inference_rig().K[0, 0, 0] / 8)
+    cams = facelift_inference_rig().resized(128, 128)
+    views = [View(f"v{k}", cams[k]) for k in (1, 0, 2, 3, 4, 5)]  # another order
+    write(views, tmp_path / "rig", images=[np.zeros((128, 128, 3), np.float32)] * 6)
+    got = rig_cameras(6, 32, tmp_path / "rig" / "opencv_cameras.json")
+    np.testing.assert_allclose(got.viewmat[0], cams.viewmat[1], atol=1e-9)
+    np.testing.assert_allclose(got.K[0, 0, 0], cams.K[1, 0, 0] / 4)
+    with pytest.raises(InputError, match="6 cameras for a 4-view"):
+        rig_cameras(4, 32, tmp_path / "rig")
+    with pytest.raises(InputError, match="give their cameras"):
+        rig_cameras(4, 32)
+
+
 def test_bad_inputs_give_one_clear_error(models, tmp_path):
     o = LiftOptions(**FAST)
     img = _disc(tmp_path / "disc.png")
