@@ -2,6 +2,7 @@
 pipeline folder layout; a GS-LRM run checkpoint), on test-made images, a sample and a 3-frame video."""
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("models")
     save_pretrained(tiny_unclip_pipeline(), root / "pipe")
+    shutil.rmtree(root / "pipe" / "view_conditioning")  # as FaceLift's pipeckpts: no marker, no learned
+    (root / "pipe" / "gausslift_mvdiff.json").unlink()  # views; clr_embeds.pt copied into the folder
     save_pretrained(tiny_pipeline(size=32, channels=(8, 16, 16, 16)), root / "mvrun" / "pipeline")
     cfg = train_config("tiny", ["model.d=64", "model.n_layers=1", "model.image_size=32"])
     torch.manual_seed(0)
@@ -236,6 +239,14 @@ def test_bad_inputs_give_one_clear_error(models, tmp_path):
     (broken / "unet").mkdir()
     with pytest.raises(MissingWeightsError, match="missing unet/config.json"):
         load_pipeline(broken)
+    no_embeds = tmp_path / "no_embeds"
+    shutil.copytree(models / "pipe", no_embeds)
+    (no_embeds / "clr_embeds.pt").rename(tmp_path / "clr_embeds.pt")
+    with pytest.raises(MissingWeightsError, match="missing clr_embeds.pt"):
+        load_pipeline(no_embeds)
+    assert load_pipeline(no_embeds, view_embeds=tmp_path / "clr_embeds.pt").num_views == 6
+    with pytest.raises(MissingWeightsError, match="view embeddings: .*nope.pt does not exist"):
+        load_pipeline(no_embeds, view_embeds=tmp_path / "nope.pt")
     with pytest.raises(MissingWeightsError, match="checkpoint.pt is missing"):
         load_lrm(tmp_path)
     with pytest.raises(MissingWeightsError, match="GS-LRM weights.*does not exist"):
