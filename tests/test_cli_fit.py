@@ -139,7 +139,7 @@ def test_demo_writes_ply_turntable_and_metrics(tmp_path, capsys):
     import imageio.v3 as iio
 
     video = iio.imread(out / "orbit.mp4")
-    assert video.shape == (120, 128, 128, 3) and video.std() > 20  # a head on white, not a blank frame
+    assert video.shape == (120, 256, 256, 3) and video.std() > 20  # a head on white, not a blank frame
     assert str(out / "orbit.mp4") in capsys.readouterr().out
 
 

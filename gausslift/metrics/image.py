@@ -13,6 +13,8 @@ all-ones mask gives exactly the unmasked value.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -72,7 +74,14 @@ def masked_psnr(img, ref, mask, data_range: float = 1.0) -> torch.Tensor:
 
 
 def gaussian_window(window_size: int = 11, sigma: float = 1.5, dtype=torch.float32, device=None):
-    """Normalised 1-D Gaussian [window_size] centred on the middle tap."""
+    """Normalised 1-D Gaussian [window_size] centred on the middle tap (cached per dtype and device, so
+    a training loop on a GPU does not upload it at every SSIM call)."""
+    dev = torch.device(device) if device is not None else None
+    return _window(int(window_size), float(sigma), dtype, dev)
+
+
+@functools.lru_cache(maxsize=32)
+def _window(window_size: int, sigma: float, dtype, device) -> torch.Tensor:
     x = torch.arange(window_size, dtype=torch.float64) - window_size // 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return (g / g.sum()).to(dtype=dtype, device=device)
