@@ -1,15 +1,19 @@
 """``gausslift synth`` throughput: views per second at 512^2 for heads (ICT) and mice (MAMMAL).
 
-Two measurements per subject, in one process run:
+The machine is shared, so wall time is inflated by other jobs: every measurement also reports CPU time,
+and the projected throughput of a quiet machine is ``cores / CPU-seconds per view`` (labelled projected).
 
 * end to end: ``generate()`` of ``--n`` samples on the 6-view FaceLift rig (the seed's 2,000 samples
   x 6 views) with every core (``--workers``), pixel framing; wall time from the first sample to the
   lists, *including* worker start-up (spawn, unpickling the prepared model); and the same samples
-  through a warm pool (after one warm-up sample per worker), which is what a long run sees.
+  through a warm pool (after one warm-up sample per worker), which is what a long run sees: wall
+  views/s and the workers' CPU seconds per view (utime + stime of the pool's processes, /proc).
   Median of ``--runs``.
-* per view, one thread, median over the views of ``--n`` / 2 samples: framing (one wide silhouette
-  render plus four homography warps), the final anti-aliased render, shading, PNG encoding and
-  writing. The reference for the encoder is the same RGBA image encoded with the parameters of
+* per view, one thread, CPU time (``time.thread_time``), median over the views of ``--n`` / 2
+  samples: framing (the half-size culled coverage mask plus warps and the framing maths), the final
+  anti-aliased render, shading, PNG encoding; ``per_sample``: the rest (subject forward pass,
+  appearance, normals, keypoints, file writes, params and json) divided by the views. The
+  reference for the encoder is the same BGRA image encoded with the parameters of
   ``gausslift.io.facelift.write`` (zlib 1 with libpng's adaptive filters), timed on the same images.
 
     python benchmarks/synth.py                 # both subjects
@@ -34,8 +38,24 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
 
 
+def _cpu_seconds(pids) -> float:
+    """utime + stime of these processes (Linux /proc), in seconds."""
+    tick, tot = os.sysconf("SC_CLK_TCK"), 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tot += int(fields[11]) + int(fields[12])
+    return tot / tick
+
+
+def _warm(args) -> int:
+    importlib.import_module("gausslift.synth.generate")._work(args)
+    return os.getpid()
+
+
 def end_to_end(kind: str, n: int, workers: int, runs: int) -> dict:
-    """views/s of ``generate()`` (with start-up) and of a warm pool (after one sample per worker)."""
+    """views/s of ``generate()`` (with start-up) and of a warm pool (after one sample per worker), with
+    the warm pool's CPU milliseconds per view."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -43,7 +63,7 @@ def end_to_end(kind: str, n: int, workers: int, runs: int) -> dict:
     from gausslift.synth import model as md
 
     g = importlib.import_module("gausslift.synth.generate")
-    cold, warm = [], []
+    cold, warm, cpu = [], [], []
     w = workers or len(os.sched_getaffinity(0))
     for r in range(runs):
         opts = SynthOptions(kind=kind, n=n, rig="facelift6", workers=workers, seed=100 + r)
@@ -53,59 +73,87 @@ def end_to_end(kind: str, n: int, workers: int, runs: int) -> dict:
     opts = SynthOptions(kind=kind, n=n, rig="facelift6", workers=w)
     with ProcessPoolExecutor(w, mp_context=mp.get_context("spawn"), initializer=g._init_worker,
                              initargs=(model, opts)) as pool, tempfile.TemporaryDirectory() as d:
-        list(pool.map(g._work, [(opts, 10_000 + k, d) for k in range(w)]))  # warm-up
+        seen, k = set(), 0  # warm-up: until every worker has made a sample (numba caches loaded)
+        while len(seen) < w and k < 20 * w:
+            seen |= set(pool.map(_warm, [(opts, 10_000 + k + j, d) for j in range(w)]))
+            k += w
+        pids = list(pool._processes)
         for r in range(runs):
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_seconds(pids), time.perf_counter()
             metas = list(pool.map(g._work, [(opts, 1000 * (r + 1) + k, d) for k in range(n)]))
-            warm.append(sum(m["views"] for m in metas) / (time.perf_counter() - t0))
-    return {"with_startup": cold, "warm_pool": warm}
+            views = sum(m["views"] for m in metas)
+            warm.append(views / (time.perf_counter() - t0))
+            cpu.append(1e3 * (_cpu_seconds(pids) - c0) / views)
+    return {"with_startup": cold, "warm_pool": warm, "warm_pool_cpu_ms_per_view": cpu}
 
 
 def stages(kind: str, n: int) -> dict:
+    """CPU ms per view and stage, one thread (see the module docstring)."""
     import cv2
     import numba
+    import torch
 
     from gausslift.meshrender import render_mesh
     from gausslift.synth import model as md
-    from gausslift.synth.rigs import parse_rig
-    from gausslift.synth.shading import random_light, shade, smooth_normals
 
     g = importlib.import_module("gausslift.synth.generate")
     numba.set_num_threads(1)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     m = md.load(kind)
     opts = g.SynthOptions(kind=kind, rig="facelift6")
-    t = {k: [] for k in ("framing_renders", "final_render", "shade", "encode", "encode_reference", "write")}
-    with tempfile.TemporaryDirectory() as d:
-        for i in range(n):
-            rng = g.sample_rng(1, i)
-            out = m.subject(m.subject.sample_params(rng, 1))
-            v0 = out.vertices[0].detach().numpy().astype(np.float64)
-            kp = None if out.keypoints is None else out.keypoints[0].detach().numpy().astype(np.float64)
-            verts = md.apply(m.world_from_model(v0, kp), v0)
-            vn = smooth_normals(verts, m.faces)
-            app, light = m.appearance(rng), random_light(rng)
-            for k, C in enumerate(parse_rig("facelift6").centres()):
-                t0 = time.perf_counter()
-                cam, _ = g.render_view(m, verts, C, opts)  # framing + final render
-                t1 = time.perf_counter()
-                fr = render_mesh(verts, m.faces, cam.K, cam.viewmat, 512, 512, antialias=True)
-                t2 = time.perf_counter()
-                rgb, alpha = shade(fr, m.faces, vn, m.uv_corner, app, light)
-                t3 = time.perf_counter()
-                bgra = np.dstack([rgb[..., ::-1], alpha])
-                ok, buf = cv2.imencode(".png", bgra, g.PNG_PARAMS)
-                t4 = time.perf_counter()
-                cv2.imencode(".png", bgra, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-                t5 = time.perf_counter()
-                Path(d, f"{i}_{k}.png").write_bytes(buf.tobytes())
-                t6 = time.perf_counter()
-                t["final_render"].append(t2 - t1)
-                t["framing_renders"].append((t1 - t0) - (t2 - t1))
-                t["shade"].append(t3 - t2)
-                t["encode"].append(t4 - t3)
-                t["encode_reference"].append(t5 - t4)
-                t["write"].append(t6 - t5)
-    return {k: 1e3 * float(np.median(v)) for k, v in t.items()}
+    keys = ("framing", "final_render", "shade", "encode", "encode_reference", "per_sample", "total")
+    t = {k: [] for k in keys}
+    clock = time.thread_time
+    orig = (g.render_view, g.shade_bgra, cv2.imencode)
+    acc = {}
+
+    def timed(name, f):
+        def run(*a, **kw):
+            t0 = clock()
+            r = f(*a, **kw)
+            acc[name] = acc.get(name, 0.0) + clock() - t0
+            return r
+        return run
+
+    def final_render(*a, **kw):  # the final render inside render_view, told apart by its size
+        t0 = clock()
+        fr = render_mesh(*a, **kw)
+        if a[4] == opts.size and kw.get("antialias", True):
+            acc["final_render"] = acc.get("final_render", 0.0) + clock() - t0
+        return fr
+
+    import gausslift.meshrender as mr
+
+    g.render_view, g.shade_bgra = timed("render_view", g.render_view), timed("shade", g.shade_bgra)
+    cv2.imencode, mr.render_mesh = timed("encode", cv2.imencode), final_render
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            g.make_sample(m, opts, 10_000, Path(d))  # warm-up (numba caches, first allocations)
+            for i in range(n):
+                acc.clear()
+                t0 = clock()
+                views = g.make_sample(m, opts, i, Path(d))["views"]
+                total = clock() - t0
+                # the encoder's reference on this sample's images
+                ims = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+                       for p in sorted(Path(d, g.sample_name(kind, i), "images").glob("*.png"))]
+                t1 = clock()
+                for im in ims:
+                    orig[2](".png", im, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                ref = clock() - t1
+                fin = acc.get("final_render", 0.0)
+                per = {"framing": acc["render_view"] - fin, "final_render": fin, "shade": acc["shade"],
+                       "encode": acc["encode"], "encode_reference": ref, "total": total}
+                per["per_sample"] = total - acc["render_view"] - acc["shade"] - acc["encode"]
+                for k in keys:
+                    t[k].append(1e3 * per[k] / views)
+    finally:
+        g.render_view, g.shade_bgra = orig[0], orig[1]
+        cv2.imencode, mr.render_mesh = orig[2], render_mesh
+    out = {k: float(np.median(v)) for k, v in t.items()}
+    out["projected_views_per_s_2_cores"] = 2e3 / out["total"]
+    return out
 
 
 def main() -> None:
@@ -120,13 +168,18 @@ def main() -> None:
     for kind in ("head", "mouse") if a.subject == "both" else (a.subject,):
         st = stages(kind, max(1, a.n // 2))
         rates = end_to_end(kind, a.n, a.workers, a.runs)
-        res[kind] = {"views_per_s": rates, "per_view_ms_one_thread": st,
+        res[kind] = {"views_per_s": rates, "per_view_cpu_ms_one_thread": st,
                      "median_warm": float(np.median(rates["warm_pool"])),
+                     "median_warm_cpu_ms_per_view": float(np.median(rates["warm_pool_cpu_ms_per_view"])),
                      "median_with_startup": float(np.median(rates["with_startup"]))}
-        print(f"{kind}: {res[kind]['median_warm']:.1f} views/s warm pool, "
-              f"{res[kind]['median_with_startup']:.1f} with start-up (runs "
+        r = res[kind]
+        print(f"{kind}: {r['median_warm']:.1f} views/s warm pool (wall; CPU "
+              f"{r['median_warm_cpu_ms_per_view']:.1f} ms/view, projected "
+              f"{res['cores'] * 1e3 / r['median_warm_cpu_ms_per_view']:.1f} views/s on {res['cores']} quiet "
+              f"cores), {r['median_with_startup']:.1f} with start-up (runs "
               f"{np.round(rates['warm_pool'], 1).tolist()}, {np.round(rates['with_startup'], 1).tolist()}); "
-              "per view, one thread (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()), flush=True)
+              "per view, one thread, CPU ms: " + ", ".join(f"{k} {v:.1f}" for k, v in st.items()),
+              flush=True)
     res["load_after"] = os.getloadavg()
     print(f"load average before {res['load'][0]:.1f}, after {res['load_after'][0]:.1f}; {res['cores']} cores")
     if a.json:

@@ -297,11 +297,13 @@ _MODEL: md.Model | None = None
 def _init_worker(model: md.Model | None, opts: SynthOptions) -> None:
     global _MODEL
     try:  # one thread per process: the pool provides the parallelism
+        import cv2
         import numba
         import torch
 
         numba.set_num_threads(1)
         torch.set_num_threads(1)
+        cv2.setNumThreads(1)  # warps and encoding: no OpenCV thread pool either
     except Exception:  # pragma: no cover
         pass
     _MODEL = model if model is not None else md.load(opts.kind, opts.model, opts.model_path)
