@@ -56,6 +56,7 @@ COLUMNS = [
     ("fps", "FPS", ".1f"),
     ("gaussians", "Gaussians", ".0f"),
     ("train_s", "train s", ".0f"),
+    ("iters", "iters", ".0f"),
     ("peak_mb", "peak MB", ".0f"),
     ("nv_psnr_var", "NV PSNR var", ".4f"),
     ("nv_static", "NV static change", ".5f"),
@@ -86,6 +87,7 @@ def _summary(ev: dict, info: dict) -> dict:
         "fps": ev.get("render_fps"),
         "gaussians": ev.get("num_gaussians"),
         "train_s": info.get("train_seconds"),
+        "iters": info.get("iters"),
         "peak_mb": info.get("peak_cuda_mb") or info.get("peak_rss_mb"),
         "nv_psnr_var": nv.get("psnr_var"),
         "nv_static": nv.get("static_change"),
@@ -187,8 +189,9 @@ def make_table(results: dict) -> str:
     lines += [
         "",
         f"Means over {n} seed(s) (± std with several), differences to baseline in brackets; each run "
-        f"{budget}. NV: novel views (training frames, held-out cameras); RE: self-reenactment (held-out "
-        f"frames, held-out cameras). Sequence: {results['sequence']}.",
+        f"{budget} (a wall-clock budget buys different iteration counts when the machine's load changes: "
+        f"see the iters column). NV: novel views (training frames, held-out cameras); "
+        f"RE: self-reenactment (held-out frames, held-out cameras). Sequence: {results['sequence']}.",
     ]
     return "\n".join(lines) + "\n"
 
