@@ -210,9 +210,13 @@ def test_a_corrupt_model_file_is_one_clear_error(tmp_path):
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-def test_warped_source_silhouette_frames_like_rendering_every_candidate(blob):
+@pytest.mark.parametrize("opened", [False, True])
+def test_warped_source_silhouette_frames_like_rendering_every_candidate(blob, opened):
     """Synth's mask provider (one wide silhouette warped per candidate) against rendering each
-    candidate camera: the same framing code, nearly the same cameras."""
+    candidate camera: the same framing code, nearly the same cameras; also for an open mesh (the
+    blob with its top cut open, seen from above: culling its back faces would punch a hole)."""
+    import dataclasses
+
     from gausslift.framing import facelift_camera, refine_pixel_framing
     from gausslift.meshrender import render_mesh
     from gausslift.synth.rigs import up_hint
@@ -220,9 +224,14 @@ def test_warped_source_silhouette_frames_like_rendering_every_candidate(blob):
     subj = blob.subject
     out = subj(subj.sample_params(np.random.default_rng(5), 1))
     v0 = out.vertices[0].numpy().astype(float)
+    if opened:
+        top = v0[blob.faces].mean(1)[:, 2] > 0.6 * v0[:, 2].max()
+        blob = dataclasses.replace(blob, faces=np.ascontiguousarray(blob.faces[~top]), _used=None)
+        blob.cull = md.cull_is_exact(blob, v0, out.keypoints[0].numpy())
+        assert not blob.cull
     verts = md.apply(blob.world_from_model(v0, out.keypoints[0].numpy()), v0)
     opts = _opts(size=128)
-    for C in np.array([[0, -2.2, 1.56], [-1.0, 1.0, 2.3]]):
+    for C in np.array([[0, -2.2, 1.56], [-1.0, 1.0, 2.3], [0.2, -0.5, 2.64]]):
         cam, fr = gen.render_view(blob, verts, C, opts)
 
         def rendered(c):

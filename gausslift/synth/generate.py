@@ -108,13 +108,14 @@ def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthO
 
     ``pixel`` framing is ingest's: :func:`gausslift.framing.refine_pixel_framing` with a mask
     provider. As in ingest, that provider resamples one *source* view taken from the same centre:
-    the coverage mask (:func:`gausslift.meshrender.render_mask`, ``SOURCE_SCALE`` x the output size,
-    back faces culled: a silhouette needs no inner surface) rendered once in a wider view (FaceLift's
+    the coverage mask (:func:`gausslift.meshrender.render_mask`, ``SOURCE_SCALE`` x the output size)
+    rendered once in a wider view (FaceLift's
     aim, ``SOURCE_ZOOMS[0]`` x its focal; the next zoom when the subject touches the border), warped by
     the homography K_c R_c R_s^T K_s^-1 into each candidate camera (exact for a pinhole turning and
-    zooming about its centre, up to resampling). The final camera is rendered for real (anti-aliased,
-    back faces culled where that is exact for the model: ``Model.cull``) and its ratio is measured on
-    that render. When the subject touches the border of every source view, every candidate is
+    zooming about its centre, up to resampling). The final camera is rendered for real (anti-aliased)
+    and its ratio is measured on that render. Every render culls back faces where that is exact for the
+    model (``Model.cull``; not for open meshes, whose openings would show as holes in the
+    silhouette). When the subject touches the border of every source view, every candidate is
     rendered instead.
     """
     import cv2
@@ -131,7 +132,7 @@ def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthO
             last["frame"] = fr
             return fr.alpha
         return render_mask(verts, m.faces, cam.K, cam.viewmat, cam.width, cam.height,
-                           cull_backfaces=True).astype(np.float32)
+                           cull_backfaces=m.cull).astype(np.float32)
 
     if opts.framing == "facelift":
         render(cam0)
@@ -140,7 +141,7 @@ def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthO
     ssize = max(32, int(round(size * SOURCE_SCALE)))
     for zoom in SOURCE_ZOOMS:
         src = output_camera(centre, cam0.R, float(cam0.K[0, 0]) * zoom * ssize / size, ssize)
-        sil = render_mask(verts, m.faces, src.K, src.viewmat, ssize, ssize, cull_backfaces=True)
+        sil = render_mask(verts, m.faces, src.K, src.viewmat, ssize, ssize, cull_backfaces=m.cull)
         if not sil.any():
             break
         if not (sil[0].any() or sil[-1].any() or sil[:, 0].any() or sil[:, -1].any()):
