@@ -23,6 +23,8 @@ per-pixel quantity is that of the ray through the pixel centre; only ``alpha`` l
   the silhouette, and the parts of a thin triangle that covers some centre lying more than a pixel from
   any covered centre.
 
+``render_mask`` is the fast path for silhouettes: the same coverage as ``mask``, nothing else.
+
 Backends: ``"numba"`` (default; a tile-parallel z-buffer rasteriser: ``gausslift.meshrender.raster``
 and ``.aa``; numba's thread count applies, set 1 per worker process) and ``"embree"`` (trimesh +
 embreex ray casting, extra ``mesh``; float32 ray tests, an independent oracle, about 20x slower).
