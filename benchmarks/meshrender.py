@@ -8,8 +8,9 @@ elevation 20 deg, 512^2 (the FaceLift rig; the bounding sphere then spans about 
 Timed: one ``render_mesh(..., antialias=True)`` call per view (validation, camera transform, raster,
 AA supersampling, resolve to MeshFrame), median over ``--runs`` passes of the ring after one warm-up
 pass, for each backend in the same process (and numba with ``cull_backfaces=True``, with the largest
-count of pixels whose triangle id changes); wall time and process CPU time (all threads; on a shared,
-busy machine the CPU time of a single-threaded run is the steadier number). Agreement on pixels both
+count of pixels whose triangle id changes; and ``render_mask`` at half size, as synth's framing
+silhouette, checked equal to ``render_mesh``'s mask); wall time and process CPU time (all threads; on a
+shared, busy machine the CPU time of a single-threaded run is the steadier number). Agreement on pixels both
 backends cover: share of equal triangle ids, largest relative depth difference, mean |alpha|
 difference, and the count of pixels covered by only one. First-call time (cache load or JIT compile)
 is measured in fresh subprocesses with a warm and with an empty numba cache.
@@ -76,6 +77,26 @@ def time_backend(v, f, cams, backend, runs, cull=False):
     return float(np.median(wall)) * 1e3, float(np.median(cpu)) * 1e3, frames
 
 
+def time_mask(v, f, cams, runs) -> tuple[float, float]:
+    """CPU ms per view of ``render_mask`` (synth's framing silhouette), without and with culling."""
+    from gausslift.meshrender import render_mask, render_mesh
+
+    out = []
+    for cull in (False, True):
+        cpu = []
+        for c in cams:
+            m = render_mask(v, f, c.K, c.viewmat, c.width, c.height, cull_backfaces=cull)
+            assert np.array_equal(m, render_mesh(v, f, c.K, c.viewmat, c.width, c.height,
+                                                 cull_backfaces=cull).mask)
+        for _ in range(runs):
+            for c in cams:
+                tc = time.process_time()
+                render_mask(v, f, c.K, c.viewmat, c.width, c.height, cull_backfaces=cull)
+                cpu.append(time.process_time() - tc)
+        out.append(float(np.median(cpu)) * 1e3)
+    return out[0], out[1]
+
+
 def agreement(a, b) -> dict:
     both = a.mask & b.mask
     same = (a.tri_id == b.tri_id)[both].mean()
@@ -136,8 +157,11 @@ def main() -> None:
         cover = np.mean([fr.mask.mean() for fr in fa])
         ms_c, cpu_c, fc = time_backend(v, f, cams, "numba", args.runs, cull=True)
         culled = max(int((a.tri_id != b.tri_id).sum()) for a, b in zip(fa, fc))
+        half = C.ring(args.views, radius=2.7, elevation_deg=20.0, size=args.size // 2, up=up)
+        cpu_m = time_mask(v, f, half, args.runs)
         line = f"{name:9s} F={len(f):6d} cover {cover:.2f}  numba {ms:6.2f} ms/view (cpu {cpu:6.2f})"
         line += f"  culled {ms_c:6.2f} (cpu {cpu_c:6.2f}, {culled} px differ)"
+        line += f"  render_mask {args.size // 2}^2 cpu {cpu_m[0]:5.2f} (culled {cpu_m[1]:5.2f})"
         if not args.no_embree:
             ms_e, cpu_e, fb = time_backend(v, f, cams, "embree", max(1, args.runs // 2))
             ag = [agreement(a, b) for a, b in zip(fa, fb)]
