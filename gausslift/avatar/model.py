@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from gausslift.avatar.binding import face_frames, local_to_world
+from gausslift.fit.model import render_geometry
 
 SHARED_KEYS = ("identity", "shape", "bone_lengths", "scale")  # per-subject, never per-frame
 HIDDEN_REGIONS = ("eye_aux",)  # ICT's see-through helper meshes: synth does not render them
@@ -56,22 +57,5 @@ def world_gaussians(
 
 def render(params, binding, verts, faces, viewmats, Ks, width, height, sh_degree, background, backend="auto"):
     """([C,H,W,3], [C,H,W,1], meta) of the avatar on ``background`` [3]."""
-    from gausslift.render import rasterize
-
-    means, quats, scales = world_gaussians(params, binding, verts, faces)
-    colors = torch.cat([params["sh0"], params["shN"]], 1)
-    C = viewmats.shape[0]
-    return rasterize(
-        means,
-        quats,
-        scales,
-        torch.sigmoid(params["opacities"]),
-        colors,
-        viewmats,
-        Ks,
-        width,
-        height,
-        sh_degree=sh_degree,
-        backgrounds=background.reshape(1, 3).expand(C, 3).contiguous(),
-        backend=backend,
-    )
+    geometry = world_gaussians(params, binding, verts, faces)
+    return render_geometry(geometry, params, viewmats, Ks, width, height, sh_degree, background, backend)

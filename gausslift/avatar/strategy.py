@@ -65,30 +65,13 @@ class AvatarStrategy(DefaultStrategy):
         b = state["binding"]
         return params["scales"].detach().exp() * self.face_k.to(b.device)[b][:, None]
 
-    # -- growth and pruning -------------------------------------------------------------------------
-    def _grow(self, params, optimizers, state) -> tuple[int, int]:
-        cfg = self.cfg
-        grads = state["grad2d"] / state["count"].clamp_min(1)
-        high = grads > cfg.grow_grad2d / self._weights(state)
-        small = self.world_scales(params, state).max(-1).values <= cfg.grow_scale3d * self.scene_scale
-        n = len(grads)
-        room = cfg.max_gaussians - n
-        if room <= 0:
-            return 0, 0
-        dupli, split = high & small, high & ~small
-        if int(dupli.sum() + split.sum()) > room:  # keep the highest weighted gradients
-            score = torch.where(high, grads * self._weights(state), -1.0)
-            thresh = torch.topk(score, room).values[-1]
-            dupli &= score >= thresh
-            split &= score >= thresh
-        n_dupli = int(dupli.sum())
-        if n_dupli:
-            self.duplicate(params, optimizers, state, dupli)
-        split = torch.cat([split, split.new_zeros(n_dupli)])
-        n_split = int(split.sum())
-        if n_split:
-            self.split(params, optimizers, state, split)
-        return n_dupli, n_split
+    # -- growth and pruning (DefaultStrategy._grow with these hooks) ------------------------------------
+    def _grow_weights(self, state) -> torch.Tensor:
+        """Region weight per Gaussian: threshold = base / weight, ties under the cap by weighted gradient."""
+        return self._weights(state)
+
+    def _world_scales(self, params, state) -> torch.Tensor:
+        return self.world_scales(params, state)
 
     def _prune(self, params, optimizers, state, step: int) -> int:
         opa = torch.sigmoid(params["opacities"].detach().flatten())

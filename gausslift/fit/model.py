@@ -26,12 +26,30 @@ def render_params(
     backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Render C cameras ([C,4,4], [C,3,3]) on ``background`` [3]; returns ([C,H,W,3], [C,H,W,1], meta)."""
+    geometry = (params["means"], params["quats"], params["scales"].exp())
+    return render_geometry(geometry, params, viewmats, Ks, width, height, sh_degree, background, backend)
+
+
+def render_geometry(
+    geometry: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    params: dict[str, torch.Tensor],
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    width: int,
+    height: int,
+    sh_degree: int,
+    background: torch.Tensor,
+    backend: str = "auto",
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """As :func:`render_params` with the world (means, quats, linear scales) given (rigged Gaussians);
+    opacities and SH colours still come from the raw ``params``."""
+    means, quats, scales = geometry
     colors = torch.cat([params["sh0"], params["shN"]], dim=1)
     C = viewmats.shape[0]
     return rasterizer()(
-        params["means"],
-        params["quats"],
-        params["scales"].exp(),
+        means,
+        quats,
+        scales,
         torch.sigmoid(params["opacities"]),
         colors,
         viewmats,

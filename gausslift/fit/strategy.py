@@ -105,11 +105,20 @@ class DefaultStrategy:
         state["count"].add_(vis.sum(0).to(state["count"].dtype))
 
     # -- growth and pruning -------------------------------------------------------------------------
+    def _grow_weights(self, state) -> torch.Tensor | float:
+        """Per-Gaussian weight of the growth gradient (1 here; region-adaptive strategies override)."""
+        return 1.0
+
+    def _world_scales(self, params, state) -> torch.Tensor:
+        """Linear world scales [N,3] the size tests read (rigged strategies override)."""
+        return params["scales"].detach().exp()
+
     def _grow(self, params, optimizers, state) -> tuple[int, int]:
         cfg = self.cfg
+        w = self._grow_weights(state)
         grads = state["grad2d"] / state["count"].clamp_min(1)
-        high = grads > cfg.grow_grad2d
-        small = params["scales"].detach().exp().max(-1).values <= cfg.grow_scale3d * self.scene_scale
+        high = grads * w > cfg.grow_grad2d
+        small = self._world_scales(params, state).max(-1).values <= cfg.grow_scale3d * self.scene_scale
         n = len(grads)
         room = cfg.max_gaussians - n
         if room <= 0:
@@ -118,9 +127,10 @@ class DefaultStrategy:
         # under the cap, keep the candidates with the highest gradients (a split adds one net)
         want = int(dupli.sum() + split.sum())
         if want > room:
-            thresh = torch.topk(torch.where(high, grads, -1.0), room).values[-1]
-            dupli &= grads >= thresh
-            split &= grads >= thresh
+            score = torch.where(high, grads * self._grow_weights(state), -1.0)
+            thresh = torch.topk(score, room).values[-1]
+            dupli &= score >= thresh
+            split &= score >= thresh
         n_dupli = int(dupli.sum())
         if n_dupli:
             self.duplicate(params, optimizers, state, dupli)
