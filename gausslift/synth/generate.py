@@ -334,8 +334,8 @@ def generate(opts: SynthOptions, out: str | Path, progress_bar: bool = True) -> 
 
     opts.check()
     out = Path(out)
+    model = md.load(opts.kind, opts.model, opts.model_path)  # a bad model file fails before any folder
     check_writable(out)
-    model = md.load(opts.kind, opts.model, opts.model_path)  # fails early on a bad model file
     i, n = shard_of(opts.shard)
     indices = [k for k in range(int(opts.n)) if k % n == i]
     workers = int(opts.workers) or len(os.sched_getaffinity(0))
