@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 LOG_PERCENT = 10.0
 LOG_SECONDS = 30.0

@@ -31,6 +31,7 @@ import numpy as np
 
 from gausslift.cameras import Camera, make_K, viewmat_from_opengl_c2w
 from gausslift.errors import InputError
+from gausslift.scene import read_image_raw
 
 VHAP_KEYS = {
     "shape": "shape",
@@ -246,7 +247,7 @@ def check_against_subject(seq: Sequence, subject, where: Path | None = None) -> 
 
 def load_image(path: Path, mask_path: Path | None, camera: Camera) -> tuple[np.ndarray, np.ndarray | None]:
     """(rgb uint8 [H,W,3], mask uint8 [H,W] or None) checked against the camera size."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image_raw(path)
     if img is None:
         raise InputError(path, "missing or unreadable image")
     if img.ndim == 2:
@@ -260,7 +261,11 @@ def load_image(path: Path, mask_path: Path | None, camera: Camera) -> tuple[np.n
     rgb = np.ascontiguousarray(img[..., 2::-1]) if img.shape[2] >= 3 else img
     mask = img[..., 3] if img.shape[2] == 4 else None
     if mask_path is not None:
-        m = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        m = read_image_raw(mask_path)
+        if m is not None and m.ndim == 3:
+            m = cv2.cvtColor(m[..., :3], cv2.COLOR_BGR2GRAY)
+        if m is not None and m.dtype == np.uint16:
+            m = (m / 257).astype(np.uint8)
         if m is None or m.shape != img.shape[:2]:
             raise InputError(mask_path, "missing, unreadable or wrongly sized mask")
         mask = m

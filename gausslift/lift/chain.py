@@ -42,6 +42,7 @@ from gausslift.errors import InputError, MissingWeightsError
 from gausslift.ioutil import atomic_path, atomic_write_json
 from gausslift.lift.inputs import foreground, frame_input, given_masks, open_input, sequence_background
 from gausslift.progress import progress
+from gausslift.scene import read_image_raw
 
 ALPHA_RAMP = 0.1
 METRICS = ("mean_psnr", "mean_iou", "n_gaussians", "temporal_psnr_var", "background_change")
@@ -181,7 +182,7 @@ def write_views(folder: Path, views: np.ndarray, cams: Camera, sample_id: str, e
 def _tile(path: Path, tile: int, composite: bool = True, alpha_only: bool = False) -> np.ndarray:
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image_raw(path)
     if img is None:
         raise InputError(path, "cannot read image")
     img = img.astype(np.float32) / (65535.0 if img.dtype == np.uint16 else 255.0)

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from gausslift.errors import InputError
+from gausslift.scene import read_image_raw
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "gray": (0.5, 0.5, 0.5)}
 
@@ -65,7 +66,7 @@ def find_samples(data, views: int = 6) -> list[Path]:
 
 def load_rgba(path: Path, size: int) -> np.ndarray:
     """[size, size, 4] float32 in [0, 1] (alpha 1 where the file has none)."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    img = read_image_raw(path)
     if img is None:
         raise InputError(path, "cannot read image")
     scale = 65535.0 if img.dtype == np.uint16 else 255.0

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.errors import InputError
+from gausslift.scene import read_image_raw
 
 
 def framing_stats(root: str | Path) -> dict:
     """Statistics over every ``opencv_cameras.json`` under ``root`` (a sample or a dataset folder)."""
-    import cv2
 
     from gausslift.io.facelift import read
 
@@ -26,7 +26,7 @@ def framing_stats(root: str | Path) -> dict:
     for js in jsons:
         scene = read(js.parent)
         for v in scene.views:
-            a = cv2.imread(str(v.image), cv2.IMREAD_UNCHANGED)
+            a = read_image_raw(v.image)
             if a is None or a.ndim != 3 or a.shape[2] != 4:
                 raise InputError(v.image, "expected an RGBA image")
             ratios.append(float(np.sqrt(a[..., 3].mean() / 255.0)))
@@ -56,7 +56,7 @@ def contact_sheet(root: str | Path, out: str | Path, samples: int = 6, views: in
         pick = [vs[int(i)] for i in np.linspace(0, len(vs), views, endpoint=False)]
         rgb, masks = [], []
         for v in pick:
-            a = cv2.imread(str(v.image), cv2.IMREAD_UNCHANGED)
+            a = read_image_raw(v.image)
             al = a[..., 3:].astype(np.float32) / 255.0
             c = a[..., :3].astype(np.float32) * al + background * (1 - al)
             rgb.append(cv2.resize(c.astype(np.uint8), (tile, tile), interpolation=cv2.INTER_AREA))
