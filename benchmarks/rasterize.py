@@ -137,7 +137,8 @@ def _full_runner(n, size, backward, backend, seed=0):
 
 
 def _numba_runner(scene, size, backward):
-    from gausslift.render.raster import rasterize_to_pixels_bwd, rasterize_to_pixels_fwd
+    from gausslift.render.raster import rasterize_to_pixels_fwd
+    from gausslift.render.raster_bwd import rasterize_to_pixels_bwd
 
     g = np.random.default_rng(1)
     v_render = g.normal(size=(1, size, size, 3)).astype(np.float32)

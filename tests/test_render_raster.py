@@ -11,9 +11,9 @@ from gausslift.render.raster import (
     ALPHA_MAX,
     ALPHA_MIN,
     T_MIN,
-    rasterize_to_pixels_bwd,
     rasterize_to_pixels_fwd,
 )
+from gausslift.render.raster_bwd import rasterize_to_pixels_bwd
 from gausslift.render.tiles import bin_gaussians
 
 GRADS = ("means2d", "conics", "colors", "opacities")

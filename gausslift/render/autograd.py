@@ -17,6 +17,7 @@ import torch
 
 from gausslift.render import project as _project
 from gausslift.render import raster as _raster
+from gausslift.render import raster_bwd as _raster_bwd
 from gausslift.render import sh as _sh
 
 
@@ -115,7 +116,7 @@ class Rasterize(torch.autograd.Function):
         C, H, W = ctx.alpha.shape
         D = ctx.rctx.shape[2]
         v_render_np = _np_or_zeros(v_render, (C, H, W, D))
-        grads = _raster.rasterize_to_pixels_bwd(ctx.rctx, v_render_np, _np_or_zeros(v_alpha, (C, H, W)))
+        grads = _raster_bwd.rasterize_to_pixels_bwd(ctx.rctx, v_render_np, _np_or_zeros(v_alpha, (C, H, W)))
         v_means2d, v_conics, v_colors, v_opacities = (torch.from_numpy(g) for g in grads)
         v_bg = None
         if ctx.has_bg and ctx.needs_input_grad[4]:
