@@ -13,8 +13,9 @@ from pathlib import Path
 import torch
 
 from gausslift.errors import InputError
+from gausslift.fit.checkpoint import CHECKPOINT
 from gausslift.ioutil import atomic_write_json
-from gausslift.train.runlog import LOG_CSV, LOG_JSONL, RunLog  # noqa: F401 (the run's log files)
+from gausslift.train.runlog import RunLog
 
 CONFIG = "config.yaml"
 INFO = "run.json"
@@ -27,7 +28,7 @@ def clean_partial(run: str | Path) -> list[str]:
     targets themselves are only ever replaced whole."""
     gone = []
     for p in Path(run).glob(".*"):
-        if p.is_file() and any(p.name.startswith(f".{n}.") for n in (CONFIG, INFO, PLY, "checkpoint.pt")):
+        if p.is_file() and any(p.name.startswith(f".{n}.") for n in (CONFIG, INFO, PLY, CHECKPOINT)):
             p.unlink()
             gone.append(p.name)
     return gone
