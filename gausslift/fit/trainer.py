@@ -79,7 +79,6 @@ class Trainer:
         self.perceptual = Perceptual(cfg, self.device) if cfg.lambda_perceptual > 0 else None
         self.run_info = dict(run_info or {})
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.budget = cfg.minutes * 60.0
         self.reserve = min(10.0, 0.03 * self.budget)
         self.strategy = DefaultStrategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self._stop = False
@@ -131,6 +130,11 @@ class Trainer:
 
     def elapsed(self) -> float:
         return self.clock.elapsed()
+
+    @property
+    def budget(self) -> float:
+        """The time budget in seconds (0: none), as the clock holds it."""
+        return self.clock.seconds
 
     def save_checkpoint(self) -> None:
         s = self.strategy.schedule
