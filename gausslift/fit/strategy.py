@@ -115,11 +115,11 @@ class DefaultStrategy:
 
     def _grow(self, params, optimizers, state) -> tuple[int, int]:
         cfg = self.cfg
-        w = self._grow_weights(state)
-        grads = state["grad2d"] / state["count"].clamp_min(1)
-        high = grads * w > cfg.grow_grad2d
+        # the growth score: mean 2D gradient, weighted per Gaussian (1 here; regions in rigged strategies)
+        score = state["grad2d"] / state["count"].clamp_min(1) * self._grow_weights(state)
+        high = score > cfg.grow_grad2d
         small = self._world_scales(params, state).max(-1).values <= cfg.grow_scale3d * self.scene_scale
-        n = len(grads)
+        n = len(score)
         room = cfg.max_gaussians - n
         if room <= 0:
             return 0, 0
@@ -127,7 +127,7 @@ class DefaultStrategy:
         # under the cap, keep the candidates with the highest gradients (a split adds one net)
         want = int(dupli.sum() + split.sum())
         if want > room:
-            score = torch.where(high, grads * self._grow_weights(state), -1.0)
+            score = torch.where(high, score, -1.0)
             thresh = torch.topk(score, room).values[-1]
             dupli &= score >= thresh
             split &= score >= thresh
