@@ -53,7 +53,7 @@ def run(args) -> int:
     from gausslift.fit.evaluate import iter_views, params_on, render_view, safe_name, write_rgba
 
     info, params, scene = load_run(args.run)
-    params, _ = params_on(params, getattr(args, "device", "auto"), args.backend)
+    params, _ = params_on(params, args.device, args.backend)
     out = Path(args.out)
     if args.split == "orbit":
         path = render_orbit(params, scene, info, out, args.frames, args.backend, args.quiet)
