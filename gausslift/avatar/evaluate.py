@@ -23,7 +23,7 @@ from gausslift import metrics
 from gausslift.avatar import model as M
 from gausslift.avatar.data import load_image, read_sequence
 from gausslift.avatar.trainer import read_run
-from gausslift.errors import MissingWeightsError
+from gausslift.errors import InputError, MissingWeightsError
 from gausslift.metrics import flicker
 from gausslift.subjects import load_subject
 
@@ -83,12 +83,8 @@ class LoadedAvatar:
 def _lpips(weights):
     try:
         return metrics.LPIPS("vgg", weights=weights)
-    except (MissingWeightsError, FileNotFoundError, OSError):
+    except (MissingWeightsError, InputError, FileNotFoundError, OSError):  # InputError: missing head file
         return None
-    except Exception as e:  # InputError for a missing head file
-        if type(e).__name__ == "InputError":
-            return None
-        raise
 
 
 @torch.no_grad()
