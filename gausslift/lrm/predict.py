@@ -23,6 +23,7 @@ import torch
 from gausslift.cameras import Camera
 from gausslift.errors import InputError
 from gausslift.ioutil import atomic_path, atomic_write_json
+from gausslift.metrics.flicker import static_change
 from gausslift.models.gslrm import GSLRM, GaussianBatch, render_gaussians, to_splats
 from gausslift.splats import Splats, load_ply, save_ply
 
@@ -274,15 +275,17 @@ def sequence_samples(root) -> list[tuple[str, Path]]:
 
 def flicker(prev: dict, cur: dict) -> float | None:
     """Mean absolute change of the renders on pixels that are background in both frames' masks
-    (views present in both, same size); None when there are none."""
+    (views present in both, same size; per view :func:`gausslift.metrics.flicker.static_change`);
+    None when there are none."""
     total, count = 0.0, 0
     for name, (rgb, _, mask) in cur.items():
         if name not in prev or prev[name][0].shape != rgb.shape:
             continue
-        still = (mask < 0.5) & (prev[name][2] < 0.5)
-        if still.any():
-            total += float((rgb - prev[name][0]).abs().mean(-1)[still].sum())
-            count += int(still.sum())
+        background = torch.stack([prev[name][2] < 0.5, mask < 0.5]).float()  # [2, H, W]
+        n = int((background[0] * background[1]).sum())
+        if n:  # pixel-weighted pooling of the per-view means over the views
+            total += static_change(torch.stack([prev[name][0], rgb]), background) * n
+            count += n
     return total / count if count else None
 
 
