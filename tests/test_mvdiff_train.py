@@ -160,3 +160,15 @@ def test_camera_mode_reads_each_samples_angles(tmp_path):
     pipe = tiny_pipeline(size=32, channels=(16, 16, 32, 32), tokens=2, view_mode="camera")
     _, _, angles = _batch(pipe, [sample], MVDiffTrainConfig(batch=2), __import__("random").Random(0))
     assert angles.shape == (2, 2, 6) and torch.allclose(angles[0, 0], torch.full((6,), 35.0))
+
+
+def test_ema_decay_warms_up_as_diffusers_ema_model():
+    from diffusers.training_utils import EMAModel
+
+    from gausslift.mvdiff.train import ema_decay_at
+
+    ref = EMAModel([torch.nn.Parameter(torch.zeros(1))], decay=0.999)
+    for n in (1, 2, 3, 10, 100, 600, 5000, 20000):
+        assert ema_decay_at(0.999, n) == pytest.approx(ref.get_decay(n), abs=1e-12), n
+    assert ema_decay_at(0.999, 1) == 0.0  # the first update copies the weights
+    assert ema_decay_at(0.999, 100) < 0.92  # a short run's EMA forgets the random start

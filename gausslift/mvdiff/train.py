@@ -10,7 +10,7 @@ Per step, for B objects of V views (view order fixed, view 0 the condition image
 - MSE to the scheduler's prediction type (epsilon, v_prediction or sample), weighted per view by
   min(SNR, gamma) / SNR (min-SNR, gamma 5; FaceLift uses this form for every prediction type);
 - AdamW (0.9, 0.999, weight decay 1e-2), gradient norm clipped to 1, an EMA of the trained weights which is
-  what the run's `pipeline/` folder holds.
+  what the run's `pipeline/` folder holds (decay warmed up as diffusers' EMAModel: `ema_decay_at`).
 Trainable: the UNet and non-fixed view embeddings ("all"), or the view embeddings alone ("views").
 Camera-mode view conditioning reads each sample's own camera angles from its opencv_cameras.json.
 Checkpoints (atomic, device-independent) resume a run where it stopped; logs as every gausslift trainer.
@@ -197,6 +197,15 @@ def _ema_copy(params):
     return [p.detach().clone() for p in params]
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The EMA decay for the ``updates``-th update (1-based), as diffusers' ``EMAModel`` (no
+    ``update_after_step``, no ``use_ema_warmup``): ``min(decay, (1 + n) / (10 + n))`` with n = updates - 1.
+    Without the cap a 0.999 EMA of a short run would still be mostly the random initial weights
+    (0.999^600 = 55% of them after 600 steps)."""
+    n = max(0, updates - 1)
+    return 0.0 if n == 0 else min(decay, (1.0 + n) / (10.0 + n))
+
+
 def train(cfg: MVDiffTrainConfig) -> Path:
     """Run (or resume) training; returns the run folder, whose `pipeline/` holds the EMA model."""
     from diffusers import DDPMScheduler
@@ -285,7 +294,8 @@ def train(cfg: MVDiffTrainConfig) -> Path:
             scaler.update()
             if ema is not None:
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - cfg.ema_decay)
+                    decay = ema_decay_at(cfg.ema_decay, step + 1)
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
             step += 1
             bar.update(1)
             if log is not None and step % cfg.log_every == 0:
