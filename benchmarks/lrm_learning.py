@@ -4,6 +4,7 @@ curve, from the run's periodic validation), then ``gausslift lrm eval`` on the h
 the per-scene ``gausslift fit`` comparison row measured in the same run.
 
     python3 benchmarks/lrm_learning.py --kind mouse --n 64 --minutes 15 --out /tmp/lrm_learning
+    python3 benchmarks/lrm_learning.py --kind head --data SYNTH_DIR --res 128 --threads 1 --set loss.mask=1.0
 
 Data: ``gausslift synth <kind> --n N --size S --rig random:V:20:60`` (mouse rig elevations), split by
 subject (every ``--val-every``-th subject is held out, never trained on). The model is the ``tiny``
@@ -40,13 +41,23 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="/tmp/lrm_learning")
     ap.add_argument("--skip-train", action="store_true", help="reuse --out/run")
+    ap.add_argument("--data", default=None, help="synth output to use (default: make --out/synth_KIND)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra training-config overrides, after the defaults above (repeatable)",
+    )
     args = ap.parse_args(argv)
 
+    import numba
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)  # torch's and numba's (the rasteriser's) pools both
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     out = Path(args.out)
-    data = out / f"synth_{args.kind}"
+    data = Path(args.data) if args.data else out / f"synth_{args.kind}"
     if not (data / "data_train.txt").is_file():
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "gausslift", "synth", args.kind, "--n", str(args.n), "--size",
@@ -63,14 +74,17 @@ def main(argv=None) -> int:
             f"model.image_size={args.res}", f"batch={args.batch}", f"lr={args.lr}", "warmup_steps=50",
             "data.num_views=7", "data.num_input_views=5", "data.view_order=fixed", "loss.mask=0.5",
             f"val_every={args.val_steps}", "val_samples=8", "image_every=100", "checkpoint_every=100",
+            *args.set,
         ])  # fmt: skip
         train(cfg, [data], run, minutes=args.minutes, progress_bar=False)
     curve = learning_curve(run)
     from gausslift.lrm.eval import evaluate
 
     report = evaluate(run, [data / "data_val.txt"], limit=args.eval_subjects, fit_seconds=args.fit_seconds)
-    results = dict(kind=args.kind, n_subjects=args.n, views=args.views, synth_size=args.size, res=args.res,
-                   minutes=args.minutes, batch=args.batch, lr=args.lr, curve=curve,
+    count = lambda name: sum(1 for line in (data / name).read_text().splitlines() if line.strip())
+    results = dict(kind=args.kind, data=str(data), n_train=count("data_train.txt"),
+                   n_val=count("data_val.txt"), views=args.views, synth_size=args.size, res=args.res,
+                   minutes=args.minutes, batch=args.batch, lr=args.lr, overrides=args.set, curve=curve,
                    eval={k: v for k, v in report.items() if k != "views"}, machine=machine())  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print("minutes  step  val_psnr  val_iou")
