@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -165,3 +166,21 @@ def test_init_from_facelift_checkpoint(tmp_path):
     with pytest.raises(InputError, match="does not fit"):
         train(tiny("model.d=128"), [SAMPLE], tmp_path / "bad", steps=1, init=tmp_path / "ckpt_0000.pt",
               progress_bar=False)  # fmt: skip
+
+
+def test_checkpoint_copied_out_of_its_run_still_loads(tmp_path):
+    from gausslift.lrm.eval import run_config
+
+    cfg = tiny("model.sh_degree=1")
+    run = train(cfg, [SAMPLE], tmp_path / "run", val=[], steps=1, progress_bar=False)
+    alone = tmp_path / "elsewhere" / "checkpoint.pt"
+    alone.parent.mkdir()
+    shutil.copy(run / "checkpoint.pt", alone)
+    model, info = load_model(alone)
+    assert info["kind"] == "run" and model.cfg.sh_degree == 1
+    assert run_config(alone) == cfg  # the config stored in the checkpoint, no config.yaml needed
+    junk = tmp_path / "junk" / "checkpoint.pt"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="checkpoint.pt"):
+        load_model(junk)

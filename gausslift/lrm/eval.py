@@ -46,14 +46,21 @@ def _scores(rgb, alpha, target, mask, lpips):
 
 
 def run_config(run) -> LRMTrainConfig:
-    """The run's training config (defaults with the model's size when ``run`` is a bare file)."""
-    from gausslift.config import load_config
+    """The run's training config: its ``config.yaml``, else the one stored in our checkpoint file,
+    else the defaults (FaceLift's checkpoint; the model's own size replaces the preset's)."""
+    from gausslift.config import from_dict, load_config
+    from gausslift.lrm.train import run_checkpoint
+    from gausslift.train.checkpoint import load_checkpoint
 
     p = Path(run)
-    if p.is_dir() and (p / "config.yaml").is_file():
-        return load_config(LRMTrainConfig, p / "config.yaml")
-    if p.is_file() and (p.parent / "config.yaml").is_file():
-        return load_config(LRMTrainConfig, p.parent / "config.yaml")
+    folder = p if p.is_dir() else p.parent
+    if (folder / "config.yaml").is_file():
+        return load_config(LRMTrainConfig, folder / "config.yaml")
+    ours = run_checkpoint(p)
+    if ours is not None:
+        state = load_checkpoint(ours)
+        if isinstance(state, dict) and isinstance(state.get("config"), dict):
+            return from_dict(LRMTrainConfig, state["config"])
     return LRMTrainConfig()
 
 

@@ -111,14 +111,14 @@ def triptych(inputs, targets, renders) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------------
 def run_checkpoint(path) -> Path | None:
-    """Our checkpoint for a run folder or a file inside one (a run folder holds config.yaml next to
-    checkpoint.pt); None for anything else (e.g. FaceLift's ckpt_*.pt, read with weights_only)."""
+    """Our checkpoint for a run folder or a ``checkpoint.pt`` file (inside its run or copied out of it:
+    the checkpoint carries its own config); None for anything else (e.g. FaceLift's ``ckpt_*.pt``)."""
     p = Path(path)
     if p.is_dir():
         if not (p / CKPT).is_file():
             raise InputError(p, f"not a GS-LRM run (no {CKPT})")
         return p / CKPT
-    return p if p.is_file() and (p.parent / "config.yaml").is_file() and p.name == CKPT else None
+    return p if p.is_file() and p.name == CKPT else None
 
 
 def _read_run(path: Path) -> dict:
