@@ -51,11 +51,9 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
 
-    import numba
-    import torch
+    from gausslift.train.device import set_threads
 
-    torch.set_num_threads(args.threads)  # torch's and numba's (the rasteriser's) pools both
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    set_threads(args.threads)  # torch's and numba's (the rasteriser's) pools both
     out = Path(args.out)
     data = Path(args.data) if args.data else out / f"synth_{args.kind}"
     if not (data / "data_train.txt").is_file():
@@ -81,9 +79,10 @@ def main(argv=None) -> int:
     from gausslift.lrm.eval import evaluate
 
     report = evaluate(run, [data / "data_val.txt"], limit=args.eval_subjects, fit_seconds=args.fit_seconds)
-    count = lambda name: sum(1 for line in (data / name).read_text().splitlines() if line.strip())
-    results = dict(kind=args.kind, data=str(data), n_train=count("data_train.txt"),
-                   n_val=count("data_val.txt"), views=args.views, synth_size=args.size, res=args.res,
+    from gausslift.lrm.data import find_samples, held_out
+
+    results = dict(kind=args.kind, data=str(data), n_train=len(find_samples(data)),
+                   n_val=len(held_out(data)), views=args.views, synth_size=args.size, res=args.res,
                    minutes=args.minutes, batch=args.batch, lr=args.lr, overrides=args.set, curve=curve,
                    eval={k: v for k, v in report.items() if k != "views"}, machine=machine())  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=1))

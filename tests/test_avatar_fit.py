@@ -29,7 +29,7 @@ SIZE = 32
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny images: one thread is fastest (and much faster on a crowded machine)."""
-    from gausslift.avatar.trainer import set_threads
+    from gausslift.train.device import set_threads
 
     old = torch.get_num_threads()
     set_threads(1)

@@ -41,7 +41,7 @@ from gausslift.ioutil import atomic_write_json
 from gausslift.progress import progress as progress_bar
 from gausslift.train.budget import Budget
 from gausslift.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from gausslift.train.device import resolve_device
+from gausslift.train.device import resolve_device, set_threads
 
 CKPT, INFO, CONFIG = "checkpoint.pt", "avatar.json", "config.yaml"
 SH_C0 = 0.28209479177387814
@@ -421,16 +421,6 @@ class AvatarTrainer:
         }
         atomic_write_json(self.out / INFO, info)
         return info
-
-
-def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    try:
-        import numba
-
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def read_run(run: str | Path) -> dict:

@@ -46,22 +46,18 @@ def _scores(rgb, alpha, target, mask, lpips):
 
 
 def run_config(run) -> LRMTrainConfig:
-    """The run's training config: its ``config.yaml``, else the one stored in our checkpoint file,
-    else the defaults (FaceLift's checkpoint; the model's own size replaces the preset's)."""
+    """The run's training config: its ``config.yaml``, else the one stored in our checkpoint file (a
+    ``checkpoint.pt`` copied out of its run), else the defaults (FaceLift's checkpoint; the model's own
+    size replaces the preset's)."""
     from gausslift.config import from_dict, load_config
-    from gausslift.lrm.train import run_checkpoint
-    from gausslift.train.checkpoint import load_checkpoint
+    from gausslift.lrm.train import _read_run, run_checkpoint
 
     p = Path(run)
     folder = p if p.is_dir() else p.parent
     if (folder / "config.yaml").is_file():
         return load_config(LRMTrainConfig, folder / "config.yaml")
-    ours = run_checkpoint(p)
-    if ours is not None:
-        state = load_checkpoint(ours)
-        if isinstance(state, dict) and isinstance(state.get("config"), dict):
-            return from_dict(LRMTrainConfig, state["config"])
-    return LRMTrainConfig()
+    ours = run_checkpoint(p)  # only a bare checkpoint.pt gets here, so it is read a second time
+    return from_dict(LRMTrainConfig, _read_run(ours)["config"]) if ours is not None else LRMTrainConfig()
 
 
 def fit_baseline(folder: Path, inputs: list[str], batch, seconds: float, backend: str, device: str, lpips):

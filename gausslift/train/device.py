@@ -83,3 +83,15 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` (for honest timings); nothing to do on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads in torch's pool and in numba's (the cpu rasteriser's and the mesh
+    renderer's kernels); limiting only torch's leaves numba at every core."""
+    torch.set_num_threads(n)
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover
+        pass
