@@ -119,5 +119,10 @@ def load_config(cls: type[T], path: str | Path) -> T:
         raise InputError(path, e.problem) from None
 
 
+def config_text(cfg: Any) -> str:
+    """The YAML that :func:`save_config` writes."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: Any, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, config_text(cfg))

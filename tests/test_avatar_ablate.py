@@ -1,6 +1,7 @@
 """The ablation: table, plot and skipped rows (fast); the whole command on a tiny sequence (slow)."""
 
 import json
+from dataclasses import replace
 
 import cv2
 import pytest
@@ -79,3 +80,30 @@ def test_ablate_end_to_end(tmp_path, monkeypatch):
         json.loads((tmp_path / f"abl/temporal/seed{i}/avatar.json").read_text())["config"] for i in (0, 1)
     ]
     assert [c["seed"] for c in cfgs] == [0, 1] and all(c["lambda_temporal"] == 0.01 for c in cfgs)
+
+
+@pytest.mark.slow
+def test_ablate_jobs_and_reuse(tmp_path, monkeypatch):
+    """Two fits at a time; a second call reuses finished runs and refits only a changed one."""
+    from test_avatar_fit import write_synth
+
+    from gausslift.subjects import load_subject
+
+    write_tiny_ict(tmp_path)
+    monkeypatch.setenv("GAUSSLIFT_MESHES", str(tmp_path))
+    write_synth(tmp_path / "seq", load_subject("ict"))
+    cfg = AvatarConfig(iters=6, backend="cpu", sh_degree=0, subject="ict")
+    kw = dict(configs=["baseline", "adaptive"], progress=False)
+    res = ablate(tmp_path / "seq", tmp_path / "abl", cfg, jobs=2, **kw)
+    assert res["jobs"] == 2 and len(res["rows"]["adaptive"]["runs"]) == 1
+    runs = {r: tmp_path / f"abl/{r}/seed0" for r in ("baseline", "adaptive")}
+    for run in runs.values():  # each fit had its own log and half the cores
+        info = json.loads((run / "avatar.json").read_text())
+        assert info["finished"] and info["config"]["threads"] >= 1 and (run / "fit.log").is_file()
+    stamp = {r: (p / "avatar.json").stat().st_mtime_ns for r, p in runs.items()}
+    ablate(tmp_path / "seq", tmp_path / "abl", cfg, jobs=2, **kw)  # the same call again: nothing refitted
+    assert {r: (p / "avatar.json").stat().st_mtime_ns for r, p in runs.items()} == stamp
+    ablate(tmp_path / "seq", tmp_path / "abl", replace(cfg, iters=7), jobs=1, **kw)  # a new budget
+    for r, p in runs.items():
+        assert (p / "avatar.json").stat().st_mtime_ns != stamp[r]
+        assert json.loads((p / "avatar.json").read_text())["iters"] == 7

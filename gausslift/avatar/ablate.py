@@ -14,15 +14,18 @@ seeds, ± the standard deviation when there are several, and the difference to b
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from gausslift.avatar.evaluate import evaluate_run
-from gausslift.config import save_config
+from gausslift.config import config_text
 from gausslift.errors import MissingWeightsError
 from gausslift.ioutil import atomic_path, atomic_write_json, atomic_write_text
 
@@ -95,59 +98,114 @@ def _summary(ev: dict, info: dict) -> dict:
     }
 
 
+def _fit_cmd(seq, run: Path, progress: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "gausslift", "avatar", "fit", str(seq), "--out", str(run)]
+    return cmd + ["--config", str(run / "requested.yaml")] + ([] if progress else ["--quiet"])
+
+
+def _finished(run: Path, requested: str) -> bool:
+    """A run from an earlier call with the same requested config, trained to its end."""
+    try:
+        same = (run / "requested.yaml").read_text() == requested
+        return same and json.loads((run / "avatar.json").read_text()).get("finished", False)
+    except (OSError, ValueError):
+        return False
+
+
+def _run_fits(jobs_todo: list, seq, jobs: int, progress: bool) -> None:
+    """Run ``(run, requested_yaml_text)`` fits, ``jobs`` at a time, each its own process."""
+    live: list = []
+    failed = []
+    todo = list(jobs_todo)
+    while todo or live:
+        while todo and len(live) < jobs:
+            run, text = todo.pop(0)
+            run.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run / "requested.yaml", text)
+            log = None if progress and jobs == 1 else open(run / "fit.log", "w")
+            proc = subprocess.Popen(_fit_cmd(seq, run, progress and jobs == 1), stdout=log, stderr=log)
+            live.append((proc, run, log))
+        time.sleep(0.2)
+        for item in list(live):
+            proc, run, log = item
+            if proc.poll() is None:
+                continue
+            live.remove(item)
+            if log is not None:
+                log.close()
+            if proc.returncode != 0:
+                failed.append(f"{run} (exit {proc.returncode}; see {run / 'fit.log'})")
+    if failed:
+        raise RuntimeError("avatar fit failed for " + ", ".join(failed))
+
+
 def ablate(
-    seq, out, cfg, seeds: int = 1, configs=None, eval_max_frames: int = 0, progress: bool = True
+    seq,
+    out,
+    cfg,
+    seeds: int = 1,
+    configs=None,
+    eval_max_frames: int = 0,
+    progress: bool = True,
+    jobs: int = 1,
 ) -> dict:
+    """Fit every (row, seed), ``jobs`` fits at a time, then evaluate them one after another.
+
+    Runs that an earlier call finished with the same requested config are reused, not refitted, so
+    an interrupted ablation continues where it stopped. With ``jobs > 1`` and ``cfg.threads == 0``
+    each fit gets ``cpu_count // jobs`` threads. Evaluation (and so the render FPS) runs after all
+    fits, one run at a time.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = configs or list(ROWS)
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ValueError(f"unknown ablation rows {unknown}; choose from {list(ROWS)}")
+    jobs = max(1, int(jobs))
+    if jobs > 1 and cfg.threads <= 0:
+        cfg = replace(cfg, threads=max(1, (os.cpu_count() or 1) // jobs))
     vgg = _vgg_available(cfg.perceptual_weights)
     results: dict = {
         "sequence": str(seq),
         "budget_minutes": cfg.minutes,
         "iters": cfg.iters,
         "seeds": seeds,
+        "jobs": jobs,
         "rows": {},
     }
+    plan, todo = {}, []
     for row in rows:
         if ROWS[row].get("use_vgg_loss") and not vgg:
             results["rows"][row] = {"skipped": "VGG19 weights (vgg19-dcbb9e9d.pth) not found: give --weights"}
             continue
-        runs = []
+        plan[row] = []
         for i in range(seeds):
             run = out / row / f"seed{i}"
             rcfg = replace(cfg, seed=cfg.seed + i, **ROWS[row])
-            run.mkdir(parents=True, exist_ok=True)
-            save_config(rcfg, run / "requested.yaml")
-            cmd = [
-                sys.executable,
-                "-m",
-                "gausslift",
-                "avatar",
-                "fit",
-                str(seq),
-                "--out",
-                str(run),
-                "--config",
-                str(run / "requested.yaml"),
-            ] + ([] if progress else ["--quiet"])
-            subprocess.run(cmd, check=True)
-            import json
-
+            text = config_text(rcfg)
+            plan[row].append((run, rcfg))
+            if not _finished(run, text):
+                todo.append((run, text))
+    _run_fits(todo, seq, jobs, progress)
+    for row, runs in plan.items():
+        summaries = []
+        for run, rcfg in runs:
             info = json.loads((run / "avatar.json").read_text())
-            ev = evaluate_run(
-                run,
-                device="cpu" if rcfg.device in ("auto", "cpu") else rcfg.device,
-                backend=rcfg.backend,
-                lpips_weights=rcfg.perceptual_weights or None,
-                max_frames=eval_max_frames,
-            )
-            atomic_write_json(run / "eval.json", ev)
-            runs.append(_summary(ev, info))
-        results["rows"][row] = {"runs": runs}
+            ev_path = run / "eval.json"
+            if ev_path.is_file() and ev_path.stat().st_mtime >= (run / "avatar.json").stat().st_mtime:
+                ev = json.loads(ev_path.read_text())
+            else:
+                ev = evaluate_run(
+                    run,
+                    device="cpu" if rcfg.device in ("auto", "cpu") else rcfg.device,
+                    backend=rcfg.backend,
+                    lpips_weights=rcfg.perceptual_weights or None,
+                    max_frames=eval_max_frames,
+                )
+                atomic_write_json(ev_path, ev)
+            summaries.append(_summary(ev, info))
+        results["rows"][row] = {"runs": summaries}
     table = make_table(results)
     atomic_write_text(out / "table.md", table)
     atomic_write_json(out / "results.json", results)

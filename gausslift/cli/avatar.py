@@ -63,6 +63,12 @@ def add_arguments(parser) -> None:
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--configs", help="comma list of a subset (baseline,perceptual,adaptive,temporal,all)")
     p.add_argument("--eval-max-frames", type=int, default=0)
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="fits at a time (threads split between them); reruns reuse finished fits",
+    )
     _fit_args(p)
 
 
@@ -144,6 +150,7 @@ def run(args) -> int:
             configs=configs,
             eval_max_frames=args.eval_max_frames,
             progress=not args.quiet,
+            jobs=args.jobs,
         )
         print(res["table_path"])
         return 0
