@@ -8,7 +8,11 @@ Per split: PSNR, SSIM, LPIPS (VGG; ``None`` when its weights are not available),
 alpha vs the mask, both at 0.5), and the flicker figures of :mod:`gausslift.metrics.flicker` per
 held-out camera over time (averaged): PSNR variance, change in static pixels (and the ground truth's),
 landmark jitter in px^2 (the subject's keypoints projected with the parameters the avatar is posed
-with, and with the ground-truth ones). Plus render FPS (median over the views) and the Gaussian count.
+with, and with the ground-truth ones). The Gaussians are bound to the mesh, so the posed keypoints are
+where the rendered landmarks are. In self-reenactment the avatar is posed with the held-out frames'
+ground-truth parameters, so the two jitter figures are equal there by construction; they differ in the
+novel-view split, whose parameters were fine-tuned. Plus render FPS (median over the views) and the
+Gaussian count.
 """
 
 from __future__ import annotations
