@@ -315,3 +315,22 @@ def test_param_noise_only_touches_training_frames_and_is_seed_independent(tmp_pa
         assert torch.equal(a.all_params[k][4:], truth[4:])  # held-out frames untouched
         assert torch.equal(a.all_params[k], b.all_params[k])  # the same draw for every seed
     assert torch.equal(a.all_params["shape"], torch.as_tensor(seq.params["shape"]))  # per-subject
+
+
+def test_tracking_learning_rates_by_kind(tmp_path, flame):
+    """GaussianAvatars' rates: coefficients 1e-3, rotations 1e-5, translation 1e-6, one group each."""
+    write_vhap(tmp_path / "vhap", flame)
+    tr = AvatarTrainer(
+        read_sequence(tmp_path / "vhap"), flame, AvatarConfig(holdout_cameras=4), tmp_path / "r"
+    )
+    tr._fresh()
+    lrs = {g["name"]: g["lr"] for g in tr.extra_opt.param_groups}
+    assert lrs == {
+        "expression": 1e-3,
+        "rotation": 1e-5,
+        "neck": 1e-5,
+        "jaw": 1e-5,
+        "eyes": 1e-5,
+        "translation": 1e-6,
+    }
+    assert M.param_lr("pose", AvatarConfig(lr_pose=3e-4)) == 3e-4  # the mouse's joint rotations

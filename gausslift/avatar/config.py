@@ -41,7 +41,11 @@ class AvatarConfig:
     # simulated tracking error: N(0, param_noise^2) added to the training frames' per-frame parameters
     # (the same draw for every seed and configuration of a sequence); evaluation compares with the truth
     param_noise: float = 0.0
+    # GaussianAvatars' learning rates for the tracking: coefficients (expression) 1e-3, rotations
+    # (global rotation, neck, jaw, eyes, the mouse's joint rotations) 1e-5, translation 1e-6
     lr_params: float = 1e-3
+    lr_pose: float = 1e-5
+    lr_translation: float = 1e-6
     dynamic_offsets: bool = False
     lr_offsets: float = 1e-5
     # losses

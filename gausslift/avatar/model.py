@@ -29,6 +29,16 @@ def bound_faces(subject) -> np.ndarray:
     return np.where(keep)[0]
 
 
+ROTATION_KEYS = ("rotation", "neck", "jaw", "eyes", "pose")  # axis-angle rotations of every subject
+
+
+def param_lr(key: str, cfg) -> float:
+    """The fine-tuning learning rate of a per-frame parameter, by kind (as GaussianAvatars)."""
+    if key == "translation":
+        return cfg.lr_translation
+    return cfg.lr_pose if key in ROTATION_KEYS else cfg.lr_params
+
+
 def per_frame_keys(subject) -> list[str]:
     return [k for k in subject.param_shapes if k not in SHARED_KEYS]
 

@@ -185,7 +185,8 @@ class AvatarTrainer:
         }
         extra = []
         if cfg.finetune_params:
-            extra.append({"params": list(self.tuned.values()), "lr": cfg.lr_params})
+            for k, v in self.tuned.items():
+                extra.append({"params": [v], "lr": M.param_lr(k, cfg), "name": k})
         if cfg.dynamic_offsets:
             extra.append({"params": [self.offsets], "lr": cfg.lr_offsets})
         self.extra_opt = torch.optim.Adam(extra) if extra else None
