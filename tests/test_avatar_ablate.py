@@ -72,6 +72,7 @@ def test_ablate_end_to_end(tmp_path, monkeypatch):
     )
     rows = res["rows"]
     assert "skipped" in rows["perceptual"]  # no VGG19 weights here
+    assert list(rows) == ["baseline", "perceptual", "temporal"]  # the order asked for
     assert len(rows["baseline"]["runs"]) == 2 and len(rows["temporal"]["runs"]) == 2
     saved = json.loads((tmp_path / "abl/results.json").read_text())
     assert saved["rows"]["temporal"]["runs"][1]["gaussians"] > 0

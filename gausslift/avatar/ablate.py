@@ -206,6 +206,7 @@ def ablate(
                 atomic_write_json(ev_path, ev)
             summaries.append(_summary(ev, info))
         results["rows"][row] = {"runs": summaries}
+    results["rows"] = {r: results["rows"][r] for r in rows}  # the table's order, skipped rows included
     table = make_table(results)
     atomic_write_text(out / "table.md", table)
     atomic_write_json(out / "results.json", results)
