@@ -334,3 +334,25 @@ def test_tracking_learning_rates_by_kind(tmp_path, flame):
         "translation": 1e-6,
     }
     assert M.param_lr("pose", AvatarConfig(lr_pose=3e-4)) == 3e-4  # the mouse's joint rotations
+
+
+def test_resume_from_a_single_group_tracking_optimiser(tmp_path, flame):
+    """A checkpoint written before the per-kind rates (one Adam group) resumes with a warning."""
+    from gausslift.train.checkpoint import load_checkpoint, save_checkpoint
+
+    write_vhap(tmp_path / "vhap", flame)
+    seq = read_sequence(tmp_path / "vhap")
+    cfg = AvatarConfig(iters=3, holdout_cameras=4, backend="torch", sh_degree=0, log_every=1)
+    AvatarTrainer(seq, flame, cfg, tmp_path / "r").fit(progress=False)
+    ck = load_checkpoint(tmp_path / "r/checkpoint.pt")
+    groups = ck["extra_opt"]["param_groups"]
+    assert len(groups) == 6
+    merged = dict(groups[0], params=[i for g in groups for i in g["params"]], lr=1e-3)
+    merged.pop("name")
+    ck["extra_opt"]["param_groups"] = [merged]
+    save_checkpoint(tmp_path / "r/checkpoint.pt", ck)
+    tr = AvatarTrainer(seq, flame, cfg, tmp_path / "r")
+    with pytest.warns(UserWarning, match="older layout"):
+        tr._restore()
+    assert tr.step == 3 and len(tr.extra_opt.param_groups) == 6
+    assert "loss" in tr.train_step()  # training goes on with the per-kind rates

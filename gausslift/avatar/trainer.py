@@ -21,6 +21,7 @@ import json
 import math
 import resource
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -221,7 +222,14 @@ class AvatarTrainer:
         for k, o in self.optimizers.items():
             o.load_state_dict(d["optim"][k])
         if self.extra_opt is not None and d["extra_opt"] is not None:
-            self.extra_opt.load_state_dict(d["extra_opt"])
+            if len(d["extra_opt"]["param_groups"]) == len(self.extra_opt.param_groups):
+                self.extra_opt.load_state_dict(d["extra_opt"])
+            else:  # a checkpoint from before the per-kind tracking rates (one group for all)
+                warnings.warn(
+                    f"{self.out / CKPT}: tracking optimiser state from an older layout; "
+                    "the fine-tuned parameters continue with fresh Adam moments",
+                    stacklevel=2,
+                )
         self.step, self.total = d["step"], d["total"]
         from gausslift.fit.strategy import Schedule
 
