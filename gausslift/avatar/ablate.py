@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import sys
-import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -112,31 +112,43 @@ def _finished(run: Path, requested: str) -> bool:
         return False
 
 
-def _run_fits(jobs_todo: list, seq, jobs: int, progress: bool) -> None:
-    """Run ``(run, requested_yaml_text)`` fits, ``jobs`` at a time, each its own process."""
-    live: list = []
-    failed = []
-    todo = list(jobs_todo)
-    while todo or live:
-        while todo and len(live) < jobs:
-            run, text = todo.pop(0)
-            run.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(run / "requested.yaml", text)
-            log = None if progress and jobs == 1 else open(run / "fit.log", "w")
-            proc = subprocess.Popen(_fit_cmd(seq, run, progress and jobs == 1), stdout=log, stderr=log)
-            live.append((proc, run, log))
-        time.sleep(0.2)
-        for item in list(live):
-            proc, run, log = item
-            if proc.poll() is None:
-                continue
-            live.remove(item)
-            if log is not None:
-                log.close()
-            if proc.returncode != 0:
-                failed.append(f"{run} (exit {proc.returncode}; see {run / 'fit.log'})")
+def _fit(seq, run: Path, text: str, progress: bool) -> str | None:
+    """One fit in its own process; ``None`` on success, else what failed. Without a progress bar its
+    output goes to ``run/fit.log``."""
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "requested.yaml", text)
+    if progress:
+        rc = subprocess.run(_fit_cmd(seq, run, True)).returncode
+    else:
+        with open(run / "fit.log", "w") as log:
+            rc = subprocess.run(_fit_cmd(seq, run, False), stdout=log, stderr=log).returncode
+    return None if rc == 0 else f"{run} (exit {rc}" + ("" if progress else f"; see {run / 'fit.log'}") + ")"
+
+
+def _run_fits(todo: list, seq, jobs: int, progress: bool) -> None:
+    """Run the ``(run, requested_yaml_text)`` fits, ``jobs`` at a time (a bar only with one job)."""
+    with ThreadPoolExecutor(jobs) as pool:
+        failed = [f for f in pool.map(lambda rt: _fit(seq, *rt, progress and jobs == 1), todo) if f]
     if failed:
         raise RuntimeError("avatar fit failed for " + ", ".join(failed))
+
+
+def _evaluate(run: Path, rcfg, eval_max_frames: int) -> dict:
+    """``run/eval.json``, reused when it is newer than the fit and used the same frame limit."""
+    ev_path = run / "eval.json"
+    if ev_path.is_file() and ev_path.stat().st_mtime >= (run / "avatar.json").stat().st_mtime:
+        ev = json.loads(ev_path.read_text())
+        if ev.get("eval_max_frames") == eval_max_frames:
+            return ev
+    ev = evaluate_run(
+        run,
+        device="cpu" if rcfg.device in ("auto", "cpu") else rcfg.device,
+        backend=rcfg.backend,
+        lpips_weights=rcfg.perceptual_weights or None,
+        max_frames=eval_max_frames,
+    ) | {"eval_max_frames": eval_max_frames}
+    atomic_write_json(ev_path, ev)
+    return ev
 
 
 def ablate(
@@ -174,10 +186,10 @@ def ablate(
         "jobs": jobs,
         "rows": {},
     }
-    plan, todo = {}, []
+    plan, todo = {}, []  # row -> [(run, config)], or None when the row cannot run here
     for row in rows:
         if ROWS[row].get("use_vgg_loss") and not vgg:
-            results["rows"][row] = {"skipped": "VGG19 weights (vgg19-dcbb9e9d.pth) not found: give --weights"}
+            plan[row] = None
             continue
         plan[row] = []
         for i in range(seeds):
@@ -189,24 +201,14 @@ def ablate(
                 todo.append((run, text))
     _run_fits(todo, seq, jobs, progress)
     for row, runs in plan.items():
-        summaries = []
-        for run, rcfg in runs:
-            info = json.loads((run / "avatar.json").read_text())
-            ev_path = run / "eval.json"
-            if ev_path.is_file() and ev_path.stat().st_mtime >= (run / "avatar.json").stat().st_mtime:
-                ev = json.loads(ev_path.read_text())
-            else:
-                ev = evaluate_run(
-                    run,
-                    device="cpu" if rcfg.device in ("auto", "cpu") else rcfg.device,
-                    backend=rcfg.backend,
-                    lpips_weights=rcfg.perceptual_weights or None,
-                    max_frames=eval_max_frames,
-                )
-                atomic_write_json(ev_path, ev)
-            summaries.append(_summary(ev, info))
+        if runs is None:
+            results["rows"][row] = {"skipped": "VGG19 weights (vgg19-dcbb9e9d.pth) not found: give --weights"}
+            continue
+        summaries = [
+            _summary(_evaluate(run, rcfg, eval_max_frames), json.loads((run / "avatar.json").read_text()))
+            for run, rcfg in runs
+        ]
         results["rows"][row] = {"runs": summaries}
-    results["rows"] = {r: results["rows"][r] for r in rows}  # the table's order, skipped rows included
     table = make_table(results)
     atomic_write_text(out / "table.md", table)
     atomic_write_json(out / "results.json", results)
