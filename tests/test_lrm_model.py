@@ -208,3 +208,49 @@ def test_overfits_one_sample_through_the_renderer():
         loss.backward()
         opt.step()
     assert scores[-1] > scores[0] + 4.0, scores
+
+
+def test_pixel_mlp_starts_as_facelift_and_sees_each_pixel():
+    """``pixel_mlp`` (not FaceLift's): zero-initialised, so the first forward pass equals the model
+    without it (same pixel-head rows for the Gaussians' parameters); once trained, with the tokens'
+    output silenced, a change of one input pixel changes that pixel's Gaussian and no other."""
+    P = GSLRMConfig().n_params_per_gaussian
+    _, K, vm = _rig(2, 16)
+    img = torch.rand(1, 2, 16, 16, 3)
+    plain, skip = _tiny(), _tiny(pixel_mlp=16)
+    assert skip.pixel_head.linear.weight.shape[0] == 8 * 8 * (P + 8)
+    with torch.no_grad():
+        rows = skip.pixel_head.linear.weight.reshape(64, P + 8, -1)[:, :P].reshape(64 * P, -1)
+        for name, p in plain.state_dict().items():
+            if name != "pixel_head.linear.weight":
+                p.copy_(skip.state_dict()[name])
+        plain.pixel_head.linear.weight.copy_(rows)
+    a, b = plain(img, K[None], vm[None]), skip(img, K[None], vm[None])
+    for f in ("means", "sh", "scales", "opacities", "quats"):
+        torch.testing.assert_close(getattr(a, f), getattr(b, f))
+    # one optimiser step on the MLP alone; then a one-pixel change moves that pixel's opacity
+    skip.train()
+    opt = torch.optim.SGD(skip.pixel_mlp.parameters(), lr=0.1)
+    g = skip(img, K[None], vm[None])
+    (g.opacities.sum() + g.sh.square().sum()).backward()
+    assert skip.pixel_mlp[0].weight.grad.abs().sum() == 0  # zero last layer: no gradient through it yet
+    assert skip.pixel_mlp[-1].weight.grad.abs().sum() > 0
+    opt.step()
+    opt.zero_grad()
+    g = skip(img, K[None], vm[None])
+    g.opacity_logits.sum().backward()
+    opt.step()
+    skip.eval()
+    with torch.no_grad():  # tokens silenced: what is left is each pixel's own path
+        skip.pixel_head.linear.weight.zero_()
+    img2 = img.clone()
+    img2[0, 1, 5, 6] = 1.0 - img2[0, 1, 5, 6]
+    with torch.no_grad():
+        g1, g2 = skip(img, K[None], vm[None]), skip(img2, K[None], vm[None])
+    change = (g1.pixel(g1.opacity_logits) - g2.pixel(g2.opacity_logits)).abs()
+    assert change[0, 1, 5, 6] > 1e-4
+    change[0, 1, 5, 6] = 0
+    assert change.max() == 0
+    o, d = pixel_rays(K[None], vm[None], 16, 16)
+    g = skip(img2, K[None], vm[None])
+    torch.testing.assert_close(g.pixel(g.means), o + g.depths[..., None] * d, atol=1e-5, rtol=0)

@@ -99,12 +99,13 @@ def choose_views(n: int, cfg: DataConfig, gen: torch.Generator) -> tuple[list[in
 
 @dataclass
 class Batch:
-    """A batch of B samples (float32, CPU). Inputs: images [B,Vi,H,W,3] (composited), Ks, viewmats.
+    """A batch of B samples (float32, CPU). Inputs: images [B,Vi,H,W,3] (composited), Ks, viewmats, masks.
     Targets: images [B,Vt,H,W,3], masks [B,Vt,H,W], Ks, viewmats. backgrounds [B,3]."""
 
     in_images: torch.Tensor
     in_Ks: torch.Tensor
     in_viewmats: torch.Tensor
+    in_masks: torch.Tensor
     images: torch.Tensor
     masks: torch.Tensor
     Ks: torch.Tensor
@@ -206,7 +207,7 @@ def collate(examples) -> Batch:
     st = lambda f: torch.stack([f(e) for e in examples])
     return Batch(
         in_images=st(lambda e: e[1].images), in_Ks=st(lambda e: e[1].Ks),
-        in_viewmats=st(lambda e: e[1].viewmats), images=st(lambda e: e[2].images),
+        in_viewmats=st(lambda e: e[1].viewmats), in_masks=st(lambda e: e[1].masks), images=st(lambda e: e[2].images),
         masks=st(lambda e: e[2].masks), Ks=st(lambda e: e[2].Ks), viewmats=st(lambda e: e[2].viewmats),
         backgrounds=torch.tensor([e[3] for e in examples]), samples=names,
         input_names=[e[1].names for e in examples], target_names=[e[2].names for e in examples],

@@ -111,7 +111,7 @@ def evaluate(run, data, *, limit: int = 0, fit_seconds: float = 0.0, lpips_weigh
     for folder, batch in zip(samples, batches):
         b = batch.to(dev)
         t0 = time.perf_counter()
-        g = model(b.in_images, b.in_Ks, b.in_viewmats)
+        g = model(b.in_images, b.in_Ks, b.in_viewmats, b.in_masks)
         rgb, alpha = render_batch(g, b, backend)
         lrm_time.append(time.perf_counter() - t0)
         names = batch.target_names[0]

@@ -147,7 +147,18 @@ def predict_gaussians(model: GSLRM, views: SampleViews) -> GaussianBatch:
     """One forward pass (eval mode, no clipping) on the model's device; a batch of one."""
     model.eval()
     dev = next(model.parameters()).device
-    return model(views.images[None].to(dev), views.Ks[None].to(dev), views.viewmats[None].to(dev))
+    return model(views.images[None].to(dev), views.Ks[None].to(dev), views.viewmats[None].to(dev),
+                 input_masks(views)[None].to(dev))  # fmt: skip
+
+
+def input_masks(views: SampleViews, threshold: float = 0.1) -> torch.Tensor:
+    """The views' masks [V, H, W]; for views without masks, the pixels farther than ``threshold`` (any
+    channel) from the colour of the image's border (the background the views were composited over)."""
+    if views.has_masks:
+        return views.masks
+    img = views.images
+    border = torch.cat([img[:, 0], img[:, -1], img[:, :, 0], img[:, :, -1]], dim=1).median(dim=1).values
+    return ((img - border[:, None, None]).abs().amax(-1) > threshold).float()
 
 
 def write_rgba(path, rgb: torch.Tensor, alpha: torch.Tensor) -> None:

@@ -171,7 +171,7 @@ def validate(model: GSLRM, samples, cfg: LRMTrainConfig, device, backend: str, n
     ps, ious, grid = [], [], None
     for batch in validation_batches(samples[:n], cfg.data, image_size(cfg), cfg.model.patch_size, cfg.seed):
         batch = batch.to(device)
-        g = model(batch.in_images, batch.in_Ks, batch.in_viewmats)
+        g = model(batch.in_images, batch.in_Ks, batch.in_viewmats, batch.in_masks)
         rgb, alpha = render_batch(g, batch, backend)
         rgb = rgb.clamp(0, 1)
         ps.append(psnr(rgb, batch.images).mean())
@@ -276,7 +276,7 @@ def train(cfg: LRMTrainConfig, data, out, *, val=None, steps: int = 0, minutes: 
             pending = pool.submit(fetch, step + 1) if pool else None
             batch = batch.to(dev)
             with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                g = net(batch.in_images, batch.in_Ks, batch.in_viewmats)
+                g = net(batch.in_images, batch.in_Ks, batch.in_viewmats, batch.in_masks)
             rgb, alpha = render_batch(g, batch, backend)
             loss, terms = loss_fn(rgb, alpha, batch.images, batch.masks, step)
             # one sync for the whole group: the loss (skip everywhere if any is bad) and the budget

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from gausslift.models.hull import hull_depths
 from gausslift.splats import Splats
 
 
@@ -57,11 +58,22 @@ class GSLRMConfig:
     clip_xyz: bool = True  # clamp pixel-aligned means to [-1, 1]^3 in training mode
     grad_checkpoint: bool = False
     grad_checkpoint_every: int = 1  # blocks per checkpointed segment
+    # Not in FaceLift (0 = off, their architecture): a per-pixel MLP of this width that refines each
+    # pixel Gaussian from its token's output (plus PIXEL_FEATURES extra channels) and its own 9 input
+    # channels, added to the raw outputs; the last layer starts at zero, so training starts from
+    # FaceLift's model. One token otherwise has to encode its p x p pixels' detail (thin tails, legs).
+    pixel_mlp: int = 0
+    # Not in FaceLift (0 = off): a foreground pixel's depth is its ray's first visual-hull point (from
+    # the input views' masks, ``gausslift.models.hull``) +- this many world units, instead of -o.d +-
+    # ``depth_half_range``. The model then needs the input masks.
+    hull_depth: float = 0.0
 
     @property
     def n_params_per_gaussian(self) -> int:
         return 3 + (self.sh_degree + 1) ** 2 * 3 + 3 + 4 + 1
 
+
+PIXEL_FEATURES = 8  # extra per-pixel channels of the pixel head when ``pixel_mlp`` is on
 
 PRESETS = {
     "facelift": GSLRMConfig(image_size=512, d=1024, n_layers=24, grad_checkpoint=True),
@@ -223,7 +235,11 @@ class GSLRM(nn.Module):
         self.norm_in = nn.LayerNorm(d, bias=False)
         self.blocks = nn.ModuleList(Block(d, cfg.d_head, cfg.mlp_ratio) for _ in range(cfg.n_layers))
         self.free_head = Head(d, cfg.n_params_per_gaussian)
-        self.pixel_head = Head(d, p * p * cfg.n_params_per_gaussian)
+        P, E = cfg.n_params_per_gaussian, PIXEL_FEATURES if cfg.pixel_mlp else 0
+        self.pixel_head = Head(d, p * p * (P + E))
+        if cfg.pixel_mlp:
+            self.pixel_mlp = nn.Sequential(nn.Linear(P + E + 9, cfg.pixel_mlp), nn.GELU(),
+                                           nn.Linear(cfg.pixel_mlp, P))  # fmt: skip
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -234,6 +250,11 @@ class GSLRM(nn.Module):
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
         nn.init.trunc_normal_(self.gaussian_tokens, std=0.02)
+        if self.cfg.pixel_mlp:
+            for m in self.pixel_mlp:
+                if isinstance(m, nn.Linear):
+                    nn.init.zeros_(m.bias)
+            nn.init.zeros_(self.pixel_mlp[-1].weight)
 
     def transformer(self, x: torch.Tensor) -> torch.Tensor:
         x = self.norm_in(x)
@@ -245,7 +266,9 @@ class GSLRM(nn.Module):
             x = checkpoint(run, x, use_reentrant=False) if use_ckpt else run(x)
         return x
 
-    def forward(self, images: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor) -> GaussianBatch:
+    def forward(self, images: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor,
+                masks: torch.Tensor | None = None) -> GaussianBatch:  # fmt: skip
+        """masks [B,V,H,W] (foreground > 0.5): needed with ``hull_depth``, ignored otherwise."""
         cfg, p = self.cfg, self.cfg.patch_size
         B, V, H, W, _ = images.shape
         if H % p or W % p:
@@ -253,12 +276,23 @@ class GSLRM(nn.Module):
         with torch.no_grad(), torch.autocast(images.device.type, enabled=False):  # rays in float32
             o, dirs = pixel_rays(Ks.float(), viewmats.float(), H, W)  # [B,V,H,W,3]
             x = posed_pixels(images.float(), o, dirs)
+            hull = None
+            if cfg.hull_depth > 0:
+                if masks is None:
+                    raise ValueError("this GS-LRM places Gaussians on the visual hull (hull_depth > 0): "
+                                     "it needs the input views' masks")  # fmt: skip
+                hull = hull_depths(masks, Ks.float(), viewmats.float(), o, dirs)
         tokens = self.patch_embed(patchify(x, p))
         free = self.gaussian_tokens.expand(B, -1, -1).to(tokens.dtype)
         y = self.transformer(torch.cat([free, tokens], dim=1))
-        raw_free = self.free_head(y[:, : cfg.n_gaussians]).float()
-        raw_pix = unpatchify(self.pixel_head(y[:, cfg.n_gaussians :]).float(), V, H, W, p)
-        return decode_gaussians(cfg, raw_free, raw_pix, o, dirs, clip=cfg.clip_xyz and self.training)
+        with torch.autocast(images.device.type, enabled=False):  # heads in float32: depth precision
+            y = y.float()
+            raw_free = self.free_head(y[:, : cfg.n_gaussians])
+            raw_pix = unpatchify(self.pixel_head(y[:, cfg.n_gaussians :]), V, H, W, p)
+            if cfg.pixel_mlp:
+                P = cfg.n_params_per_gaussian
+                raw_pix = raw_pix[..., :P] + self.pixel_mlp(torch.cat([raw_pix, x], dim=-1))
+        return decode_gaussians(cfg, raw_free, raw_pix, o, dirs, clip=cfg.clip_xyz and self.training, hull=hull)
 
 
 def seg_forward(blocks, x):
@@ -267,9 +301,11 @@ def seg_forward(blocks, x):
     return x
 
 
-def decode_gaussians(cfg: GSLRMConfig, raw_free, raw_pix, origins, dirs, clip: bool) -> GaussianBatch:
+def decode_gaussians(cfg: GSLRMConfig, raw_free, raw_pix, origins, dirs, clip: bool,
+                     hull: torch.Tensor | None = None) -> GaussianBatch:  # fmt: skip
     """Activations of FaceLift's ``GaussiansUpsampler.to_gs`` and hard pixel alignment.
-    raw_free [B, n, P], raw_pix [B, V, H, W, P], origins/dirs [B, V, H, W, 3]."""
+    raw_free [B, n, P], raw_pix [B, V, H, W, P], origins/dirs [B, V, H, W, 3]; hull [B, V, H, W]: the
+    visual-hull depth per pixel (nan: none) for ``hull_depth``."""
     B, V, H, W, P = raw_pix.shape
     K = (cfg.sh_degree + 1) ** 2
     split = [3, 3 * K, 3, 4, 1]
@@ -277,7 +313,11 @@ def decode_gaussians(cfg: GSLRMConfig, raw_free, raw_pix, origins, dirs, clip: b
     xyz_p, sh_p, s_p, r_p, a_p = raw_pix.split(split, dim=-1)
     od = (-origins * dirs).sum(-1, keepdim=True)
     t = 2.0 * torch.sigmoid(xyz_p.mean(-1, keepdim=True) + cfg.depth_preact_bias) - 1.0
-    t = t * cfg.depth_half_range + od
+    if hull is not None:
+        h = hull[..., None]
+        t = torch.where(h.isnan(), t * cfg.depth_half_range + od, h.nan_to_num() + t * cfg.hull_depth)
+    else:
+        t = t * cfg.depth_half_range + od
     means_p = origins + t * dirs
     if clip:
         means_p = means_p.clamp(-1.0, 1.0)
