@@ -207,7 +207,8 @@ def collate(examples) -> Batch:
     st = lambda f: torch.stack([f(e) for e in examples])
     return Batch(
         in_images=st(lambda e: e[1].images), in_Ks=st(lambda e: e[1].Ks),
-        in_viewmats=st(lambda e: e[1].viewmats), in_masks=st(lambda e: e[1].masks), images=st(lambda e: e[2].images),
+        in_viewmats=st(lambda e: e[1].viewmats), in_masks=st(lambda e: e[1].masks),
+        images=st(lambda e: e[2].images),
         masks=st(lambda e: e[2].masks), Ks=st(lambda e: e[2].Ks), viewmats=st(lambda e: e[2].viewmats),
         backgrounds=torch.tensor([e[3] for e in examples]), samples=names,
         input_names=[e[1].names for e in examples], target_names=[e[2].names for e in examples],

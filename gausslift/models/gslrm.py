@@ -292,7 +292,8 @@ class GSLRM(nn.Module):
             if cfg.pixel_mlp:
                 P = cfg.n_params_per_gaussian
                 raw_pix = raw_pix[..., :P] + self.pixel_mlp(torch.cat([raw_pix, x], dim=-1))
-        return decode_gaussians(cfg, raw_free, raw_pix, o, dirs, clip=cfg.clip_xyz and self.training, hull=hull)
+        clip = cfg.clip_xyz and self.training
+        return decode_gaussians(cfg, raw_free, raw_pix, o, dirs, clip=clip, hull=hull)
 
 
 def seg_forward(blocks, x):

@@ -17,7 +17,8 @@ import torch
 
 
 def project(X: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points X [N, 3], one camera (K [3, 3], world-to-camera viewmat [4, 4]) -> (pixel xy [N, 2], z [N])."""
+    """Points X [N, 3], one camera (K [3, 3], world-to-camera viewmat [4, 4]) -> (pixel xy [N, 2],
+    z [N])."""
     Xc = X @ viewmat[:3, :3].T + viewmat[:3, 3]
     z = Xc[:, 2]
     xy = Xc[:, :2] / z.clamp_min(1e-6)[:, None]
@@ -26,7 +27,7 @@ def project(X: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor) -> tuple[to
     return torch.stack([px, py], dim=-1), z
 
 
-def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor) -> torch.Tensor:
+def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor):
     """X [N, 3]; masks [V, H, W]; Ks [V, 3, 3]; viewmats [V, 4, 4] -> bool [N]: inside every silhouette.
     Views are tested one after another on the points still inside, so most points are tested once."""
     V, H, W = masks.shape
@@ -45,14 +46,16 @@ def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats
 
 
 def box_segment(o: torch.Tensor, d: torch.Tensor, box: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ray (o [N,3], unit d [N,3]) against [-box, box]^3 -> (t_near >= 0, t_far); empty where t_far <= t_near."""
+    """Ray (o [N,3], unit d [N,3]) against [-box, box]^3 -> (t_near >= 0, t_far); empty where
+    t_far <= t_near."""
     safe = torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
     t0, t1 = (-box - o) / safe, (box - o) / safe
     return torch.minimum(t0, t1).amax(-1).clamp_min(0.0), torch.maximum(t0, t1).amin(-1)
 
 
-def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box: float = 1.0) -> torch.Tensor:
-    """Rays o, d [N, 3] of one sample; its views' masks/cameras -> t of the first hull point [N] (nan: miss)."""
+def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box: float = 1.0):
+    """Rays o, d [N, 3] of one sample; its views' masks/cameras -> t of the first hull point [N]
+    (nan: a miss)."""
     N = o.shape[0]
     tn, tf = box_segment(o, d, box)
     s = torch.linspace(0.0, 1.0, samples, device=o.device, dtype=o.dtype)
@@ -85,5 +88,6 @@ def hull_depths(masks, Ks, viewmats, origins, dirs, samples: int = 96, refine: i
     for b in range(masks.shape[0]):
         fg = masks[b] > 0.5
         if fg.any():
-            t[b][fg] = first_hit(origins[b][fg], dirs[b][fg], masks[b], Ks[b], viewmats[b], samples, refine, box)
+            o, d = origins[b][fg], dirs[b][fg]
+            t[b][fg] = first_hit(o, d, masks[b], Ks[b], viewmats[b], samples, refine, box)
     return t
