@@ -19,6 +19,15 @@ Semantics follow FaceLift's ``gslrm/model/gslrm.py`` with ``configs/gslrm.yaml``
   clamped to [-1, 1]^3 when ``clip_xyz`` and the module is in training mode (FaceLift: when not
   ``config.inference``).
 
+Two options that are not FaceLift's, both off by default (so its checkpoints load as they are):
+
+* ``pixel_mlp = W``: the pixel head gives ``PIXEL_FEATURES`` more channels per pixel, and a per-pixel
+  MLP (width W) of those, the raw outputs and the pixel's own 9 input channels is added to the raw
+  outputs. Its last layer starts at zero, so training starts from FaceLift's model.
+* ``hull_depth = r``: a foreground pixel (input mask > 0.5) whose ray meets the visual hull of the
+  input masks (``gausslift.models.hull``) gets ``t = t_hull + (2 sigmoid(mean(xyz) + bias) - 1) * r``;
+  other pixels keep FaceLift's depth. ``forward`` then needs the input masks.
+
 Gaussian order here: the free Gaussians, then the pixel-aligned ones in raster order (view, row,
 column), so ``g.pixel(g.means)`` is [B, V, H, W, 3]. (FaceLift orders pixel Gaussians patch by
 patch; :func:`facelift_pixel_order` maps between the two.)
