@@ -290,7 +290,7 @@ class GSLRM(nn.Module):
                 if masks is None:
                     raise ValueError("this GS-LRM places Gaussians on the visual hull (hull_depth > 0): "
                                      "it needs the input views' masks")  # fmt: skip
-                hull = hull_depths(masks, Ks.float(), viewmats.float(), o, dirs)
+                hull = hull_depths(masks, Ks, viewmats, o, dirs)
         tokens = self.patch_embed(patchify(x, p))
         free = self.gaussian_tokens.expand(B, -1, -1).to(tokens.dtype)
         y = self.transformer(torch.cat([free, tokens], dim=1))

@@ -56,12 +56,12 @@ def box_segment(o: torch.Tensor, d: torch.Tensor, box: float) -> tuple[torch.Ten
 def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box: float = 1.0):
     """Rays o, d [N, 3] of one sample; its views' masks/cameras -> t of the first hull point [N]
     (nan: a miss)."""
-    N = o.shape[0]
     tn, tf = box_segment(o, d, box)
+    inside = lambda ts: inside_hull((o[:, None] + ts[..., None] * d[:, None]).reshape(-1, 3), masks, Ks,
+                                    viewmats).reshape(ts.shape)  # fmt: skip
     s = torch.linspace(0.0, 1.0, samples, device=o.device, dtype=o.dtype)
     ts = tn[:, None] + (tf - tn).clamp_min(0.0)[:, None] * s  # [N, S]
-    X = o[:, None, :] + ts[..., None] * d[:, None, :]
-    occ = inside_hull(X.reshape(-1, 3), masks, Ks, viewmats).reshape(N, samples) & (tf > tn)[:, None]
+    occ = inside(ts) & (tf > tn)[:, None]
     hit = occ.any(-1)
     k = occ.float().argmax(-1)  # the first inside sample
     t_hit = ts.gather(1, k[:, None])[:, 0]
@@ -70,8 +70,7 @@ def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box
         lo = torch.where(k > 0, t_hit - step, t_hit)
         r = torch.linspace(0.0, 1.0, refine + 1, device=o.device, dtype=o.dtype)[1:]
         tr = lo[:, None] + (t_hit - lo)[:, None] * r  # [N, refine], ends at t_hit (inside)
-        Xr = o[:, None, :] + tr[..., None] * d[:, None, :]
-        occ_r = inside_hull(Xr.reshape(-1, 3), masks, Ks, viewmats).reshape(N, refine)
+        occ_r = inside(tr)
         occ_r[:, -1] = True
         t_hit = tr.gather(1, occ_r.float().argmax(-1)[:, None])[:, 0]
     return torch.where(hit, t_hit, torch.full_like(t_hit, float("nan")))
