@@ -172,3 +172,50 @@ def test_ema_decay_warms_up_as_diffusers_ema_model():
         assert ema_decay_at(0.999, n) == pytest.approx(ref.get_decay(n), abs=1e-12), n
     assert ema_decay_at(0.999, 1) == 0.0  # the first update copies the weights
     assert ema_decay_at(0.999, 100) < 0.92  # a short run's EMA forgets the random start
+
+
+def test_timestep_bias_draws_the_chosen_portion_more_often():
+    from gausslift.errors import InputError
+    from gausslift.mvdiff.train import MVDiffTrainConfig, timestep_weights
+
+    w = timestep_weights(MVDiffTrainConfig(), 1000)
+    assert torch.allclose(w, torch.full((1000,), 1e-3))
+    later = timestep_weights(MVDiffTrainConfig(timestep_bias="later", timestep_bias_multiplier=4.0), 1000)
+    assert later.sum().item() == pytest.approx(1.0)
+    assert later[-250:].sum().item() == pytest.approx(1000 / 1750)  # 250*4 / (750 + 250*4)
+    assert later[999] / later[0] == pytest.approx(4.0) and later[749] == later[0]
+    early = timestep_weights(MVDiffTrainConfig(timestep_bias="earlier", timestep_bias_multiplier=3.0,
+                                               timestep_bias_portion=0.1), 1000)  # fmt: skip
+    assert early[:100].sum().item() == pytest.approx(300 / 1200) and early[100] == early[999]
+    draws = torch.multinomial(later, 20000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert abs((draws >= 750).float().mean().item() - 1000 / 1750) < 0.02
+    with pytest.raises(InputError, match="timestep_bias"):
+        timestep_weights(MVDiffTrainConfig(timestep_bias="late"), 1000)
+    with pytest.raises(InputError, match="portion"):
+        timestep_weights(MVDiffTrainConfig(timestep_bias="later", timestep_bias_portion=1.5), 1000)
+
+
+def test_view_classes_tell_every_resnet_block_its_view(tmp_path):
+    from gausslift.mvdiff.loading import from_pretrained, save_pretrained
+    from gausslift.mvdiff.tiny import tiny_pipeline
+    from gausslift.mvdiff.train import MVDiffTrainConfig, training_loss
+
+    pipe = tiny_pipeline(size=32, channels=(16, 16, 32, 32), tokens=2, view_classes=True)
+    with torch.no_grad():  # identical view tokens: only the class embedding can tell the views apart
+        pipe.views.embeds.zero_()
+        pipe.unet.class_embedding.weight.normal_(0, 1)
+    assert pipe.view_labels(None, 12).tolist() == list(range(6)) * 2
+    noise = torch.randn(1, 3, 32, 32).expand(6, -1, -1, -1)  # the same noise for every view
+    img = np.full((32, 32, 3), 0.5, np.float32)
+    views = pipe(img, num_inference_steps=1, guidance_scale=2.0, latents=noise)[0]
+    assert np.abs(views[1:] - views[:1]).max() > 1e-3
+    pipe.unet.class_embedding.weight.data.zero_()  # without the classes the views are identical
+    same = pipe(img, num_inference_steps=1, guidance_scale=2.0, latents=noise)[0]
+    assert np.abs(same[1:] - same[:1]).max() < 1e-5
+    x = torch.rand(6, 3, 32, 32)
+    loss = training_loss(pipe, pipe.scheduler, x, x, MVDiffTrainConfig(batch=1, condition_drop=0.5),
+                         torch.Generator().manual_seed(0))  # fmt: skip
+    loss.backward()
+    assert pipe.unet.class_embedding.weight.grad.abs().sum() > 0
+    loaded = from_pretrained(save_pretrained(pipe, tmp_path / "p"))
+    assert loaded.unet.config.num_class_embeds == 6 and loaded.view_labels(None, 6) is not None

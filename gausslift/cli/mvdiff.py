@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--lr", type=float, default=1e-4)
     t.add_argument("--size", type=int, default=64, help="tiny: view resolution (default 64)")
     t.add_argument("--channels", default="32,64,96,128", help="tiny: UNet block widths (4, comma-separated)")
+    t.add_argument("--view-classes", action="store_true",
+                   help="tiny: each view's index as a class embedding in every ResNet block")
     t.add_argument("--view-mode", choices=("learned", "camera"), default="",
                    help="view embeddings to train (default: as loaded; tiny: learned)")
     t.add_argument("--trainable", choices=("all", "views"), default="all")
@@ -32,6 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ema-decay", type=float, default=0.999)
     t.add_argument("--condition-drop", type=float, default=0.05)
     t.add_argument("--snr-gamma", type=float, default=5.0)
+    t.add_argument("--timestep-bias", choices=("none", "later", "earlier"), default="none",
+                   help="draw the last (later: high-noise) or first timesteps more often, as diffusers' SDXL "
+                        "script's --timestep_bias_strategy")
+    t.add_argument("--timestep-bias-multiplier", type=float, default=1.0)
+    t.add_argument("--timestep-bias-portion", type=float, default=0.25)
     t.add_argument("--device", default="auto")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-every", type=int, default=500)
@@ -106,9 +113,12 @@ def _train(args) -> int:
         torch.set_num_threads(args.threads)
     cfg = MVDiffTrainConfig(
         data=list(args.data), init=args.init, out=args.out, size=args.size, view_mode=args.view_mode,
-        channels=tuple(int(c) for c in args.channels.split(",")),
+        channels=tuple(int(c) for c in args.channels.split(",")), view_classes=args.view_classes,
         trainable=args.trainable, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
-        snr_gamma=args.snr_gamma, condition_drop=args.condition_drop, ema_decay=args.ema_decay,
+        snr_gamma=args.snr_gamma, timestep_bias=args.timestep_bias,
+        timestep_bias_multiplier=args.timestep_bias_multiplier,
+        timestep_bias_portion=args.timestep_bias_portion,
+        condition_drop=args.condition_drop, ema_decay=args.ema_decay,
         background=args.background, grad_checkpointing=args.grad_checkpointing, precision=args.precision,
         device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
         image_every=args.image_every,

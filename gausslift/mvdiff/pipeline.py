@@ -11,7 +11,9 @@ runs the batch twice: unconditional = zero image embedding and zero condition la
 `uncond + scale * (cond - uncond)`. Any diffusers scheduler; the model predicts what its config says.
 
 Without a VAE (`vae=None`, the `tiny` configuration) the UNet works in pixel space: latents = 2 * image - 1.
-Without an image encoder the UNet has no class embedding and only the concatenated latents condition it.
+Without an image encoder the UNet has no image class embedding and only the concatenated latents condition
+it; a UNet with `num_class_embeds` (the `tiny` option `view_classes`) then gets each row's view index as its
+class label, so that every ResNet block knows which view it makes (not a condition: never dropped).
 
 Images are float32 [..., H, W, 3] in [0, 1] (house convention); `__call__` returns [B, V, H, W, 3].
 """
@@ -133,6 +135,13 @@ class MVDiffusionPipeline:
             labels = self.noise_image_embeddings(embeds, noise_level, generator)
         return labels, self.encode_latents(x)
 
+    def view_labels(self, labels, rows: int):
+        """The UNet's class labels for `rows` rows (V consecutive views per object): the unCLIP `labels`, or
+        the view indices for a UNet with `num_class_embeds` and no image encoder."""
+        if labels is None and self.image_encoder is None and self.unet.config.num_class_embeds:
+            return torch.arange(self.num_views, device=self.device).repeat(rows // self.num_views)
+        return labels
+
     def view_embeddings(self, batch: int, elevation_deg=None, azimuth_deg=None) -> torch.Tensor:
         """[batch * V, tokens, dim], views consecutive per object."""
         e = self.views(elevation_deg, azimuth_deg).to(self.device, self.dtype)
@@ -171,6 +180,7 @@ class MVDiffusionPipeline:
             cond = torch.cat([torch.zeros_like(cond), cond])
             labels = None if labels is None else torch.cat([torch.zeros_like(labels), labels])
             prompts = torch.cat([prompts, prompts])
+        labels = self.view_labels(labels, cond.shape[0])
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         shape = (b * v, self.unet.config.out_channels, *cond.shape[-2:])
         if latents is None:

@@ -3,7 +3,9 @@
 - `tiny_pipeline()`: the `tiny` configuration that trains from scratch on a CPU. Pixel space (no VAE: an
   untrained autoencoder would only add error), 64x64 views, no CLIP image encoder (the condition image
   reaches every view through the concatenated input channels), learned view embeddings (4 tokens), and
-  cross-view attention only at 16x16 and 8x8 where its cost is small.
+  cross-view attention only at 16x16 and 8x8 where its cost is small. `view_classes`: each view's index also
+  reaches every ResNet block as a class embedding added to the timestep embedding (the view tokens only
+  reach the attention blocks at 16x16 and 8x8).
 - `tiny_unclip_pipeline()`: FaceLift's full structure (SD 2.1 unCLIP UNet layout, tiny CLIP vision model with
   projection, tiny AutoencoderKL, image noising scheduler, normaliser, fixed per-view embeddings) at toy
   sizes, for tests of the FaceLift folder layout and of the conditioning paths.
@@ -27,7 +29,8 @@ TRAIN_SCHEDULE = dict(
 
 
 def tiny_pipeline(size: int = 64, views: int = 6, channels=(32, 64, 96, 128), tokens: int = 4,
-                  view_mode: str = "learned", attention: str = "joint", seed: int = 0) -> MVDiffusionPipeline:
+                  view_mode: str = "learned", attention: str = "joint", seed: int = 0,
+                  view_classes: bool = False) -> MVDiffusionPipeline:
     """The CPU-trainable `tiny` configuration (pixel space); see the module docstring."""
     torch.manual_seed(seed)
     dim = channels[-1]
@@ -39,6 +42,7 @@ def tiny_pipeline(size: int = 64, views: int = 6, channels=(32, 64, 96, 128), to
         block_out_channels=channels, layers_per_block=1, attention_head_dim=(2, 4, 4, 4),
         norm_num_groups=8, cross_attention_dim=dim, use_linear_projection=True,
         num_views=views, multiview_attention=attention != "none", sparse_mv_attention=attention == "front",
+        num_class_embeds=views if view_classes else None,
     )  # fmt: skip
     ring = tuple(float(a) for a in np.arange(views) * 360.0 / views)
     rig = {} if views == 6 else dict(rig_elevation=(0.0,) * views, rig_azimuth=ring)

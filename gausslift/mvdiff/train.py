@@ -3,7 +3,10 @@
 Per step, for B objects of V views (view order fixed, view 0 the condition image):
 - the condition image's CLIP embedding (frozen encoder, unCLIP noise augmentation at level 0) and its VAE
   latents (`mode()`), the targets' latents (`sample()`), all scaled by the VAE scaling factor;
-- one timestep per object, shared by its views; noise added by a DDPMScheduler with the pipeline's config;
+- one timestep per object, shared by its views; noise added by a DDPMScheduler with the pipeline's config.
+  Timesteps are uniform, or biased as diffusers' SDXL script's `timestep_bias_strategy` ("later": the last
+  `portion` of the timesteps, the high-noise ones where only the condition can say what a view shows, are
+  drawn `multiplier` times as often; "earlier": the first `portion`);
 - condition dropout for classifier-free guidance, whole objects at a time (FaceLift's "drop_as_a_whole"):
   with p ~ U(0,1) and rate d, the CLIP embedding is zeroed when p < 2d, the condition latents when
   d <= p < 3d (so d: CLIP only, d: both, d: latents only);
@@ -49,6 +52,7 @@ class MVDiffTrainConfig:
     out: str = "run"
     size: int = 64  # tiny only: view resolution
     channels: tuple[int, ...] = (32, 64, 96, 128)  # tiny only: UNet block widths
+    view_classes: bool = False  # tiny only: each view's index as a class embedding in every ResNet block
     view_mode: str = ""  # "", "learned" or "camera": convert the loaded view embeddings
     trainable: str = "all"  # "all" (UNet + view embeddings) or "views"
     steps: int = 0
@@ -56,6 +60,9 @@ class MVDiffTrainConfig:
     batch: int = 2
     lr: float = 1e-4
     snr_gamma: float = 5.0
+    timestep_bias: str = "none"  # none, later or earlier (diffusers' timestep_bias_strategy)
+    timestep_bias_multiplier: float = 1.0
+    timestep_bias_portion: float = 0.25
     condition_drop: float = 0.05
     ema_decay: float = 0.999  # 0: no EMA
     background: str = "three_choices"
@@ -74,7 +81,8 @@ def build_pipeline(cfg: MVDiffTrainConfig):
 
     if cfg.init == "tiny":
         mode = cfg.view_mode or "learned"
-        pipe = tiny_pipeline(size=cfg.size, channels=tuple(cfg.channels), view_mode=mode, seed=cfg.seed)
+        pipe = tiny_pipeline(size=cfg.size, channels=tuple(cfg.channels), view_mode=mode, seed=cfg.seed,
+                             view_classes=cfg.view_classes)  # fmt: skip
     else:
         pipe = from_pretrained(cfg.init)
         if cfg.view_mode and cfg.view_mode != pipe.views.config.mode:
@@ -104,6 +112,21 @@ def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tenso
     return torch.clamp(snr, max=gamma) / snr
 
 
+def timestep_weights(cfg: MVDiffTrainConfig, num_timesteps: int) -> torch.Tensor:
+    """Sampling probabilities of the training timesteps (sum 1): uniform, with the last ("later") or first
+    ("earlier") `timestep_bias_portion` of them weighted by `timestep_bias_multiplier`."""
+    w = torch.ones(num_timesteps)
+    if cfg.timestep_bias not in ("none", "later", "earlier"):
+        raise InputError(None, f"timestep_bias must be none, later or earlier, not {cfg.timestep_bias!r}")
+    if cfg.timestep_bias != "none":
+        if not 0 < cfg.timestep_bias_portion < 1 or cfg.timestep_bias_multiplier <= 0:
+            raise InputError(None, "timestep bias: portion must be in (0, 1) and the multiplier > 0")
+        n = max(1, int(round(cfg.timestep_bias_portion * num_timesteps)))
+        part = slice(num_timesteps - n, None) if cfg.timestep_bias == "later" else slice(0, n)
+        w[part] *= cfg.timestep_bias_multiplier
+    return w / w.sum()
+
+
 def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, gen: torch.Generator,
                   angles=None):  # fmt: skip
     """FaceLift's loss on [B*V, 3, H, W] condition images (view 0 repeated) and targets; scalar.
@@ -115,7 +138,12 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
         labels, cond = pipe.encode_condition(inputs, noise_level=0, generator=gen, exact_clip=False)
         latents = pipe.encode_latents(targets, sample=True, generator=gen)
     noise = torch.randn(latents.shape, generator=gen, device="cpu").to(dev, latents.dtype)
-    t = torch.randint(0, noise_sched.config.num_train_timesteps, (b,), generator=gen).to(dev)
+    num_t = noise_sched.config.num_train_timesteps
+    if cfg.timestep_bias == "none":
+        t = torch.randint(0, num_t, (b,), generator=gen)
+    else:
+        t = torch.multinomial(timestep_weights(cfg, num_t), b, replacement=True, generator=gen)
+    t = t.to(dev)
     t = t.repeat_interleave(v)
     noisy = noise_sched.add_noise(latents, noise, t)
     if cfg.condition_drop > 0:
@@ -130,6 +158,7 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
     else:
         prompts = torch.cat([pipe.view_embeddings(1, el, az) for el, az in angles.to(dev)])
     x = torch.cat([noisy, cond], 1)
+    labels = pipe.view_labels(labels, n)
     pred = pipe.unet(x, t, encoder_hidden_states=prompts, class_labels=labels).sample
     kind = noise_sched.config.prediction_type
     target = {"epsilon": noise, "sample": latents}.get(kind)
