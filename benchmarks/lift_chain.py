@@ -55,19 +55,14 @@ def _lift(args, inp, out, extra=()) -> float:
     return _run(cmd)
 
 
-def _com_ratio(mask: np.ndarray):
-    """Centre of mass (x, y, pixel centres at +0.5) and size ratio sqrt(area / image area) of a mask."""
-    m = mask > 0.5
-    ys, xs = np.nonzero(m)
-    return np.array([xs.mean() + 0.5, ys.mean() + 0.5]), float(np.sqrt(m.mean()))
-
-
 def framing_similarity(truth_mask, truth_cam, input_mask, input_K):
     """(s, delta): lift's frame x_l = s * x_t + delta from the truth's, from view 0's 2D framing (see the
     module docstring). truth_cam: the true camera 0; input_K: the rig camera 0 at input.png's size."""
-    c_t, r_t = _com_ratio(truth_mask)
-    c_l, r_l = _com_ratio(input_mask)
-    s = r_l / r_t
+    from gausslift.framing import mask_centroid, size_ratio
+
+    t_bin, l_bin = ((np.asarray(m) > 0.5).astype(np.float32) for m in (truth_mask, input_mask))
+    c_t, c_l = mask_centroid(t_bin), mask_centroid(l_bin)
+    s = size_ratio(l_bin) / size_ratio(t_bin)
     u_t = (c_t - truth_cam.K[:2, 2]) / np.diag(truth_cam.K)[:2]  # centre of mass, normalised coordinates
     u_l = (c_l - input_K[:2, 2]) / np.diag(input_K)[:2]
     R, t = truth_cam.viewmat[:3, :3], truth_cam.viewmat[:3, 3]
@@ -96,23 +91,22 @@ def truth_iou(sample: Path, lifted: Path, res: int) -> dict:
     inp = cv2.imread(str(lifted / "input.png"), cv2.IMREAD_UNCHANGED)
     rig0 = gen.views[0].camera.resized(inp.shape[1], inp.shape[0])
     s, delta = framing_similarity(m0, truth.views[0].camera, inp[..., 3] / 255.0, rig0.K)
+    render_args = splats.render_args()
     for k, v in enumerate(truth.views):
         cam = v.camera.resized(res, res)
         _, m = load_view(v)
         m = cv2.resize(m, (res, res), interpolation=cv2.INTER_AREA)
         first = m if first is None else first
-        vm = torch.as_tensor(cam.viewmat[None], dtype=torch.float32)
-        K = torch.as_tensor(cam.K[None], dtype=torch.float32)
-        _, alpha, _ = rasterize(viewmats=vm, Ks=K, width=res, height=res, **splats.render_args())
         moved = cam.viewmat.copy()  # the same camera in lift's frame: t' = s t - R delta
         moved[:3, 3] = s * cam.viewmat[:3, 3] - cam.viewmat[:3, :3] @ delta
-        vm2 = torch.as_tensor(moved[None], dtype=torch.float32)
-        _, aligned, _ = rasterize(viewmats=vm2, Ks=K, width=res, height=res, **splats.render_args())
+        vm = torch.as_tensor(np.stack([cam.viewmat, moved]), dtype=torch.float32)
+        K = torch.as_tensor(np.stack([cam.K, cam.K]), dtype=torch.float32)
+        _, (alpha, aligned), _ = rasterize(viewmats=vm, Ks=K, width=res, height=res, **render_args)
         _, g = load_view(gen.views[k])
         g = cv2.resize(g, (res, res), interpolation=cv2.INTER_AREA)
         ref = torch.from_numpy(m)
-        rows.append(dict(view=v.name, chain=float(mask_iou(alpha[0, ..., 0], ref)),
-                         chain_aligned=float(mask_iou(aligned[0, ..., 0], ref)),
+        rows.append(dict(view=v.name, chain=float(mask_iou(alpha[..., 0], ref)),
+                         chain_aligned=float(mask_iou(aligned[..., 0], ref)),
                          generated=float(mask_iou(torch.from_numpy(g), ref)),
                          copy_input=float(mask_iou(torch.from_numpy(first), ref))))  # fmt: skip
     keys = ("chain", "chain_aligned", "generated", "copy_input")

@@ -137,8 +137,8 @@ class MVDiffusionPipeline:
 
     def view_labels(self, labels, rows: int):
         """The UNet's class labels for `rows` rows (V consecutive views per object): the unCLIP `labels`, or
-        the view indices for a UNet with `num_class_embeds` and no image encoder."""
-        if labels is None and self.image_encoder is None and self.unet.config.num_class_embeds:
+        the view indices for a UNet with `num_class_embeds` (no image encoder, so no unCLIP labels)."""
+        if labels is None and self.unet.config.num_class_embeds:
             return torch.arange(self.num_views, device=self.device).repeat(rows // self.num_views)
         return labels
 

@@ -143,8 +143,7 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
         t = torch.randint(0, num_t, (b,), generator=gen)
     else:
         t = torch.multinomial(timestep_weights(cfg, num_t), b, replacement=True, generator=gen)
-    t = t.to(dev)
-    t = t.repeat_interleave(v)
+    t = t.to(dev).repeat_interleave(v)
     noisy = noise_sched.add_noise(latents, noise, t)
     if cfg.condition_drop > 0:
         p = torch.rand(b, generator=gen).to(dev).repeat_interleave(v)
