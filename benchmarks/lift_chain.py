@@ -58,17 +58,11 @@ def _lift(args, inp, out, extra=()) -> float:
 def framing_similarity(truth_mask, truth_cam, input_mask, input_K):
     """(s, delta): lift's frame x_l = s * x_t + delta from the truth's, from view 0's 2D framing (see the
     module docstring). truth_cam: the true camera 0; input_K: the rig camera 0 at input.png's size."""
-    from gausslift.framing import mask_centroid, size_ratio
+    from gausslift.framing import mask_centroid, reframe_similarity, size_ratio
 
     t_bin, l_bin = ((np.asarray(m) > 0.5).astype(np.float32) for m in (truth_mask, input_mask))
-    c_t, c_l = mask_centroid(t_bin), mask_centroid(l_bin)
-    s = size_ratio(l_bin) / size_ratio(t_bin)
-    u_t = (c_t - truth_cam.K[:2, 2]) / np.diag(truth_cam.K)[:2]  # centre of mass, normalised coordinates
-    u_l = (c_l - input_K[:2, 2]) / np.diag(input_K)[:2]
-    R, t = truth_cam.viewmat[:3, :3], truth_cam.viewmat[:3, 3]
-    z0 = float(t[2])  # depth of the subject's centre (the world origin) in camera 0
-    q, q_l = np.array([*u_t * z0, z0]), np.array([*u_l * z0, z0])
-    return s, R.T @ (s * (t - q) + q_l - t)
+    u_l = (mask_centroid(l_bin) - input_K[:2, 2]) / np.diag(input_K)[:2]
+    return reframe_similarity(t_bin, truth_cam, size_ratio(l_bin), u_l)
 
 
 def truth_iou(sample: Path, lifted: Path, res: int) -> dict:
@@ -123,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", default=None, help="a held-out synthetic mouse sample (default: synth one)")
     ap.add_argument("--synth-seed", type=int, default=90001, help="seed of the held-out mouse")
     ap.add_argument("--synth-size", type=int, default=256)
-    ap.add_argument("--synth-framing", choices=("facelift", "pixel"), default="facelift",
+    ap.add_argument("--synth-framing", choices=("facelift", "pixel", "input"), default="facelift",
                     help="framing of the held-out mouse (facelift: its cameras are exactly lift's rig)")
     ap.add_argument("--session", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
                                              / "mouse_minimal_session"))  # fmt: skip

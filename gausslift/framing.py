@@ -136,6 +136,28 @@ def pixel_camera(
     return refine_pixel_framing(center, cam0.R, f0, up_hint, mask_of, size, target_scale, iters)
 
 
+def reframe_similarity(
+    mask: np.ndarray, cam: Camera, target_scale: float = TARGET_SCALE, target_uv=(0.0, 0.0)
+) -> tuple[float, np.ndarray] | None:
+    """The 3D counterpart of pixel framing: ``(s, delta)`` such that moving the subject by
+    ``x -> s x + delta`` puts its mask as seen by ``cam`` at size ratio ``target_scale`` with its centre
+    of mass at the normalised image coordinates ``target_uv`` (0, 0: the principal point).
+
+    The similarity scales about the point q on the ray through the centre of mass at the depth z0 of the
+    world origin and moves q to the target ray at that depth, so it is exact for a flat subject at that
+    depth and first-order right for a subject small against its distance; a caller wanting the 2D
+    framing to a fraction of a pixel re-measures and applies it again. None when the mask is empty."""
+    c = mask_centroid(mask)
+    if c is None:
+        return None
+    s = float(target_scale) / max(size_ratio(mask), 1e-9)
+    R, t = cam.viewmat[:3, :3], cam.viewmat[:3, 3]
+    z0 = float(t[2])
+    u = (c - cam.K[:2, 2]) / np.diag(cam.K)[:2]
+    q, q_new = np.array([*u * z0, z0]), np.array([*np.asarray(target_uv, np.float64) * z0, z0])
+    return s, R.T @ (s * (t - q) + q_new - t)
+
+
 # ---------------------------------------------------------------------------------------------------
 # normalised world
 def centre_from_keypoints(points3d: np.ndarray) -> np.ndarray | None:

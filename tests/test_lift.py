@@ -15,7 +15,7 @@ from gausslift.cameras import facelift_inference_rig
 from gausslift.errors import InputError, MissingWeightsError
 from gausslift.framing import size_ratio
 from gausslift.lift import LiftOptions, lift
-from gausslift.lift.chain import initial_noise, load_lrm, load_pipeline, split_white
+from gausslift.lift.chain import initial_noise, load_lrm, load_pipeline, shrink_rgba, split_white
 from gausslift.lift.inputs import foreground, frame_input, open_input
 
 FAST = dict(steps=1, guidance=1.0, device="cpu", frame_size=64, turntable_frames=3, turntable_size=32,
@@ -105,6 +105,40 @@ def test_lift_image_writes_the_whole_chain(models, tmp_path):
     assert _png(out / "contact_sheet.png").shape == (2 * 32, 7 * 32, 3)
     saved = json.loads((out / "lift.json").read_text())
     assert saved["kind"] == "image" and saved["views"][0] == "cam_000"
+
+
+def test_first_view_input_hands_the_framed_input_to_gs_lrm(models, tmp_path):
+    """first_view="input": view 0 of the written sample is input.png shrunk to the views' size (its
+    composite over white and its alpha), views 1-5 are the generated ones, unchanged (same seed)."""
+    from gausslift.io import read_scene
+
+    disc = _disc(tmp_path / "disc.png")
+    lift(disc, models / "pipe", models / "lrm", tmp_path / "gen", LiftOptions(**FAST))
+    opts = LiftOptions(**FAST, first_view="input")
+    res = lift(disc, models / "pipe", models / "lrm", tmp_path / "inp", opts)
+    assert res["options"]["first_view"] == "input"
+    want = shrink_rgba(_png(tmp_path / "inp" / "input.png").astype(np.float32) / 255, 32)
+    got = [_png(v.image).astype(np.float32) / 255 for v in read_scene(tmp_path / "inp" / "views").views]
+    ref = [_png(v.image).astype(np.float32) / 255 for v in read_scene(tmp_path / "gen" / "views").views]
+    over = lambda x: x[..., :3] * x[..., 3:] + 1 - x[..., 3:]
+    np.testing.assert_allclose(over(got[0]), over(want), atol=2 / 255)
+    np.testing.assert_allclose(got[0][..., 3], want[..., 3], atol=1 / 255)
+    assert np.abs(over(ref[0]) - over(want)).max() > 0.1  # the random model's view 0 is not the input
+    for k in range(1, 6):
+        np.testing.assert_array_equal(got[k], ref[k])
+    with pytest.raises(InputError, match="first_view must be one of generated, input"):
+        lift(disc, models / "pipe", models / "lrm", tmp_path / "bad", LiftOptions(**FAST, first_view="both"))
+
+
+def test_shrink_rgba_averages_the_composite_over_white():
+    rng = np.random.default_rng(1)
+    rgba = rng.uniform(0, 1, (16, 16, 4)).astype(np.float32)
+    rgba[:8, :8, 3] = 0.0  # a transparent corner with arbitrary colour: must not leak in
+    small = shrink_rgba(rgba, 4)
+    over = lambda x: x[..., :3] * x[..., 3:] + 1 - x[..., 3:]
+    np.testing.assert_allclose(over(small), over(rgba).reshape(4, 4, 4, 4, 3).mean((1, 3)), atol=1e-5)
+    np.testing.assert_allclose(small[..., 3], rgba[..., 3].reshape(4, 4, 4, 4).mean((1, 3)), atol=1e-6)
+    assert np.all(small[:2, :2, :3] == 1.0)
 
 
 def test_generated_views_survive_the_sample_round_trip():

@@ -179,6 +179,32 @@ def test_grey_and_facelift_framing(blob, tmp_path):
         assert np.allclose(v.camera.project(np.zeros((1, 3)))[0], 48)
 
 
+def test_input_framing_frames_the_first_view_like_lift_and_keeps_facelift_cameras(blob, tmp_path):
+    """``input``: every camera is FaceLift's (one rig), and the first view is pixel-framed (centre of mass
+    at the centre, size ratio 0.3) by moving the subject, which world_from_subject records."""
+    from gausslift.framing import mask_centroid, size_ratio
+
+    _run(blob, _opts(n=2, framing="input", rig="facelift6"), tmp_path)
+    _run(blob, _opts(n=2, framing="facelift", rig="facelift6"), tmp_path / "fl")
+    for k in range(2):
+        scene = read_scene(tmp_path / f"mouse_{k:06d}")
+        ref = read_scene(tmp_path / "fl" / f"mouse_{k:06d}")
+        for v, r in zip(scene.views, ref.views):
+            assert np.allclose(v.camera.viewmat, r.camera.viewmat) and np.allclose(v.camera.K, r.camera.K)
+        a = cv2.imread(str(scene.views[0].image), cv2.IMREAD_UNCHANGED)[..., 3].astype(np.float32) / 255
+        a_ref = cv2.imread(str(ref.views[0].image), cv2.IMREAD_UNCHANGED)[..., 3].astype(np.float32) / 255
+        assert abs(size_ratio(a) - 0.3) < 0.004 and np.abs(mask_centroid(a) - 48).max() < 0.3
+        assert abs(size_ratio(a_ref) - 0.3) > 0.01 or np.abs(mask_centroid(a_ref) - 48).max() > 1  # moved
+        T = np.array(json.loads((tmp_path / f"mouse_{k:06d}" / "opencv_cameras.json").read_text())
+                     ["world_from_subject"])
+        T_ref = np.array(json.loads((tmp_path / "fl" / f"mouse_{k:06d}" / "opencv_cameras.json").read_text())
+                         ["world_from_subject"])
+        s = np.cbrt(np.linalg.det(T[:3, :3])) / np.cbrt(np.linalg.det(T_ref[:3, :3]))
+        assert np.allclose(T[:3, :3], s * T_ref[:3, :3])  # a similarity on top of the normalisation
+    with pytest.raises(InputError, match="--framing must be one of pixel, facelift, input"):
+        _opts(framing="nope").check()
+
+
 def test_a_failing_sample_leaves_nothing(blob, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")

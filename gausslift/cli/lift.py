@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--view-embeds", default=None, help="FaceLift's clr_embeds.pt when not in the pipeline")
     p.add_argument("--cameras", default=None, help="the generated views' cameras (a sample folder); default: "
                                                    "FaceLift's 6-view inference rig")  # fmt: skip
+    p.add_argument("--first-view", choices=("generated", "input"), default="generated",
+                   help="view 0 for GS-LRM: the generated one (FaceLift) or the framed input itself")
     p.add_argument("--frame-size", type=int, default=512, help="size of the framed input (default 512)")
     p.add_argument("--lrm-size", type=int, default=None, help="GS-LRM input size (default: its image_size)")
     p.add_argument("--min-opacity", type=float, default=0.0, help="splats.ply keeps Gaussians above this")
@@ -48,7 +50,7 @@ def run(args) -> int:
         view=args.view, mask=args.mask, view_embeds=args.view_embeds, cameras=args.cameras,
         frame_size=args.frame_size, lrm_size=args.lrm_size, min_opacity=args.min_opacity,
         turntable_frames=args.turntable_frames, turntable_size=args.turntable_size, backend=args.backend,
-        sheet_tile=args.sheet_tile,
+        sheet_tile=args.sheet_tile, first_view=args.first_view,
     )  # fmt: skip
     res = lift(args.input, args.mvdiff, args.lrm, args.out, opts)
     m = res["lrm_metrics"]

@@ -20,10 +20,12 @@ def _kind_args(p: argparse.ArgumentParser) -> None:
                         "(default: facelift32 for heads, random:32:20:60 for mice)")
     p.add_argument("--views", default=None, help="subset of the rig: a count (evenly spread) or i,j,k")
     p.add_argument("--size", type=int, default=512, help="image size (square), default 512")
-    p.add_argument("--framing", choices=("pixel", "facelift"), default="pixel",
-                   help="pixel: subject size ratio --target-scale (as ingest); facelift: FaceLift's focal")
+    p.add_argument("--framing", choices=("pixel", "facelift", "input"), default="pixel",
+                   help="pixel: subject size ratio --target-scale (as ingest); facelift: FaceLift's focal; "
+                        "input: FaceLift's cameras, subject moved so the first view is pixel-framed (as "
+                        "lift frames its input)")
     p.add_argument("--target-scale", type=float, default=0.3,
-                   help="sqrt(mask area / image area) with pixel framing (default 0.3, as ingest)")
+                   help="sqrt(mask area / image area) with pixel / input framing (default 0.3, as ingest)")
     p.add_argument("--frames", type=int, default=1, help="frames per subject (smooth trajectories; video)")
     p.add_argument("--seed", type=int, default=0, help="base seed; sample i uses SeedSequence([seed, i])")
     p.add_argument("--workers", type=int, default=0, help="processes (default: every core)")

@@ -22,6 +22,11 @@ white, d = max over channels of (1 - rgb): alpha = min(1, d / ALPHA_RAMP), and t
 un-composited (1 - (1 - rgb) / alpha), so compositing the sample over white, as GS-LRM's loader does,
 gives back exactly the generated image (up to 8-bit rounding), while the alpha is a usable silhouette.
 
+First view: the diffusion model regenerates view 0, the one the input was framed for. With
+``first_view="input"`` the GS-LRM gets the framed input itself there instead (resized to the views'
+resolution, its own alpha as the mask), so the one view that was observed reaches the Gaussians
+unchanged; ``"generated"`` keeps FaceLift's behaviour (all six views generated).
+
 Temporal coherence: one fixed seed; the initial noise (``initial_noise``) is drawn once and shared by
 every frame, and the generator is re-seeded before each frame, so scheduler noise (eta) is shared too.
 Random numbers come from a CPU generator: the same views on every device, up to arithmetic.
@@ -47,6 +52,7 @@ from gausslift.scene import read_image_raw
 ALPHA_RAMP = 0.1
 METRICS = ("mean_psnr", "mean_iou", "n_gaussians", "temporal_psnr_var", "background_change")
 WHITE = np.ones(3, np.float32)
+FIRST_VIEWS = ("generated", "input")
 
 
 @dataclass
@@ -59,6 +65,7 @@ class LiftOptions:
     view: str | None = None  # sample / sequence input: which view (default: the first)
     mask: str | None = None  # a given mask (image; mask video or folder for sequences)
     view_embeds: str | None = None  # FaceLift's clr_embeds.pt when it is not in the pipeline folder
+    first_view: str = "generated"  # view 0 for the GS-LRM: "generated" (FaceLift) or "input" (docstring)
     cameras: str | None = None  # the generated views' cameras (sample folder / opencv_cameras.json)
     frame_size: int = 512  # size of the framed input
     target_scale: float = 0.3  # sqrt(mask area / image area) of the framed input
@@ -162,13 +169,17 @@ def split_white(views: np.ndarray, ramp: float = ALPHA_RAMP) -> tuple[np.ndarray
     return np.clip(rgb, 0.0, 1.0).astype(np.float32), alpha.astype(np.float32)
 
 
-def write_views(folder: Path, views: np.ndarray, cams: Camera, sample_id: str, extra: dict) -> Path:
-    """The generated views as a FaceLift-layout sample (cam_000 ... in the rig's order)."""
+def write_views(folder: Path, views: np.ndarray, cams: Camera, sample_id: str, extra: dict,
+                first: np.ndarray | None = None) -> Path:
+    """The generated views as a FaceLift-layout sample (cam_000 ... in the rig's order); ``first``, an
+    RGBA [R, R, 4] image in [0, 1], replaces view 0 (``first_view="input"``)."""
     from gausslift.cameras import FACELIFT_INFERENCE_VIEWS
     from gausslift.io.facelift import write
     from gausslift.scene import Scene, View
 
     rgb, alpha = split_white(views)
+    if first is not None:
+        rgb[0], alpha[0] = first[..., :3], first[..., 3]
     names = FACELIFT_INFERENCE_VIEWS if len(views) == 6 else [f"view_{k}" for k in range(len(views))]
     vs = [View(name=f"cam_{k:03d}", camera=cams[k], meta={"frame_extra": {"view": names[k]}})
           for k in range(len(views))]  # fmt: skip
@@ -215,6 +226,20 @@ def contact_sheet(folder: Path, names: list[str], tile: int = 128) -> Path:
     return out
 
 
+def shrink_rgba(rgba: np.ndarray, size: int) -> np.ndarray:
+    """Straight-alpha RGBA [H, W, 4] in [0, 1] -> [size, size, 4], area-averaged with premultiplied
+    colour, so its composite over white is the area average of the input's composite over white."""
+    import cv2
+
+    if rgba.shape[0] == size and rgba.shape[1] == size:
+        return rgba.astype(np.float32)
+    a = rgba[..., 3:]
+    small = cv2.resize(np.concatenate([rgba[..., :3] * a, a], -1), (size, size), interpolation=cv2.INTER_AREA)
+    alpha = small[..., 3:]
+    rgb = np.where(alpha > 1e-6, small[..., :3] / np.maximum(alpha, 1e-6), 1.0)
+    return np.concatenate([np.clip(rgb, 0, 1), np.clip(alpha, 0, 1)], -1).astype(np.float32)
+
+
 def _write_rgba(path: Path, rgba: np.ndarray) -> None:
     import cv2
 
@@ -232,6 +257,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     from gausslift.train.device import resolve_device
 
     opts = opts or LiftOptions()
+    if opts.first_view not in FIRST_VIEWS:
+        raise InputError(None, f"first_view must be one of {', '.join(FIRST_VIEWS)}, got {opts.first_view!r}")
     out = Path(out)
     t_start = time.perf_counter()
     inp = open_input(input_path, opts.frames, opts.view)
@@ -267,7 +294,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
         t2 = time.perf_counter()
         info = dict(id=fr.id, source=fr.source, mask_method=mr.method, mask_coverage=float(mr.coverage),
                     size_ratio=None if warped.size_ratio is None else float(warped.size_ratio))  # fmt: skip
-        write_views(folder / "views", views, cams, fr.id, info)
+        first = shrink_rgba(rgba, views.shape[1]) if opts.first_view == "input" else None
+        write_views(folder / "views", views, cams, fr.id, info, first)
         seconds["foreground_framing"] += t1 - t0
         seconds["mvdiff"] += t2 - t1
         frames.append(info)

@@ -6,8 +6,10 @@ rig. Samples are therefore reproducible one by one, whatever the number of worke
 
 Per frame: the posed mesh goes to the normalised world (:mod:`gausslift.synth.model`); every rig camera
 is framed by :mod:`gausslift.framing` (the code ingest uses; ``pixel``: the mesh silhouette seen by
-each candidate camera is the mask, see :func:`render_view`; ``facelift``: FaceLift's aim and focal),
-rendered (anti-aliased), shaded (:mod:`gausslift.synth.shading`) and written. The split is by
+each candidate camera is the mask, see :func:`render_view`; ``facelift``: FaceLift's aim and focal;
+``input``: FaceLift's cameras, with the subject moved and scaled in 3D so that the first view is
+pixel-framed, as ``gausslift lift`` frames its input, see :func:`input_similarity`), rendered
+(anti-aliased), shaded (:mod:`gausslift.synth.shading`) and written. The split is by
 subject: every ``val_every``-th subject (index % val_every == val_every - 1) is validation, so no
 subject has views in both lists.
 
@@ -29,7 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.errors import InputError
-from gausslift.framing import FRAMINGS, facelift_camera, output_camera, refine_pixel_framing
+from gausslift.framing import (
+    FRAMINGS,
+    facelift_camera,
+    output_camera,
+    refine_pixel_framing,
+    reframe_similarity,
+)
 from gausslift.ioutil import atomic_write_text
 from gausslift.synth import model as md
 from gausslift.synth.rigs import DEFAULT_RIG, parse_rig, select_views, up_hint
@@ -42,6 +50,7 @@ LIST_TRAIN, LIST_VAL = "data_train.txt", "data_val.txt"
 SOURCE_ZOOMS = (0.6, 0.3)  # focal of the source silhouette view, relative to FaceLift's: the first
 # whose silhouette stays off the border is used
 SOURCE_SCALE = 0.5  # its size relative to the output (the candidates are refined at half size)
+SYNTH_FRAMINGS = (*FRAMINGS, "input")
 
 
 @dataclass
@@ -72,8 +81,8 @@ class SynthOptions:
             raise InputError(None, f"--frames must be at least 1, got {self.frames}")
         if not 16 <= int(self.size) <= 4096:
             raise InputError(None, f"--size must be within 16..4096, got {self.size}")
-        if self.framing not in FRAMINGS:
-            raise InputError(None, f"--framing must be one of {FRAMINGS}")
+        if self.framing not in SYNTH_FRAMINGS:
+            raise InputError(None, f"--framing must be one of {', '.join(SYNTH_FRAMINGS)}")
         if not 0.02 <= self.target_scale <= 0.95:
             raise InputError(None, f"--target-scale must be within 0.02..0.95, got {self.target_scale}")
         spec = parse_rig(self.rig or DEFAULT_RIG[self.kind], self.kind)
@@ -134,7 +143,7 @@ def render_view(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthO
         return render_mask(verts, m.faces, cam.K, cam.viewmat, cam.width, cam.height,
                            cull_backfaces=m.cull).astype(np.float32)
 
-    if opts.framing == "facelift":
+    if opts.framing in ("facelift", "input"):
         render(cam0)
         return cam0, last["frame"]
     mask_of = render
@@ -168,6 +177,30 @@ def _warper(sil: np.ndarray, src, size: int, render, cv2):
     return mask_of
 
 
+def input_similarity(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: SynthOptions) -> np.ndarray:
+    """``input`` framing: the 4x4 similarity that moves and scales the subject so that the camera at
+    ``centre`` (FaceLift's aim and focal, the rig's first view) sees it pixel-framed: centre of mass at
+    the image centre, size ratio ``target_scale``. :func:`gausslift.framing.reframe_similarity` applied
+    ``opts.iters`` times, each on a fresh silhouette; every view then keeps FaceLift's camera, so the
+    six views stay one rig and the first one looks like ``lift``'s framed input."""
+    from gausslift.meshrender import render_mask
+
+    size = int(opts.size)
+    cam = facelift_camera(centre, up_hint(centre), size)
+    S = np.eye(4)
+    for _ in range(max(1, int(opts.iters))):
+        sil = render_mask(md.apply(S, verts), m.faces, cam.K, cam.viewmat, size, size, cull_backfaces=m.cull)
+        step = reframe_similarity(sil.astype(np.float32), cam, opts.target_scale)
+        if step is None:
+            raise InputError(None, "input framing: the subject is not visible in the first view")
+        s, delta = step
+        A = np.eye(4)
+        A[:3, :3] *= s
+        A[:3, 3] = delta
+        S = A @ S
+    return S
+
+
 def _frame_json(cam, rel: str, ratio: float) -> dict:
     K = cam.K
     return {"w": cam.width, "h": cam.height, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
@@ -181,6 +214,8 @@ def write_frame(m: md.Model, folder: Path, verts_model: np.ndarray, kp_model, ce
     import cv2
 
     T = m.world_from_model(verts_model, kp_model)
+    if opts.framing == "input":
+        T = input_similarity(m, md.apply(T, verts_model), centres[0], opts) @ T
     verts = md.apply(T, verts_model)
     kp = None if kp_model is None else md.apply(T, kp_model)
     vn = smooth_normals(verts, m.faces)
