@@ -51,7 +51,7 @@ def _lift(args, inp, out, extra=()) -> float:
     cmd = [sys.executable, "-m", "gausslift", "lift", str(inp), "--mvdiff", args.mvdiff, "--lrm", args.lrm,
            "--out", str(out), "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed",
            str(args.seed), "--device", args.device, "--threads", str(args.threads), "--sheet-tile", "96",
-           *extra]  # fmt: skip
+           "--first-view", args.first_view, "--draws", str(args.draws), *extra]  # fmt: skip
     return _run(cmd)
 
 
@@ -118,7 +118,8 @@ def main(argv=None) -> int:
     ap.add_argument("--synth-seed", type=int, default=90001, help="seed of the held-out mouse")
     ap.add_argument("--synth-size", type=int, default=256)
     ap.add_argument("--synth-framing", choices=("facelift", "pixel", "input"), default="facelift",
-                    help="framing of the held-out mouse (facelift: its cameras are exactly lift's rig)")
+                    help="framing of the held-out mouse (facelift: its cameras are exactly lift's rig; "
+                         "input: view 0 also framed as lift frames it, so truth and .ply share a frame)")
     ap.add_argument("--session", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
                                              / "mouse_minimal_session"))  # fmt: skip
     ap.add_argument("--frames", default="0:120:20", help="session frames to ingest (and lift as a video)")
@@ -128,6 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--first-view", choices=("generated", "input"), default="generated",
+                    help="lift's view 0 for GS-LRM: the generated one or the framed input")
+    ap.add_argument("--draws", type=int, default=1, help="lift's diffusion draws (per-pixel median)")
     ap.add_argument("--res", type=int, default=128, help="resolution of the truth comparison")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: synth,real,video")
     ap.add_argument("--docs", action="store_true", help="copy the contact sheets into docs/img/")

@@ -130,6 +130,19 @@ def test_first_view_input_hands_the_framed_input_to_gs_lrm(models, tmp_path):
         lift(disc, models / "pipe", models / "lrm", tmp_path / "bad", LiftOptions(**FAST, first_view="both"))
 
 
+def test_draws_share_the_first_noise_and_fuse(models, tmp_path):
+    """initial_noise: the first draw's noise does not depend on the count; lift with 3 draws runs and
+    records them; a non-positive count is one clear error."""
+    pipe = load_pipeline(models / "mvrun", "cpu")
+    n1, n3 = initial_noise(pipe, 4), initial_noise(pipe, 4, draws=3)
+    assert n3.shape[0] == 3 * n1.shape[0] and torch.equal(n3[: n1.shape[0]], n1)
+    disc = _disc(tmp_path / "disc.png")
+    res = lift(disc, models / "mvrun", models / "lrm", tmp_path / "d3", LiftOptions(**FAST, draws=3))
+    assert res["options"]["draws"] == 3 and (tmp_path / "d3" / "splats.ply").is_file()
+    with pytest.raises(InputError, match="draws must be at least 1"):
+        lift(disc, models / "mvrun", models / "lrm", tmp_path / "d0", LiftOptions(**FAST, draws=0))
+
+
 def test_shrink_rgba_averages_the_composite_over_white():
     rng = np.random.default_rng(1)
     rgba = rng.uniform(0, 1, (16, 16, 4)).astype(np.float32)

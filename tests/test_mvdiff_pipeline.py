@@ -140,3 +140,24 @@ def test_matches_facelift_pipeline(tmp_path):
     assert out.shape == want.shape
     assert np.abs(out - want).max() < 2e-4  # measured 4.9e-5; joint attention or no CFG: > 0.3
     assert np.abs(want - want[:1]).max() > 1e-2  # six different views, not a trivial match
+
+
+def test_consensus_views_is_the_median_of_one_batched_call(facelift_folder):
+    """One draw is exactly the plain call; three are the per-pixel median of the plain batched call with
+    the same generator; a non-positive count is refused."""
+    from gausslift.mvdiff.loading import from_pretrained
+    from gausslift.mvdiff.pipeline import consensus_views
+
+    pipe = from_pretrained(facelift_folder)
+    img = _image(3)
+    kw = dict(num_inference_steps=2, guidance_scale=1.0)
+    one = consensus_views(pipe, img, 1, generator=torch.Generator().manual_seed(5), **kw)
+    plain = pipe(img, generator=torch.Generator().manual_seed(5), **kw)[0]
+    np.testing.assert_array_equal(one, plain)
+    three = consensus_views(pipe, img, 3, generator=torch.Generator().manual_seed(5), **kw)
+    batch = pipe(np.stack([img] * 3), generator=torch.Generator().manual_seed(5), **kw)
+    assert np.abs(batch[0] - batch[1]).max() > 1e-3  # the draws differ ...
+    np.testing.assert_allclose(three, np.median(batch, 0), atol=1e-6)  # ... and are fused by the median
+    assert three.shape == one.shape
+    with pytest.raises(ValueError, match="draws must be at least 1"):
+        consensus_views(pipe, img, 0, **kw)

@@ -103,14 +103,22 @@ def test_evaluate_scores_truth_perfectly_and_copy_as_baseline(tmp_path):
     class Oracle:  # a "model" that returns the true views
         num_views, resolution = 6, 32
 
-        def __call__(self, image, **kw):
-            assert np.array_equal(image, truth[0])
+        def __call__(self, images, **kw):
+            assert images.shape == (1, *truth[0].shape) and np.array_equal(images[0], truth[0])
             return truth[None]
 
     res = evaluate(Oracle(), [sample], steps=1)
-    assert res["iou"] > 0.99 and res["psnr"] > 60 and res["ssim"] > 0.99
+    assert res["iou"] > 0.99 and res["psnr"] > 60 and res["ssim"] > 0.99 and res["draws"] == 1
     assert 0.5 < res["iou_baseline"] < 0.99  # the discs shift with the view: copying is imperfect
     assert res["psnr_baseline"] < 40
+
+    class Split(Oracle):  # three draws: the truth twice and a blank (all white) once, in one batched call
+        def __call__(self, images, **kw):
+            assert images.shape == (3, *truth[0].shape)
+            return np.stack([truth, np.ones_like(truth), truth])
+
+    res3 = evaluate(Split(), [sample], steps=1, draws=3)
+    assert res3["draws"] == 3 and res3["iou"] > 0.99 and res3["psnr"] > 60  # the median: the majority
 
 
 @pytest.mark.slow

@@ -62,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--guidance", type=float, default=3.0)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--limit", type=int, default=0, help="at most this many samples (0: all)")
+    e.add_argument("--draws", type=int, default=1, help="score the per-pixel median of this many draws")
     e.add_argument("--threads", type=int, default=0)
 
 
@@ -76,6 +77,7 @@ def _eval(args) -> int:
     import numpy as np
     import torch
 
+    from gausslift.errors import InputError
     from gausslift.ioutil import atomic_path, atomic_write_json
     from gausslift.mvdiff.data import find_samples
     from gausslift.mvdiff.evaluate import evaluate
@@ -87,7 +89,9 @@ def _eval(args) -> int:
         torch.set_num_threads(args.threads)
     pipe = from_pretrained(_pipe_folder(args.pipe), view_embeds=args.views_embeds)
     samples = find_samples(args.data, pipe.num_views)[: args.limit or None]
-    res = evaluate(pipe, samples, steps=args.steps, guidance=args.guidance, seed=args.seed,
+    if args.draws < 1:
+        raise InputError(None, f"--draws must be at least 1, got {args.draws}")
+    res = evaluate(pipe, samples, steps=args.steps, guidance=args.guidance, seed=args.seed, draws=args.draws,
                    progress=lambda it: progress(it, desc="eval", total=len(samples)))  # fmt: skip
     sheets = res.pop("sheets")
     out = Path(args.out)

@@ -27,8 +27,12 @@ First view: the diffusion model regenerates view 0, the one the input was framed
 resolution, its own alpha as the mask), so the one view that was observed reaches the Gaussians
 unchanged; ``"generated"`` keeps FaceLift's behaviour (all six views generated).
 
-Temporal coherence: one fixed seed; the initial noise (``initial_noise``) is drawn once and shared by
-every frame, and the generator is re-seeded before each frame, so scheduler noise (eta) is shared too.
+Consensus: with ``draws`` > 1 the diffusion model makes that many draws (one batched call) and the views
+are their per-pixel median (``mvdiff.pipeline.consensus_views``), a majority vote of the silhouettes.
+
+Temporal coherence: one fixed seed; the initial noise (``initial_noise``, every draw's) is drawn once
+and shared by every frame, and the generator is re-seeded before each frame, so scheduler noise (eta)
+is shared too.
 Random numbers come from a CPU generator: the same views on every device, up to arithmetic.
 """
 
@@ -66,6 +70,7 @@ class LiftOptions:
     mask: str | None = None  # a given mask (image; mask video or folder for sequences)
     view_embeds: str | None = None  # FaceLift's clr_embeds.pt when it is not in the pipeline folder
     first_view: str = "generated"  # view 0 for the GS-LRM: "generated" (FaceLift) or "input" (docstring)
+    draws: int = 1  # diffusion draws fused by their per-pixel median (docstring)
     cameras: str | None = None  # the generated views' cameras (sample folder / opencv_cameras.json)
     frame_size: int = 512  # size of the framed input
     target_scale: float = 0.3  # sqrt(mask area / image area) of the framed input
@@ -143,20 +148,23 @@ def rig_cameras(num_views: int, size: int, cameras=None) -> Camera:
 
 # ---------------------------------------------------------------------------------------------------
 # generation
-def initial_noise(pipe, seed: int) -> torch.Tensor:
-    """[V, c, h, w] standard normal noise from a CPU generator seeded with ``seed``."""
+def initial_noise(pipe, seed: int, draws: int = 1) -> torch.Tensor:
+    """[draws * V, c, h, w] standard normal noise from a CPU generator seeded with ``seed`` (the first
+    draw's noise does not depend on ``draws``)."""
     c = int(pipe.unet.config.out_channels)
     h = pipe.resolution // pipe.scale_factor
     gen = torch.Generator().manual_seed(int(seed))
-    return torch.randn((pipe.num_views, c, h, h), generator=gen)
+    return torch.randn((int(draws) * pipe.num_views, c, h, h), generator=gen)
 
 
 def generate_views(pipe, cond: np.ndarray, opts: LiftOptions, noise: torch.Tensor) -> np.ndarray:
     """Condition image [H, W, 3] over white -> views [V, R, R, 3] (R: the model resolution)."""
+    from gausslift.mvdiff.pipeline import consensus_views
+
     gen = torch.Generator().manual_seed(int(opts.seed))
     bar = (lambda it: progress(it, desc="mvdiff")) if opts.verbose else None
-    return pipe(cond, num_inference_steps=opts.steps, guidance_scale=opts.guidance, generator=gen,
-                latents=noise, progress=bar)[0]  # fmt: skip
+    kw = dict(num_inference_steps=opts.steps, guidance_scale=opts.guidance, generator=gen, latents=noise)
+    return consensus_views(pipe, cond, opts.draws, progress=bar, **kw)
 
 
 def split_white(views: np.ndarray, ramp: float = ALPHA_RAMP) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +267,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     opts = opts or LiftOptions()
     if opts.first_view not in FIRST_VIEWS:
         raise InputError(None, f"first_view must be one of {', '.join(FIRST_VIEWS)}, got {opts.first_view!r}")
+    if int(opts.draws) < 1:
+        raise InputError(None, f"draws must be at least 1, got {opts.draws}")
     out = Path(out)
     t_start = time.perf_counter()
     inp = open_input(input_path, opts.frames, opts.view)
@@ -270,7 +280,7 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     model, lrm_info = load_lrm(lrm, device)
     cams = rig_cameras(pipe.num_views, pipe.resolution, opts.cameras)
     bg = sequence_background(inp) if masks_of is None else None
-    noise = initial_noise(pipe, opts.seed)
+    noise = initial_noise(pipe, opts.seed, opts.draws)
     frames, samples, skipped = [], [], []
     seconds = {"foreground_framing": 0.0, "mvdiff": 0.0, "lrm": 0.0}
     stage = "views" if inp.is_sequence else "foreground, framing and views"

@@ -4,6 +4,7 @@ For each sample the front view (view 0, composited over white) conditions the pi
 views are "unseen". Per unseen view: mask IoU of the generated silhouette (pixels farther than `threshold`
 from white in any channel) against the true alpha (> 0.5), PSNR and SSIM against the true view over white.
 The baseline copies the input to every view: its silhouette for IoU, its image for PSNR/SSIM.
+``draws`` > 1 scores the per-pixel median of that many draws (``pipeline.consensus_views``).
 Camera-mode view conditioning gets each sample's own camera angles (opencv_cameras.json).
 """
 
@@ -14,6 +15,7 @@ import torch
 
 from gausslift.metrics import mask_iou, psnr, ssim
 from gausslift.mvdiff.data import composite, load_rgba, sample_angles, view_path
+from gausslift.mvdiff.pipeline import consensus_views
 
 WHITE = (1.0, 1.0, 1.0)
 
@@ -24,7 +26,7 @@ def silhouette(views: np.ndarray, threshold: float = 0.1) -> np.ndarray:
 
 
 def evaluate(pipe, samples, steps: int = 20, guidance: float = 3.0, seed: int = 0, threshold: float = 0.1,
-             progress=None) -> dict:  # fmt: skip
+             progress=None, draws: int = 1) -> dict:  # fmt: skip
     """Mean metrics over the unseen views of `samples`, for the model and the copy-the-input baseline;
     `sheets` holds, per sample, rows (generated, truth) of [V, H, W, 3] for contact sheets."""
     v, res = pipe.num_views, pipe.resolution
@@ -36,7 +38,8 @@ def evaluate(pipe, samples, steps: int = 20, guidance: float = 3.0, seed: int = 
         angles = sample_angles(s, v) if getattr(pipe, "views", None) is not None and \
             pipe.views.config.mode == "camera" else None  # fmt: skip
         rig = {} if angles is None else {"elevation_deg": angles[0], "azimuth_deg": angles[1]}
-        pred = pipe(truth[0], num_inference_steps=steps, guidance_scale=guidance, generator=gen, **rig)[0]
+        pred = consensus_views(pipe, truth[0], draws, num_inference_steps=steps, guidance_scale=guidance,
+                               generator=gen, **rig)  # fmt: skip
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a[1:]))
         copy = np.broadcast_to(truth[:1], truth.shape)
         per.append({
@@ -49,6 +52,6 @@ def evaluate(pipe, samples, steps: int = 20, guidance: float = 3.0, seed: int = 
         })  # fmt: skip
         sheets.append((pred, truth))
     keys = per[0].keys() if per else ()
-    return {"samples": len(per), "steps": steps, "guidance": guidance,
+    return {"samples": len(per), "steps": steps, "guidance": guidance, "draws": draws,
             **{k: float(np.mean([p[k] for p in per])) for k in keys}, "per_sample": per,
             "sheets": sheets}  # fmt: skip

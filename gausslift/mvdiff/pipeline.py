@@ -203,3 +203,17 @@ class MVDiffusionPipeline:
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
         out = self.decode_latents(latents).permute(0, 2, 3, 1)
         return out.reshape(b, v, *out.shape[1:]).cpu().numpy().astype(np.float32)
+
+
+def consensus_views(pipe: MVDiffusionPipeline, image, draws: int = 1, **kwargs) -> np.ndarray:
+    """One condition image [H, W, 3] -> views [V, R, R, 3]: ``draws`` draws made in one batched call
+    (``latents``, when given, is their [draws * V, c, h, w] initial noise), fused by the per-pixel,
+    per-channel median. Over white, a channel's median is darker than a threshold exactly when more
+    than half the draws are, so a silhouette read from one channel is the draws' majority vote (odd
+    counts), and one read from any channel is close to it. One draw is returned as it is, exactly what
+    ``pipe`` alone gives."""
+    if int(draws) < 1:
+        raise ValueError(f"draws must be at least 1, got {draws}")
+    x = np.asarray(image, dtype=np.float32)
+    views = pipe(np.repeat(x[None], int(draws), 0), **kwargs)
+    return views[0] if draws == 1 else np.median(views, axis=0).astype(np.float32)
