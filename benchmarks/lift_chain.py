@@ -48,10 +48,11 @@ def _run(cmd: list[str]) -> float:
 
 
 def _lift(args, inp, out, extra=()) -> float:
+    hull = [] if args.hull_tolerance is None else ["--hull-tolerance", str(args.hull_tolerance)]
     cmd = [sys.executable, "-m", "gausslift", "lift", str(inp), "--mvdiff", args.mvdiff, "--lrm", args.lrm,
            "--out", str(out), "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed",
            str(args.seed), "--device", args.device, "--threads", str(args.threads), "--sheet-tile", "96",
-           "--first-view", args.first_view, "--draws", str(args.draws), *extra]  # fmt: skip
+           "--first-view", args.first_view, "--draws", str(args.draws), *hull, *extra]  # fmt: skip
     return _run(cmd)
 
 
@@ -132,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--first-view", choices=("generated", "input"), default="generated",
                     help="lift's view 0 for GS-LRM: the generated one or the framed input")
     ap.add_argument("--draws", type=int, default=1, help="lift's diffusion draws (per-pixel median)")
+    ap.add_argument("--hull-tolerance", type=int, default=None, help="lift's --hull-tolerance")
     ap.add_argument("--res", type=int, default=128, help="resolution of the truth comparison")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: synth,real,video")
     ap.add_argument("--docs", action="store_true", help="copy the contact sheets into docs/img/")

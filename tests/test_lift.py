@@ -57,6 +57,13 @@ def models(tmp_path_factory):
     save_config(cfg, root / "lrm" / "config.yaml")  # a run folder: config.yaml next to checkpoint.pt
     state = dict(format=FORMAT, step=0, model=model.state_dict(), config=to_dict(cfg))
     save_checkpoint(root / "lrm" / CKPT, state)
+    small = ["model.d=64", "model.n_layers=1", "model.image_size=32"]
+    hcfg = train_config("tiny", [*small, "model.hull_depth=0.2"])
+    torch.manual_seed(0)
+    (root / "lrm_hull").mkdir()
+    save_config(hcfg, root / "lrm_hull" / "config.yaml")
+    state = dict(format=FORMAT, step=0, model=GSLRM(hcfg.model).state_dict(), config=to_dict(hcfg))
+    save_checkpoint(root / "lrm_hull" / CKPT, state)
     return root
 
 
@@ -141,6 +148,20 @@ def test_draws_share_the_first_noise_and_fuse(models, tmp_path):
     assert res["options"]["draws"] == 3 and (tmp_path / "d3" / "splats.ply").is_file()
     with pytest.raises(InputError, match="draws must be at least 1"):
         lift(disc, models / "mvrun", models / "lrm", tmp_path / "d0", LiftOptions(**FAST, draws=0))
+
+
+def test_hull_tolerance_reaches_the_hull_model_and_is_refused_without_a_hull(models, tmp_path):
+    from gausslift.splats import load_ply
+
+    disc = _disc(tmp_path / "disc.png")
+    lrm = models / "lrm_hull"
+    lift(disc, models / "mvrun", lrm, tmp_path / "t0", LiftOptions(**FAST))
+    res = lift(disc, models / "mvrun", lrm, tmp_path / "t5", LiftOptions(**FAST, hull_tolerance=5))
+    assert res["options"]["hull_tolerance"] == 5
+    a, b = (load_ply(tmp_path / t / "splats.ply") for t in ("t0", "t5"))
+    assert len(a) == len(b) and not torch.allclose(a.means, b.means)  # the looser hull moved Gaussians
+    with pytest.raises(InputError, match="hull_tolerance needs a GS-LRM"):
+        lift(disc, models / "mvrun", models / "lrm", tmp_path / "x", LiftOptions(**FAST, hull_tolerance=1))
 
 
 def test_shrink_rgba_averages_the_composite_over_white():

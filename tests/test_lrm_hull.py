@@ -53,6 +53,32 @@ def test_a_view_without_the_subject_empties_the_hull():
     assert t.isnan().all()
 
 
+def test_tolerance_counts_misses_like_a_brute_force_vote():
+    """inside_hull with tolerance t is "misses at most t views", checked against a per-view count on
+    random points and random masks; with one view emptied, tolerance 1 brings the sphere's hull back."""
+    K, vm, o, d, masks, *_ = _views()
+    gen = torch.Generator().manual_seed(0)
+    noisy = (masks[0] + (torch.rand(masks[0].shape, generator=gen) < 0.2).float()).clamp(max=1)
+    noisy[1] = (torch.rand(noisy[1].shape, generator=gen) < 0.5).float()
+    X = (torch.rand(4000, 3, generator=gen) - 0.5) * 1.2
+    misses = torch.zeros(len(X), dtype=torch.long)
+    for v in range(noisy.shape[0]):
+        misses += (~inside_hull(X, noisy[v : v + 1], K[0, v : v + 1], vm[0, v : v + 1])).long()
+    for tol in range(4):
+        got = inside_hull(X, noisy, K[0], vm[0], tolerance=tol)
+        assert torch.equal(got, misses <= tol), tol
+    assert len({int((misses <= t).sum()) for t in range(4)}) == 4  # each tolerance changes the answer
+    emptied = masks.clone()
+    emptied[0, 2] = 0
+    assert hull_depths(emptied, K, vm, o, d).isnan().all()
+    t1 = hull_depths(emptied, K, vm, o, d, tolerance=1)
+    strict = hull_depths(masks, K, vm, o, d)
+    keep = [0, 1, 3]  # view 2 has no foreground pixels left, so no rays of its own
+    both = ~t1[:, keep].isnan() & ~strict[:, keep].isnan()
+    assert both.sum() > 0.98 * (~strict[:, keep].isnan()).sum()
+    assert (t1[:, keep][both] <= strict[:, keep][both] + 1e-6).all()  # a looser hull starts no later
+
+
 def test_gslrm_hull_depth_places_untrained_gaussians_on_the_hull():
     K, vm, o, d, masks, od, _ = _views(4, 48)
     torch.manual_seed(0)

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="view 0 for GS-LRM: the generated one (FaceLift) or the framed input itself")
     p.add_argument("--draws", type=int, default=1,
                    help="diffusion draws fused by their per-pixel median (odd: a silhouette majority vote)")
+    p.add_argument("--hull-tolerance", type=int, default=None,
+                   help="hull-depth GS-LRM: silhouettes a hull point may miss (default: as trained, 0)")
     p.add_argument("--frame-size", type=int, default=512, help="size of the framed input (default 512)")
     p.add_argument("--lrm-size", type=int, default=None, help="GS-LRM input size (default: its image_size)")
     p.add_argument("--min-opacity", type=float, default=0.0, help="splats.ply keeps Gaussians above this")
@@ -53,6 +55,7 @@ def run(args) -> int:
         frame_size=args.frame_size, lrm_size=args.lrm_size, min_opacity=args.min_opacity,
         turntable_frames=args.turntable_frames, turntable_size=args.turntable_size, backend=args.backend,
         sheet_tile=args.sheet_tile, first_view=args.first_view, draws=args.draws,
+        hull_tolerance=args.hull_tolerance,
     )  # fmt: skip
     res = lift(args.input, args.mvdiff, args.lrm, args.out, opts)
     m = res["lrm_metrics"]

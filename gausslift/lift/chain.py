@@ -71,6 +71,7 @@ class LiftOptions:
     view_embeds: str | None = None  # FaceLift's clr_embeds.pt when it is not in the pipeline folder
     first_view: str = "generated"  # view 0 for the GS-LRM: "generated" (FaceLift) or "input" (docstring)
     draws: int = 1  # diffusion draws fused by their per-pixel median (docstring)
+    hull_tolerance: int | None = None  # hull-depth GS-LRM: views a hull point may miss (None: as trained)
     cameras: str | None = None  # the generated views' cameras (sample folder / opencv_cameras.json)
     frame_size: int = 512  # size of the framed input
     target_scale: float = 0.3  # sqrt(mask area / image area) of the framed input
@@ -278,6 +279,11 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     _say(opts, "loading the multi-view diffusion model and GS-LRM")
     pipe = load_pipeline(mvdiff, device, opts.view_embeds)
     model, lrm_info = load_lrm(lrm, device)
+    if opts.hull_tolerance is not None:
+        if opts.hull_tolerance > 0 and model.cfg.hull_depth <= 0:
+            raise InputError(lrm, "hull_tolerance needs a GS-LRM that places Gaussians on the visual hull "
+                                  "(hull_depth > 0); this one does not")  # fmt: skip
+        model.cfg.hull_tolerance = int(opts.hull_tolerance)
     cams = rig_cameras(pipe.num_views, pipe.resolution, opts.cameras)
     bg = sequence_background(inp) if masks_of is None else None
     noise = initial_noise(pipe, opts.seed, opts.draws)

@@ -76,6 +76,10 @@ class GSLRMConfig:
     # the input views' masks, ``gausslift.models.hull``) +- this many world units, instead of -o.d +-
     # ``depth_half_range``. The model then needs the input masks.
     hull_depth: float = 0.0
+    # With ``hull_depth``: a point still counts as inside the hull when it misses at most this many input
+    # views' silhouettes (0: the strict hull, as trained). An inference-time knob for inputs whose
+    # silhouettes disagree (generated views); ``gausslift lift --hull-tolerance``.
+    hull_tolerance: int = 0
 
     @property
     def n_params_per_gaussian(self) -> int:
@@ -290,7 +294,7 @@ class GSLRM(nn.Module):
                 if masks is None:
                     raise ValueError("this GS-LRM places Gaussians on the visual hull (hull_depth > 0): "
                                      "it needs the input views' masks")  # fmt: skip
-                hull = hull_depths(masks, Ks, viewmats, o, dirs)
+                hull = hull_depths(masks, Ks, viewmats, o, dirs, tolerance=cfg.hull_tolerance)
         tokens = self.patch_embed(patchify(x, p))
         free = self.gaussian_tokens.expand(B, -1, -1).to(tokens.dtype)
         y = self.transformer(torch.cat([free, tokens], dim=1))

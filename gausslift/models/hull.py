@@ -7,7 +7,9 @@ the hull's surface instead of at the ray's point nearest the origin.
 For each foreground pixel (mask > 0.5) of each input view, the ray's segment inside the box
 ``[-box, box]^3`` is sampled at ``samples`` evenly spaced points. A point is inside the hull when it
 projects (OpenCV camera, pixel centres at +0.5, nearest pixel) inside the mask of every view, in
-front of the camera; points outside a view's image are outside. The first inside point is refined
+front of the camera; points outside a view's image are outside. With ``tolerance`` t > 0 a point may
+miss up to t views' silhouettes and still count (a vote of V - t of V views: a hull that survives views
+that disagree, e.g. generated ones; t = 0 is the strict hull). The first inside point is refined
 by ``refine`` samples in the interval before it. Rays that miss get ``nan``. No gradient.
 """
 
@@ -27,11 +29,14 @@ def project(X: torch.Tensor, K: torch.Tensor, viewmat: torch.Tensor) -> tuple[to
     return torch.stack([px, py], dim=-1), z
 
 
-def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor):
-    """X [N, 3]; masks [V, H, W]; Ks [V, 3, 3]; viewmats [V, 4, 4] -> bool [N]: inside every silhouette.
-    Views are tested one after another on the points still inside, so most points are tested once."""
+def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats: torch.Tensor,
+                tolerance: int = 0) -> torch.Tensor:  # fmt: skip
+    """X [N, 3]; masks [V, H, W]; Ks [V, 3, 3]; viewmats [V, 4, 4] -> bool [N]: inside every silhouette
+    but at most ``tolerance``. Views are tested one after another on the points still in the running,
+    so most points are tested once."""
     V, H, W = masks.shape
     alive = torch.arange(X.shape[0], device=X.device)
+    misses = torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
     for v in range(V):
         if alive.numel() == 0:
             break
@@ -39,6 +44,9 @@ def inside_hull(X: torch.Tensor, masks: torch.Tensor, Ks: torch.Tensor, viewmats
         x, y = pix[:, 0].floor().long(), pix[:, 1].floor().long()
         ok = (z > 0) & (x >= 0) & (x < W) & (y >= 0) & (y < H)
         ok &= masks[v][y.clamp(0, H - 1), x.clamp(0, W - 1)] > 0.5
+        if tolerance > 0:
+            misses[alive] += (~ok).long()
+            ok = misses[alive] <= tolerance
         alive = alive[ok]
     out = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
     out[alive] = True
@@ -53,12 +61,13 @@ def box_segment(o: torch.Tensor, d: torch.Tensor, box: float) -> tuple[torch.Ten
     return torch.minimum(t0, t1).amax(-1).clamp_min(0.0), torch.maximum(t0, t1).amin(-1)
 
 
-def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box: float = 1.0):
+def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box: float = 1.0,
+              tolerance: int = 0):  # fmt: skip
     """Rays o, d [N, 3] of one sample; its views' masks/cameras -> t of the first hull point [N]
     (nan: a miss)."""
     tn, tf = box_segment(o, d, box)
     inside = lambda ts: inside_hull((o[:, None] + ts[..., None] * d[:, None]).reshape(-1, 3), masks, Ks,
-                                    viewmats).reshape(ts.shape)  # fmt: skip
+                                    viewmats, tolerance).reshape(ts.shape)  # fmt: skip
     s = torch.linspace(0.0, 1.0, samples, device=o.device, dtype=o.dtype)
     ts = tn[:, None] + (tf - tn).clamp_min(0.0)[:, None] * s  # [N, S]
     occ = inside(ts) & (tf > tn)[:, None]
@@ -78,7 +87,7 @@ def first_hit(o, d, masks, Ks, viewmats, samples: int = 96, refine: int = 8, box
 
 @torch.no_grad()
 def hull_depths(masks, Ks, viewmats, origins, dirs, samples: int = 96, refine: int = 8,
-                box: float = 1.0) -> torch.Tensor:  # fmt: skip
+                box: float = 1.0, tolerance: int = 0) -> torch.Tensor:  # fmt: skip
     """Per input pixel, t of the first visual-hull point on its ray, nan where the pixel is background
     or its ray misses. masks [B,V,H,W]; Ks [B,V,3,3]; viewmats [B,V,4,4]; origins/dirs [B,V,H,W,3]."""
     masks, Ks, viewmats = masks.float(), Ks.float(), viewmats.float()
@@ -88,5 +97,5 @@ def hull_depths(masks, Ks, viewmats, origins, dirs, samples: int = 96, refine: i
         fg = masks[b] > 0.5
         if fg.any():
             o, d = origins[b][fg], dirs[b][fg]
-            t[b][fg] = first_hit(o, d, masks[b], Ks[b], viewmats[b], samples, refine, box)
+            t[b][fg] = first_hit(o, d, masks[b], Ks[b], viewmats[b], samples, refine, box, tolerance)
     return t
