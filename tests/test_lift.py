@@ -160,6 +160,8 @@ def test_hull_tolerance_reaches_the_hull_model_and_is_refused_without_a_hull(mod
     assert res["options"]["hull_tolerance"] == 5
     a, b = (load_ply(tmp_path / t / "splats.ply") for t in ("t0", "t5"))
     assert len(a) == len(b) and not torch.allclose(a.means, b.means)  # the looser hull moved Gaussians
+    with pytest.raises(InputError, match="hull_tolerance must be at least 0"):
+        lift(disc, models / "mvrun", lrm, tmp_path / "x", LiftOptions(**FAST, hull_tolerance=-1))
     with pytest.raises(InputError, match="hull_tolerance needs a GS-LRM"):
         lift(disc, models / "mvrun", models / "lrm", tmp_path / "x", LiftOptions(**FAST, hull_tolerance=1))
 

@@ -270,6 +270,8 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
         raise InputError(None, f"first_view must be one of {', '.join(FIRST_VIEWS)}, got {opts.first_view!r}")
     if int(opts.draws) < 1:
         raise InputError(None, f"draws must be at least 1, got {opts.draws}")
+    if opts.hull_tolerance is not None and int(opts.hull_tolerance) < 0:
+        raise InputError(None, f"hull_tolerance must be at least 0, got {opts.hull_tolerance}")
     out = Path(out)
     t_start = time.perf_counter()
     inp = open_input(input_path, opts.frames, opts.view)
