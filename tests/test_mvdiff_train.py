@@ -182,7 +182,7 @@ def test_ema_decay_warms_up_as_diffusers_ema_model():
     assert ema_decay_at(0.999, 100) < 0.92  # a short run's EMA forgets the random start
 
 
-def test_timestep_bias_draws_the_chosen_portion_more_often():
+def test_timestep_bias_draws_the_chosen_portion_more_often(tmp_path):
     from gausslift.errors import InputError
     from gausslift.mvdiff.train import MVDiffTrainConfig, timestep_weights
 
@@ -201,6 +201,12 @@ def test_timestep_bias_draws_the_chosen_portion_more_often():
         timestep_weights(MVDiffTrainConfig(timestep_bias="late"), 1000)
     with pytest.raises(InputError, match="portion"):
         timestep_weights(MVDiffTrainConfig(timestep_bias="later", timestep_bias_portion=1.5), 1000)
+    from gausslift.mvdiff.train import train
+
+    with pytest.raises(InputError, match="timestep_bias must be"):  # before the (missing) data or any output
+        train(MVDiffTrainConfig(data=[str(tmp_path / "none")], out=str(tmp_path / "run"), steps=1,
+                                timestep_bias="late"))  # fmt: skip
+    assert not (tmp_path / "run").exists()
 
 
 def test_view_classes_tell_every_resnet_block_its_view(tmp_path):

@@ -242,6 +242,7 @@ def train(cfg: MVDiffTrainConfig) -> Path:
 
     if cfg.steps <= 0 and cfg.minutes <= 0:
         raise InputError(None, "give a training length: steps and/or minutes")
+    timestep_weights(cfg, 1000)  # a bad timestep bias is refused before anything is built or written
     rank, world, local_rank = _distributed()
     run = Path(cfg.out)
     if rank == 0:
