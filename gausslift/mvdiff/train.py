@@ -128,9 +128,10 @@ def timestep_weights(cfg: MVDiffTrainConfig, num_timesteps: int) -> torch.Tensor
 
 
 def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, gen: torch.Generator,
-                  angles=None):  # fmt: skip
+                  angles=None, t_weights: torch.Tensor | None = None):  # fmt: skip
     """FaceLift's loss on [B*V, 3, H, W] condition images (view 0 repeated) and targets; scalar.
-    angles: [B, 2, V] (elevation, azimuth) per object for camera-mode view conditioning (default: the rig)."""
+    angles: [B, 2, V] (elevation, azimuth) per object for camera-mode view conditioning (default: the rig).
+    t_weights: the run's `timestep_weights` (built here when None)."""
     v, n = pipe.num_views, inputs.shape[0]
     b = n // v
     dev = pipe.device
@@ -142,7 +143,8 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
     if cfg.timestep_bias == "none":
         t = torch.randint(0, num_t, (b,), generator=gen)
     else:
-        t = torch.multinomial(timestep_weights(cfg, num_t), b, replacement=True, generator=gen)
+        w = timestep_weights(cfg, num_t) if t_weights is None else t_weights
+        t = torch.multinomial(w, b, replacement=True, generator=gen)
     t = t.to(dev).repeat_interleave(v)
     noisy = noise_sched.add_noise(latents, noise, t)
     if cfg.condition_drop > 0:
@@ -193,9 +195,11 @@ class _Loss(torch.nn.Module):
         super().__init__()
         self.unet, self.views = pipe.unet, pipe.views
         self.pipe, self.noise_sched, self.cfg = [pipe], noise_sched, cfg  # lists: not submodules
+        self.t_weights = timestep_weights(cfg, noise_sched.config.num_train_timesteps)  # once per run
 
     def forward(self, inputs, targets, gen, angles=None):
-        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen, angles)
+        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen, angles,
+                             self.t_weights)  # fmt: skip
 
 
 def _distributed():

@@ -37,6 +37,7 @@ from gausslift.framing import (
     output_camera,
     refine_pixel_framing,
     reframe_similarity,
+    similarity,
 )
 from gausslift.ioutil import atomic_write_text
 from gausslift.synth import model as md
@@ -194,10 +195,7 @@ def input_similarity(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: S
         if step is None:
             raise InputError(None, "input framing: the subject is not visible in the first view")
         s, delta = step
-        A = np.eye(4)
-        A[:3, :3] *= s
-        A[:3, 3] = delta
-        S = A @ S
+        S = similarity(s, np.eye(3), -delta / s) @ S  # x -> s x + delta
     return S
 
 
