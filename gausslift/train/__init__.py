@@ -1,4 +1,13 @@
-"""The habits every trainer shares (layer 1: torch, numpy and layer 0 only). Import the submodules:
+"""The one training loop and the habits every trainer shares (layer 1: torch, numpy and layer 0 only).
+Import the submodules:
+
+``gausslift.train.loop``
+    ``Loop(task, run, LoopOptions(...), dist).run()``: the loop every trainer runs on (budget planned
+    once, explicit resume with shape checks, named atomic checkpoints, logs, the non-finite guard with
+    rollback, torchrun); a trainer is a ``Task`` (its model, batch and loss).
+``gausslift.train.dist``
+    ``setup_dist(device, backend) -> Dist`` (rank, world, device; NCCL on CUDA, gloo on CPUs), collectives
+    on device tensors, ``shard`` by rank.
 
 ``gausslift.train.device``
     ``resolve_device(spec="auto"|"cpu"|"cuda"|"cuda:N", backend=None) -> torch.device`` (auto = CUDA

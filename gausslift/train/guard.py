@@ -28,12 +28,16 @@ class NonFiniteGuard:
 
     def check(self, loss: torch.Tensor) -> bool:
         """True when ``loss`` is finite (go on); False to skip this step."""
-        if bool(torch.isfinite(loss.detach()).all()):
+        return self.record(bool(torch.isfinite(loss.detach()).all()))
+
+    def record(self, finite: bool) -> bool:
+        """Count a step whose finiteness is already known (e.g. agreed over ranks); returns it."""
+        if finite:
             self.consecutive = 0
-            return True
-        self.consecutive += 1
-        self.skipped += 1
-        return False
+        else:
+            self.consecutive += 1
+            self.skipped += 1
+        return finite
 
     @property
     def rollback(self) -> bool:

@@ -1,0 +1,432 @@
+"""The one training loop. A trainer is a :class:`Task` (its model, batch and loss); the loop owns the rest.
+
+    class MyTask(Task):
+        name, columns, shape_keys = "mytrainer", ("step", "loss"), ("model.width",)
+        def config(self): return self.cfg                     # a dataclass (or dict): RUN/config.yaml
+        def start(self): ...                                  # fresh weights, optimiser, generators
+        def state_dict(self): return {"model": ..., "optim": ..., "gen": ...}   # named state
+        def load_state_dict(self, state): ...
+        def loss(self, step): return loss, {"l1": l1}         # forward only
+        def update(self, loss, step, lr_scale): ...; return {"grad_norm": g}   # backward + step
+
+    result = Loop(task, RUN, LoopOptions(iters=1000 or minutes=10, resume=False)).run()
+
+What the loop gives every trainer:
+
+* **Budget.** ``iters`` steps, or ``minutes`` of wall clock: the loop times the first steps (after
+  ``warmup_seconds``, JIT steps left out), plans the step count once from the median step time and the
+  task's :meth:`Task.speed_factor`, calls :meth:`Task.plan` and keeps that count fixed, so every schedule
+  is a function of the step alone, not of the machine's load. The budget is still a promise: a run whose
+  time is spent stops there (``stopped_by: "time"``). The plan and the time spent survive a resume.
+* **Run folder.** A fresh run refuses a non-empty ``RUN`` (one line: add ``--resume`` or choose another
+  ``--out``). ``resume`` continues from ``RUN/checkpoint.pt`` and refuses, before writing anything, a
+  config that differs from the saved one in a key of :attr:`Task.shape_keys` (keys that change the
+  shapes of the saved state). Other keys may change; ``config.yaml`` is rewritten only after the state
+  has loaded.
+* **Checkpoints**, atomic and device-independent, with named state: ``{"format", "task", "step",
+  "total", "config", "loop": {...}, "state": task.state_dict()}`` at step 0, every ``checkpoint_every``
+  steps / ``checkpoint_minutes`` (at least 6 times in a budgeted run), on Ctrl-C and at the end; the
+  task's exports (:meth:`Task.save_outputs`) are written with each one.
+* **Logs**: ``RunLog`` (``log.jsonl``, ``log.csv``, TensorBoard) with the rows after the resumed step
+  dropped first, so a resumed run has no duplicated lines; a progress bar unless ``quiet``.
+* **Non-finite guard.** A non-finite loss (on any rank) skips the step everywhere and is logged;
+  ``max_nonfinite`` in a row roll back to the last good state (an in-memory snapshot taken every
+  ``snapshot_every`` steps when the task's parameters are finite, else the last checkpoint) and scale
+  the learning rate by ``nan_lr_factor`` (handed to :meth:`Task.update` as ``lr_scale``). The step count
+  goes on, so the batches that follow are new. For tests, ``GAUSSLIFT_FAULT_NAN=k`` makes the loss
+  non-finite at steps k .. k + max_nonfinite - 1 (the rollback path, end to end).
+* **Device, threads, torchrun**: ``task.dist`` (:mod:`gausslift.train.dist`) is set before
+  :meth:`Task.start`; rank 0 writes, collectives use device tensors, all ranks stop at the same step.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from gausslift.errors import GaussliftError, InputError
+from gausslift.ioutil import atomic_write_text
+from gausslift.progress import progress
+from gausslift.train.budget import Budget
+from gausslift.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, to_cpu
+from gausslift.train.dist import Dist
+from gausslift.train.guard import NonFiniteGuard
+from gausslift.train.runlog import RunLog
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+FORMAT = "gausslift-run"
+FAULT_ENV = "GAUSSLIFT_FAULT_NAN"
+
+
+@dataclass
+class LoopOptions:
+    iters: int = 0  # step limit (0: none)
+    minutes: float = 0.0  # wall-clock budget (0: none); plans the step count once when iters is 0
+    resume: bool = False
+    quiet: bool = False
+    log_every: int = 50
+    checkpoint_every: int = 0  # steps (0: by time only)
+    checkpoint_minutes: float = 3.0  # (0: by steps only)
+    snapshot_every: int = 0  # in-memory rollback state every N steps (0: roll back to the checkpoint)
+    max_nonfinite: int = 3
+    nan_lr_factor: float = 0.5
+    max_rollbacks: int = 8
+    warmup_seconds: float = 20.0
+
+
+class Task:
+    """What a trainer gives the loop. Override the methods marked *required*."""
+
+    name = "run"  # the checkpoint's task tag (a run of another trainer is refused on resume)
+    columns: tuple[str, ...] = ("step", "loss")  # log.csv columns (log.jsonl keeps every key)
+    shape_keys: tuple[str, ...] = ()  # dotted config keys that change the saved state's shapes
+    time_key = "elapsed_s"  # the log's column for the run's seconds
+    dist: Dist = Dist()
+    loop: Loop | None = None
+
+    def config(self) -> Any:  # required: a dataclass or a dict
+        raise NotImplementedError
+
+    def start(self) -> None:  # required: fresh state (seeded)
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:  # required: named state (model, optimiser, generators, ...)
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:  # required
+        raise NotImplementedError
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict]:  # required: forward of one step
+        raise NotImplementedError
+
+    def update(self, loss: torch.Tensor, step: int, lr_scale: float) -> dict:  # required
+        raise NotImplementedError
+
+    def plan(self, total: int) -> None:
+        """The run's length is known (set once; schedules follow it)."""
+
+    def speed_factor(self) -> float:
+        """Mean speed over the rest of the run relative to the warm-up's (e.g. < 1 when the model grows)."""
+        return 1.0
+
+    def finite(self) -> bool:
+        """Whether the parameters are finite (checked before a snapshot becomes the rollback state)."""
+        return True
+
+    def after_step(self, step: int, log: RunLog | None) -> None:
+        """Periodic extras after step ``step`` (validation, images); ``log`` on rank 0 only."""
+
+    def save_outputs(self) -> None:
+        """Exports written with every checkpoint, on rank 0 (e.g. splats.ply, pipeline/)."""
+
+    def finish(self, result: dict) -> dict:
+        """After the last step and checkpoint; returns the run's result."""
+        return result
+
+
+def config_dict(cfg: Any) -> dict:
+    if dataclasses.is_dataclass(cfg):
+        from gausslift.config import to_dict
+
+        return to_dict(cfg)
+    return dict(cfg)
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def shape_changes(saved: dict, new: dict, keys) -> list[str]:
+    """``key (old -> new)`` for every shape key whose value differs."""
+    norm = lambda v: list(v) if isinstance(v, tuple) else v
+    return [
+        f"{k} ({_get(saved, k)!r} -> {_get(new, k)!r})"
+        for k in keys
+        if norm(_get(saved, k)) != norm(_get(new, k))
+    ]
+
+
+class Loop:
+    def __init__(self, task: Task, out: str | Path, opts: LoopOptions, dist: Dist | None = None):
+        self.task, self.out, self.opts = task, Path(out), opts
+        self.dist = dist or Dist()
+        task.dist, task.loop = self.dist, self
+        self.step, self.total = 0, 0  # total 0: not planned yet
+        self.lr_scale, self.rollbacks, self.events = 1.0, 0, []
+        self.budget = Budget(minutes=opts.minutes, steps=0)
+        self.guard = NonFiniteGuard(opts.max_nonfinite)
+        self.good: dict | None = None
+        self._stop = False
+        fault = os.environ.get(FAULT_ENV, "")
+        self.fault = int(fault) if fault.strip().isdigit() else -1
+
+    # -- the run folder ----------------------------------------------------------------------------------
+    def _open(self) -> bool:
+        """Check the folder, then load or start the state; True when resuming."""
+        out, o = self.out, self.opts
+        if o.iters <= 0 and o.minutes <= 0:
+            raise InputError(None, "give a training length: --iters N and/or --minutes M")
+        ckpt = out / CHECKPOINT
+        if not o.resume:
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise InputError(
+                    out, "is not empty: add --resume to continue the run there, or choose another --out"
+                )
+            self.task.start()
+            self._plan(o.iters)  # 0 with a minutes budget alone: planned after the warm-up
+            return False
+        if not ckpt.is_file():
+            raise InputError(out, f"nothing to resume (no {CHECKPOINT})")
+        state = load_checkpoint(ckpt)
+        if (
+            not isinstance(state, dict)
+            or state.get("format") != FORMAT
+            or state.get("task") != self.task.name
+        ):
+            raise InputError(ckpt, f"not a checkpoint of a '{self.task.name}' run")
+        new = config_dict(self.task.config())
+        changed = shape_changes(state["config"], new, self.task.shape_keys)
+        if changed:
+            raise InputError(
+                out,
+                f"cannot resume with a changed {', '.join(changed)}: these change the "
+                "saved state's shapes; start a new run (another --out)",
+            )
+        self.task.start()
+        self.task.load_state_dict(state["state"])
+        lp = state["loop"]
+        self.step, self.lr_scale, self.rollbacks = (
+            int(state["step"]),
+            float(lp["lr_scale"]),
+            int(lp["rollbacks"]),
+        )
+        self.events = list(lp["events"])
+        self.budget.restore(lp["budget"])
+        self.guard.restore(lp["guard"])
+        set_rng_state(lp["rng"])
+        total = int(state["total"])
+        if o.iters > 0 and o.iters != total and (o.minutes <= 0 or total == 0):  # resumed with a new length
+            total = o.iters
+        if total:
+            self._plan(total)
+        return True
+
+    def _write_config(self) -> None:
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(config_dict(self.task.config()), sort_keys=False)
+            atomic_write_text(self.out / CONFIG, text)
+
+    def _plan(self, total: int) -> None:
+        if total > 0:
+            self.total = int(total)
+            self.task.plan(self.total)
+
+    # -- checkpoints and rollback ------------------------------------------------------------------------
+    def _loop_state(self) -> dict:
+        return {
+            "lr_scale": self.lr_scale,
+            "rollbacks": self.rollbacks,
+            "events": self.events,
+            "budget": self.budget.state(),
+            "guard": self.guard.state(),
+            "rng": rng_state(),
+        }
+
+    def checkpoint(self) -> None:
+        if self.dist.main:
+            data = {
+                "format": FORMAT,
+                "task": self.task.name,
+                "step": self.step,
+                "total": self.total,
+                "config": config_dict(self.task.config()),
+                "loop": self._loop_state(),
+                "state": self.task.state_dict(),
+            }
+            save_checkpoint(self.out / CHECKPOINT, data)
+            self.task.save_outputs()
+        self.dist.barrier()
+        self._saved_at, self._saved_t = self.step, time.perf_counter()
+
+    def _snapshot(self) -> None:
+        if self.opts.snapshot_every > 0 and self.task.finite():
+            self.good = copy.deepcopy(to_cpu(self.task.state_dict()))
+
+    def _rollback(self, log: RunLog | None) -> None:
+        self.rollbacks += 1
+        if self.rollbacks > self.opts.max_rollbacks:
+            raise GaussliftError(
+                f"training diverged: the loss stays non-finite after {self.opts.max_rollbacks} "
+                "rollbacks with lower learning rates (lower the learning rate?)"
+            )
+        good = self.good if self.good is not None else load_checkpoint(self.out / CHECKPOINT)["state"]
+        self.task.load_state_dict(copy.deepcopy(good))
+        self.lr_scale *= self.opts.nan_lr_factor
+        self.guard.reset()
+        msg = (
+            f"non-finite loss {self.opts.max_nonfinite} steps in a row at step {self.step}: rolled back, "
+            f"learning rate x{self.lr_scale:g}"
+        )
+        self.events.append(msg)
+        if log is not None:
+            log.write({"step": self.step + 1, "rollback": 1, "lr_scale": self.lr_scale})
+
+    # -- time planning -----------------------------------------------------------------------------------
+    def _reserve(self) -> float:
+        return min(10.0, 0.03 * self.budget.seconds)
+
+    def _time_up(self) -> bool:
+        return self.opts.minutes > 0 and self.budget.left() <= self._reserve()
+
+    def _maybe_plan(self, times: list[float]) -> None:
+        """Budgeted runs without a step count: plan it once the warm-up has been timed."""
+        if self.total or len(times) < 13:
+            return
+        span = min(self.opts.warmup_seconds, 0.1 * self.budget.seconds)
+        if times[-1] - times[2] < span:
+            return
+        dt = float(np.median(np.diff(times[2:])))  # the first steps (JIT) left out
+        left = max(self.budget.left() - self._reserve(), 0.0)
+        total = torch.tensor(
+            float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
+            device=self.dist.device,
+        )
+        if self.dist.world > 1:  # every rank plans the same length: the smallest
+            self.dist.all_reduce(total, torch.distributed.ReduceOp.MIN)
+        self._plan(int(total.item()))
+        self.events.append(f"planned {self.total} steps from {dt:.3f} s per step")
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def _on_sigint(self, signum, frame) -> None:
+        self._stop = True
+
+    def _sigint(self):
+        """Ctrl-C stops between steps (checkpoint first); left alone where SIGINT is ignored (nohup)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
+            return None
+        return signal.signal(signal.SIGINT, self._on_sigint)
+
+    def run(self) -> dict:
+        resumed = self._open()
+        if not resumed:
+            self._write_config()
+        self._snapshot()
+        main = self.dist.main
+        log = (
+            RunLog(self.out, self.task.columns, resume_step=self.step if resumed else None) if main else None
+        )
+        if resumed:
+            self._write_config()  # the state loaded: the config it now runs with
+        else:
+            self.checkpoint()  # step 0: what a rollback before the first periodic checkpoint returns to
+        self._saved_at, self._saved_t = self.step, time.perf_counter()
+        o = self.opts
+        every_s = o.checkpoint_minutes * 60 if o.checkpoint_minutes > 0 else math.inf
+        if o.minutes > 0:
+            every_s = min(every_s, o.minutes * 60 / 6)
+        bar = progress(
+            total=self.total or None, initial=self.step, desc=self.task.name, disable=o.quiet or not main
+        )
+        old = self._sigint()
+        times: list[float] = []
+        stopped_by = "steps"
+        try:
+            while not self.total or self.step < self.total:
+                if self._stop:
+                    self.checkpoint()
+                    raise KeyboardInterrupt
+                loss, terms = self.task.loss(self.step)
+                if 0 <= self.fault <= self.step < self.fault + o.max_nonfinite:
+                    loss = loss * float("nan")
+                flags = torch.stack(
+                    [
+                        torch.isfinite(loss.detach()).all().float(),
+                        torch.tensor(0.0 if self._time_up() else 1.0, device=loss.device),
+                    ]
+                )
+                flags = flags.to(self.dist.device)
+                if self.dist.world > 1:  # one collective: skip / stop together
+                    self.dist.all_reduce(flags, torch.distributed.ReduceOp.MIN)
+                ok, time_left = bool(flags[0] > 0.5), bool(flags[1] > 0.5)
+                self.guard.record(ok)
+                if ok:
+                    stats = self.task.update(loss, self.step, self.lr_scale)
+                else:
+                    self.events.append(f"non-finite loss at step {self.step}: step skipped")
+                    if log is not None:
+                        log.write({"step": self.step + 1, "nonfinite": 1, "skipped": self.guard.skipped})
+                    if self.guard.rollback:
+                        self._rollback(log)
+                self.step += 1
+                bar.update(1)
+                times.append(time.perf_counter())
+                if not self.total:
+                    self._maybe_plan(times)
+                    if self.total:
+                        bar.total = self.total
+                if ok:
+                    if o.snapshot_every > 0 and self.step % o.snapshot_every == 0:
+                        if self.task.finite():
+                            self._snapshot()
+                        else:
+                            self._rollback(log)
+                    if log is not None and (self.step % o.log_every == 0 or self.step in (1, self.total)):
+                        row = log.write(
+                            {
+                                "step": self.step,
+                                self.task.time_key: round(self.budget.elapsed(), 3),
+                                "loss": loss.detach(),
+                                **terms,
+                                **stats,
+                            }
+                        )
+                        bar.set_postfix(loss=f"{row['loss']:.4f}")
+                    self.task.after_step(self.step, log)
+                if (
+                    o.checkpoint_every > 0 and self.step % o.checkpoint_every == 0
+                ) or time.perf_counter() - self._saved_t >= every_s:
+                    self.checkpoint()
+                if not time_left:
+                    stopped_by = "time"
+                    self.events.append(f"time budget spent at step {self.step} of {self.total or '?'}")
+                    break
+            if self.step > self._saved_at:
+                self.checkpoint()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+            bar.close()
+            if log is not None:
+                log.close()
+        result = {
+            "steps": self.step,
+            "planned_steps": self.total,
+            "seconds": round(self.budget.elapsed(), 2),
+            "stopped_by": stopped_by,
+            "nonfinite_skipped": self.guard.skipped,
+            "rollbacks": self.rollbacks,
+            "device": str(self.dist.device),
+            "world_size": self.dist.world,
+            "events": list(self.events),
+        }
+        return self.task.finish(result)

@@ -1,0 +1,232 @@
+"""gausslift.train.loop: the one loop, on a toy task (a linear model fitted by Adam to noisy draws)."""
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+
+from gausslift.errors import InputError
+from gausslift.train import loop as L
+from gausslift.train.dist import Dist
+
+
+@dataclass
+class ToyConfig:
+    width: int = 4
+    lr: float = 0.1
+    seed: int = 0
+    tags: list = field(default_factory=list)
+
+
+class Toy(L.Task):
+    name = "toy"
+    columns = ("step", "loss", "lr")
+    shape_keys = ("width",)
+
+    def __init__(self, cfg=None):
+        self.cfg = cfg or ToyConfig()
+        self.planned = []
+
+    def config(self):
+        return self.cfg
+
+    def start(self):
+        torch.manual_seed(self.cfg.seed)
+        self.w = torch.nn.Parameter(torch.zeros(self.cfg.width))
+        self.opt = torch.optim.Adam([self.w], lr=self.cfg.lr)
+        self.gen = torch.Generator().manual_seed(self.cfg.seed)
+        self.truth = torch.arange(self.cfg.width, dtype=torch.float32)
+
+    def state_dict(self):
+        return {"w": self.w.detach(), "optim": self.opt.state_dict(), "gen": self.gen.get_state()}
+
+    def load_state_dict(self, s):
+        with torch.no_grad():
+            self.w.copy_(s["w"])
+        self.opt.load_state_dict(s["optim"])
+        self.gen.set_state(s["gen"])
+
+    def plan(self, total):
+        self.planned.append(total)
+
+    def loss(self, step):
+        x = torch.randn(8, self.cfg.width, generator=self.gen)
+        y = x @ self.truth + 0.01 * torch.randn(8, generator=self.gen)
+        return ((x @ self.w - y) ** 2).mean(), {}
+
+    def update(self, loss, step, lr_scale):
+        frac = step / self.loop.total if self.loop.total else 0.0  # a schedule of the step alone
+        lr = self.cfg.lr * lr_scale * (1 - frac)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"lr": lr}
+
+    def finite(self):
+        return bool(torch.isfinite(self.w).all())
+
+
+def opts(**kw):
+    base = dict(iters=20, quiet=True, log_every=1, checkpoint_minutes=0)
+    return L.LoopOptions(**(base | kw))
+
+
+def rows(run):
+    return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_runs_plans_and_learns(tmp_path):
+    t = Toy()
+    res = L.Loop(t, tmp_path / "r", opts(iters=300)).run()
+    assert res["steps"] == 300 and res["stopped_by"] == "steps" and t.planned == [300]
+    assert torch.allclose(t.w.detach(), t.truth, atol=0.05)  # it learned
+    saved = torch.load(tmp_path / "r" / L.CHECKPOINT, weights_only=False)
+    assert saved["format"] == L.FORMAT and saved["task"] == "toy" and saved["step"] == 300
+    assert set(saved["state"]) == {"w", "optim", "gen"}  # named state
+    assert (tmp_path / "r" / L.CONFIG).read_text().startswith("width: 4")
+
+
+def test_resume_is_bit_identical_and_logs_once(tmp_path):
+    full = Toy()
+    L.Loop(full, tmp_path / "a", opts(iters=20)).run()
+    part = Toy()
+    L.Loop(part, tmp_path / "b", opts(iters=20, checkpoint_every=5)).run()  # then pretend it died at 10:
+    ck = torch.load(tmp_path / "b" / L.CHECKPOINT, weights_only=False)
+    assert ck["step"] == 20
+    # an interrupted run: stop after 10 steps (a shorter run of the same plan would change the schedule)
+    killed = Toy()
+    lp = L.Loop(killed, tmp_path / "c", opts(iters=20, checkpoint_every=10))
+    orig = killed.update
+
+    def die(loss, step, s):
+        if step == 13:
+            raise KeyboardInterrupt  # dies mid-run, after its step-10 checkpoint
+        return orig(loss, step, s)
+
+    killed.update = die
+    with pytest.raises(KeyboardInterrupt):
+        lp.run()
+    again = Toy()
+    L.Loop(again, tmp_path / "c", opts(iters=20, resume=True)).run()
+    assert torch.equal(again.w.detach(), full.w.detach())
+    steps = [r["step"] for r in rows(tmp_path / "c") if "loss" in r]
+    assert steps == list(range(1, 21))  # rows 11-13 of the dead process were dropped, none repeated
+
+
+def test_refuses_non_empty_folder_and_missing_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not empty: add --resume"):
+        L.Loop(Toy(), run, opts()).run()
+    assert (run / "notes.txt").read_text() == "mine" and len(list(run.iterdir())) == 1
+    with pytest.raises(InputError, match="nothing to resume"):
+        L.Loop(Toy(), run, opts(resume=True)).run()
+    with pytest.raises(InputError, match="training length"):
+        L.Loop(Toy(), tmp_path / "x", opts(iters=0)).run()
+
+
+def test_resume_refuses_a_shape_change_before_writing(tmp_path):
+    run = tmp_path / "r"
+    L.Loop(Toy(), run, opts(iters=5)).run()
+    before = (run / L.CONFIG).read_text()
+    with pytest.raises(InputError, match=r"width \(4 -> 6\)"):
+        L.Loop(Toy(ToyConfig(width=6)), run, opts(iters=10, resume=True)).run()
+    assert (run / L.CONFIG).read_text() == before
+    res = L.Loop(Toy(ToyConfig(lr=0.01)), run, opts(iters=10, resume=True)).run()  # not a shape key
+    assert res["steps"] == 10 and "lr: 0.01" in (run / L.CONFIG).read_text()
+
+
+@pytest.mark.parametrize("snapshot_every", [0, 4])
+def test_nan_is_rolled_back_and_logged(tmp_path, monkeypatch, snapshot_every):
+    monkeypatch.setenv(L.FAULT_ENV, "7")
+    t = Toy()
+    res = L.Loop(t, tmp_path / "r", opts(iters=30, snapshot_every=snapshot_every)).run()
+    log = rows(tmp_path / "r")
+    assert [r["step"] for r in log if r.get("nonfinite")] == [8, 9, 10]  # rows count steps taken
+    back = [r for r in log if r.get("rollback")]
+    assert len(back) == 1 and back[0]["step"] == 10 and back[0]["lr_scale"] == 0.5
+    assert res["rollbacks"] == 1 and res["nonfinite_skipped"] == 3 and torch.isfinite(t.w).all()
+    assert any("rolled back" in e for e in res["events"])
+
+
+def test_rollback_restores_the_good_state(tmp_path, monkeypatch):
+    monkeypatch.setenv(L.FAULT_ENV, "10")
+    t = Toy()
+    lp = L.Loop(t, tmp_path / "r", opts(iters=13, snapshot_every=5))
+    seen = {}
+    orig = t.load_state_dict
+
+    def spy(s):
+        seen["w"] = s["w"].clone()
+        orig(s)
+
+    t.load_state_dict = spy
+    snap = {}
+    orig_update = t.update
+
+    def upd(loss, step, s):
+        out = orig_update(loss, step, s)
+        if step == 9:  # the state after step 10's update = the snapshot taken at step 10
+            snap["w"] = t.w.detach().clone()
+        return out
+
+    t.update = upd
+    lp.run()
+    assert torch.equal(seen["w"], snap["w"])  # rolled back to the snapshot, not to the start
+
+
+def test_minutes_plan_once_and_stay_fixed(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+    t = Toy()
+    orig = t.loss
+
+    def slow(step):
+        clock["t"] += 0.5 if step < 40 else 2.0  # the machine gets 4x slower after the plan
+        return orig(step)
+
+    t.loss = slow
+    res = L.Loop(t, tmp_path / "r", opts(iters=0, minutes=1.0, warmup_seconds=5)).run()
+    assert len(t.planned) == 1  # planned once, never re-planned under load
+    assert res["planned_steps"] == t.planned[0] > 0
+    assert res["stopped_by"] == "time" and res["steps"] < res["planned_steps"]
+
+
+def test_sigint_checkpoints_then_stops(tmp_path):
+    import signal
+
+    t = Toy()
+    orig = t.update
+
+    def interrupt(loss, step, s):
+        if step == 6:
+            signal.raise_signal(signal.SIGINT)
+        return orig(loss, step, s)
+
+    t.update = interrupt
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # as under a terminal, even under nohup
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            L.Loop(t, tmp_path / "r", opts(iters=20)).run()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert torch.load(tmp_path / "r" / L.CHECKPOINT, weights_only=False)["step"] == 7
+
+
+def test_collectives_use_the_training_device(monkeypatch):
+    """NCCL takes only device tensors: every collective must be on Dist.device, whatever the backend.
+    (A CPU-tensor flag, as ``torch.tensor([1.0])``, fails here with a meta training device.)"""
+    seen = []
+    monkeypatch.setattr(L.torch.distributed, "all_reduce", lambda t, op=None: seen.append(t.device))
+    d = Dist(rank=0, world=2, device=torch.device("meta"))
+    with pytest.raises(RuntimeError, match="meta"):  # meta tensors have no values to read back ...
+        d.all_true(True)
+    assert seen == [torch.device("meta")]  # ... but the collective got a tensor on the training device
+    with pytest.raises(RuntimeError, match="training device"):
+        d.all_reduce(torch.ones(1))
+    assert Dist(rank=1, world=3).shard(range(8)) == [1, 4, 7]
