@@ -1,4 +1,16 @@
-"""MAMMAL mouse: LBS posing, keypoints, sampling and bad input (tiny test-made model + real file)."""
+"""MAMMAL mouse: LBS posing, keypoints, sampling and bad input (tiny test-made model + real file).
+
+``data/mammal_mouse_ref.npz`` records the source's own posing: ``bodymodel_np.BodyModelNumpy.forward``
+of github.com/anl13/MAMMAL_mouse at commit 22a84ee03092a2666fc39ac9a1210f998f6f6071, run outside
+this repository on the source's ``mouse_model/mouse_txt`` files, at 3 poses drawn with
+``default_rng(20240524)`` (pose ~ N(0, 0.25) rad per joint, root = random axis × U(0.5, 3) rad,
+bone lengths ~ U(0.85, 1.15), scale ~ U(0.8, 1.3), translation ~ N(0, 0.5)); it keeps the inputs,
+all 140 posed joints, 2044 posed vertices (every 8th, plus the 256 whose weight rows are farthest
+from summing to 1, ids in ``vertex_ids``) and each full posed mesh's largest bounding-box side
+(``extent``), float32; the recipe is also in its ``about`` string.
+"""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,11 +19,45 @@ from _subjects_fixtures import MOUSE_PARENTS, write_tiny_mouse
 
 from gausslift.errors import InputError, MissingWeightsError
 from gausslift.subjects import MammalMouse, find_model_file, load_subject
+from gausslift.subjects.mammal import MOUSE_FILE
+
+REFERENCE = Path(__file__).parent / "data" / "mammal_mouse_ref.npz"
 
 
 @pytest.fixture
 def tiny(tmp_path):
     return MammalMouse(write_tiny_mouse(tmp_path))
+
+
+def _rodrigues(r):
+    th = np.linalg.norm(r)
+    if th < 1e-12:
+        return np.eye(3)
+    k = r / th
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(th) * K + (1 - np.cos(th)) * K @ K
+
+
+def _plain_lbs(v, j, parents, w, pose, bone, scale, trans):
+    """Textbook LBS in float64 with the weights exactly as given (the source's bodymodel_np loop:
+    4x4 local transforms chained from the root, re-centred at the rest joints)."""
+    J = len(j)
+    G = np.zeros((J, 4, 4))
+    for k in range(J):  # parents come before children in the tiny and the real model
+        L = np.eye(4)
+        L[:3, :3] = _rodrigues(pose[k])
+        if parents[k] < 0:
+            L[:3, 3] = j[k]
+            G[k] = L
+        else:
+            L[:3, 3] = (j[k] - j[parents[k]]) * bone[k]
+            G[k] = G[parents[k]] @ L
+    joints = G[:, :3, 3].copy()
+    A = G.copy()
+    A[:, :3, 3] -= np.einsum("jab,jb->ja", G[:, :3, :3], j)
+    T = np.einsum("vj,jab->vab", w, A)
+    verts = np.einsum("vab,vb->va", T[:, :3, :3], v) + T[:, :3, 3]
+    return verts * scale + trans, joints * scale + trans
 
 
 def _subtree(parents, j):
@@ -26,10 +72,45 @@ def _subtree(parents, j):
     return sorted(out)
 
 
-def test_rest_pose_returns_rest_mesh(tiny):
+def test_rest_pose_returns_rest_mesh(tiny, tmp_path):
+    # as the source: each rest vertex times its weight row sum (the tiny rows sum to 1 ± 0.3%)
     out = tiny(tiny.zero_params(2))
-    assert torch.allclose(out.vertices, tiny.v_template.expand(2, -1, -1), atol=1e-6, rtol=0)
+    expect = tiny.v_template * tiny.weights.sum(1, keepdim=True)
+    assert torch.allclose(out.vertices, expect.expand(2, -1, -1), atol=1e-6, rtol=0)
     assert torch.allclose(out.joints, tiny.rest_joints.expand(2, -1, -1), atol=1e-7, rtol=0)
+    norm = MammalMouse(write_tiny_mouse(tmp_path, name="n.npz"), normalize_weights=True)
+    out = norm(norm.zero_params(2))
+    assert torch.allclose(out.vertices, norm.v_template.expand(2, -1, -1), atol=1e-6, rtol=0)
+    assert torch.allclose(out.joints, norm.rest_joints.expand(2, -1, -1), atol=1e-7, rtol=0)
+
+
+def test_weights_used_as_given_unless_normalised(tmp_path, rng):
+    """Default posing = plain LBS with the file's weights (rows not summing to 1);
+    ``normalize_weights=True`` = plain LBS with rows rescaled to sum to 1."""
+    path = write_tiny_mouse(tmp_path)
+    d = np.load(path)
+    w = d["weights"].astype(np.float64)
+    sums = w.sum(1)
+    assert np.abs(sums - 1).max() > 1e-3  # the test needs rows that do not sum to 1
+    raw = MammalMouse(path).double()
+    norm = MammalMouse(path, normalize_weights=True).double()
+    assert not raw.normalize_weights and norm.normalize_weights
+    assert np.allclose(raw.weights.numpy(), w, atol=0, rtol=1e-12)
+    assert np.allclose(norm.weights.sum(1).numpy(), 1, atol=1e-12)
+    p = {k: v.double() for k, v in raw.sample_params(rng, 3).items()}
+    p["translation"] = torch.as_tensor(rng.normal(0, 0.3, (3, 3)))
+    out_raw, out_norm = raw(p), norm(p)
+    args = [d["vertices"].astype(np.float64), d["joints"].astype(np.float64), d["parents"]]
+    for b in range(3):
+        q = [p[k][b].numpy() for k in ("pose", "bone_lengths", "scale", "translation")]
+        v_raw, j_ref = _plain_lbs(*args, w, *q)
+        v_norm, _ = _plain_lbs(*args, w / sums[:, None], *q)
+        assert np.abs(out_raw.vertices[b].numpy() - v_raw).max() < 1e-7
+        assert np.abs(out_norm.vertices[b].numpy() - v_norm).max() < 1e-7
+        assert np.abs(out_raw.joints[b].numpy() - j_ref).max() < 1e-7
+        assert np.abs(out_norm.joints[b].numpy() - j_ref).max() < 1e-7
+        # float32 rest offsets inside the model: agreement to ~5e-9; the options differ by > 1e-4
+        assert np.abs(v_raw - v_norm).max() > 1e-4
 
 
 def test_single_joint_rotation_moves_only_its_subtree(tiny):
@@ -39,7 +120,7 @@ def test_single_joint_rotation_moves_only_its_subtree(tiny):
     p = tiny.zero_params()
     p["pose"][0, j] = torch.tensor([0.4, -0.2, 0.3])
     out = tiny(p)
-    moved = (out.vertices[0] - tiny.v_template).norm(dim=-1)
+    moved = (out.vertices[0] - tiny(tiny.zero_params()).vertices[0]).norm(dim=-1)
     influenced = tiny.weights[:, sub].sum(1) > 0
     assert influenced.any() and (~influenced).any()
     assert moved[~influenced].max() < 1e-6
@@ -153,16 +234,46 @@ def test_env_var_lookup(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------- real file
 @pytest.fixture
-def mouse(shared_data):
-    return MammalMouse(shared_data / "meshes")
+def mouse_file(shared_data):
+    path = shared_data / "meshes" / MOUSE_FILE
+    if not path.is_file():
+        pytest.skip(f"MAMMAL mouse model not found at {path} (set GAUSSLIFT_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture
+def mouse(mouse_file):
+    return MammalMouse(mouse_file)
 
 
 @pytest.mark.realdata
-def test_real_rest_pose(mouse):
+def test_real_rest_pose(mouse, mouse_file):
     out = mouse(mouse.zero_params())
     assert out.vertices.shape == (1, 14522, 3) and out.keypoints.shape == (1, 22, 3)
-    assert (out.vertices[0] - mouse.v_template).abs().max() < 1e-6
+    sums = mouse.weights.sum(1, keepdim=True)
+    assert (out.vertices[0] - mouse.v_template * sums).abs().max() < 1e-6
     assert (out.joints[0] - mouse.rest_joints).abs().max() < 1e-6
+    norm = MammalMouse(mouse_file, normalize_weights=True)
+    assert (norm(norm.zero_params()).vertices[0] - norm.v_template).abs().max() < 1e-6
+
+
+@pytest.mark.realdata
+def test_real_matches_source_posing(mouse, mouse_file):
+    """Posed vertices and joints agree with the source's bodymodel_np.py (recorded in
+    data/mammal_mouse_ref.npz) to 1e-5 of the mesh extent; with normalised weights they do not."""
+    ref = np.load(REFERENCE)
+    p = {k: torch.as_tensor(ref[k]) for k in ("pose", "bone_lengths", "scale", "translation")}
+    ids = torch.as_tensor(ref["vertex_ids"]).long()
+    extent = torch.as_tensor(ref["extent"]).double()[:, None]
+    v_ref, j_ref = torch.as_tensor(ref["vertices"]).double(), torch.as_tensor(ref["joints"]).double()
+    with torch.no_grad():
+        out = mouse(p)
+        out_norm = MammalMouse(mouse_file, normalize_weights=True)(p)
+    dv = (out.vertices[:, ids].double() - v_ref).norm(dim=-1) / extent
+    dj = (out.joints.double() - j_ref).norm(dim=-1) / extent
+    assert dv.max() < 1e-5 and dj.max() < 1e-5, (dv.max(), dj.max())  # measured 3.4e-7, 2.6e-7
+    dv_norm = (out_norm.vertices[:, ids].double() - v_ref).norm(dim=-1) / extent
+    assert dv_norm.max() > 1e-4, dv_norm.max()  # measured 1.5e-3
 
 
 @pytest.mark.realdata
@@ -171,7 +282,7 @@ def test_real_single_joint_subtree(mouse):
     sub = _subtree(mouse.parents.tolist(), j)
     p = mouse.zero_params()
     p["pose"][0, j] = torch.tensor([0.3, 0.0, 0.2])
-    moved = (mouse(p).vertices[0] - mouse.v_template).norm(dim=-1)
+    moved = (mouse(p).vertices[0] - mouse(mouse.zero_params()).vertices[0]).norm(dim=-1)
     influenced = mouse.weights[:, sub].sum(1) > 0
     assert moved[~influenced].max() < 1e-6 and moved[influenced].min() > 0
     assert (moved[influenced] > 1e-3).float().mean() > 0.9

@@ -15,14 +15,17 @@ Parameters (per sample; a batch adds a leading ``B``)::
     scale         (1,)    global scale (1 = model units)
     translation   (3,)    added after scaling
 
-Posing follows the source's ``bodymodel_th.py`` (with axis-angle instead of its Euler angles):
+Posing follows the source's ``bodymodel_np.py`` / ``bodymodel_th.py`` (axis-angle per joint):
 local transform of joint j = [R_j | (rest_j - rest_parent(j)) * b_j] (the root's translation is its
 rest position); global transforms G_j chain from the root; each is re-centred by subtracting
-G_j · rest_j; vertices = Σ_j w_vj (G_j v + t_j); then × scale + translation. The weights are
-normalised to rows summing to 1 on load (the file's sum to 1 within 0.4%), so the rest pose gives
-back the rest mesh exactly. Joints are the
-posed joint origins; keypoints are the 22 DANNCE keypoints, each the mean of listed vertices or
-joints (``keypoint_type`` / ``keypoint_ids`` rows 0-21).
+G_j · rest_j; vertices = Σ_j w_vj (G_j v + t_j); then × scale + translation. The weights are used
+as the file has them, like the source (rows sum to 0.996-1.002), so the rest pose gives each rest
+vertex × its row sum, not the rest mesh exactly (up to 0.4%); posed vertices match the source's
+to float32 rounding (``tests/data/mammal_mouse_ref.npz``). ``MammalMouse(normalize_weights=True)``
+rescales the rows to sum to 1 instead (the rest pose is then the rest mesh; posed vertices differ
+from the source's by up to ~1.5e-3 of the mesh extent). Joints are the posed joint origins;
+keypoints are the 22 DANNCE keypoints, each the mean of listed vertices or joints
+(``keypoint_type`` / ``keypoint_ids`` rows 0-21).
 
 Regions (bool vertex masks, from each vertex's dominant skinning joint): ``tail``, ``paws`` (hind
 and fore paws with digits), ``ears``, ``head`` (skull, snout, cheeks, mandible, tongue), ``limbs``
@@ -100,13 +103,15 @@ def _tree_levels(parents: np.ndarray, path: Path) -> list[np.ndarray]:
 
 
 class MammalMouse(Subject):
-    """The MAMMAL mouse. ``path``: the ``.npz`` or its folder (default lookup otherwise)."""
+    """The MAMMAL mouse. ``path``: the ``.npz`` or its folder (default lookup otherwise).
+    ``normalize_weights``: rescale each vertex's skinning weights to sum to 1 (default False: use
+    them as the file and the source have them)."""
 
     name = "mouse"
     units = "MAMMAL model units (about 1.4 nose to tail tip); z up, nose towards -y"
     keypoint_names = DANNCE_KEYPOINTS
 
-    def __init__(self, path: str | Path | None = None):
+    def __init__(self, path: str | Path | None = None, normalize_weights: bool = False):
         path = find_model_file(MOUSE_FILE, path)
         d = load_npz(path, MOUSE_KEYS, "MAMMAL mouse model")
         v, f, j = d["vertices"], d["faces"], d["joints"]
@@ -143,9 +148,11 @@ class MammalMouse(Subject):
         self.register_buffer("v_template", torch.as_tensor(v, dtype=torch.float32))
         self.register_buffer("rest_joints", torch.as_tensor(j, dtype=torch.float32))
         self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.float32))
-        # the file's rows sum to 1 only within 0.4%: normalise, so the rest pose returns the rest
-        # mesh exactly (the source would scale each rest vertex by its row sum)
-        w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
+        # the file's rows sum to 1 only within 0.4%; the source skins with them as they are (the
+        # rest pose scales each rest vertex by its row sum), and so do we unless asked to normalise
+        self.normalize_weights = bool(normalize_weights)
+        if self.normalize_weights:
+            w = w / np.maximum(w.sum(1, keepdims=True), 1e-12)
         self.register_buffer("weights", torch.as_tensor(w, dtype=torch.float32))
         not_root = np.ones(J, np.float32)
         not_root[self.root] = 0
