@@ -5,10 +5,12 @@ random weights) in a separate environment: its state dict in FaceLift's layout, 
 Gaussians FaceLift predicted.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from gausslift.errors import InputError
 from gausslift.lrm.facelift_ckpt import (
@@ -99,10 +101,10 @@ def test_loads_facelift_layout(tmp_path):
 def test_ddp_prefix_and_architecture_from_checkpoint(tmp_path):
     sd = _facelift_layout(d=128, n_layers=3, sh=1)
     path = _save(tmp_path, {"module." + k: v for k, v in sd.items()})
-    model = load_facelift_model(path)
+    model = load_facelift_model(path, d_head=32)
     cfg = model.cfg
     assert (cfg.d, cfg.n_layers, cfg.patch_size, cfg.n_gaussians, cfg.sh_degree) == (128, 3, 8, 2, 1)
-    assert cfg == config_from_facelift(sd)
+    assert cfg == replace(config_from_facelift(sd), d_head=32)
     torch.testing.assert_close(
         model.state_dict()["blocks.2.norm2.weight"], sd["transformer_layers.2.norm2.weight"]
     )
@@ -145,6 +147,72 @@ def test_unreadable_files(tmp_path):
         load_facelift_checkpoint(model, tmp_path / "odd.pt")
 
 
+def _predict(model, ref):
+    """``model``'s Gaussians for the reference's inputs (FaceLift's fxfycxcy / c2w cameras)."""
+    inp = ref["inputs"]
+    fx, fy, cx, cy = inp["fxfycxcy"].unbind(-1)
+    Ks = torch.zeros(*fx.shape, 3, 3)
+    Ks[..., 0, 0], Ks[..., 1, 1], Ks[..., 0, 2], Ks[..., 1, 2], Ks[..., 2, 2] = fx, fy, cx, cy, 1.0
+    viewmats = torch.linalg.inv(inp["c2w"].double()).float()
+    with torch.no_grad():
+        return model(inp["images"], Ks, viewmats)
+
+
+def _gaussian_gap(a, b) -> float:
+    """The largest difference of any raw Gaussian attribute."""
+    keys = ("means", "sh", "log_scales", "raw_quats", "opacity_logits")
+    return max((getattr(a, k) - getattr(b, k)).abs().max().item() for k in keys)
+
+
+def test_head_size_is_never_guessed(tmp_path):
+    """The weights do not hold the head size (no tensor's shape depends on it): the reference,
+    made with head 32, is refused in one line without one, and read as 32 when told, never as 64."""
+    ref = torch.load(REF, map_location="cpu", weights_only=True)
+    assert ref["arch"]["d_head"] == 32
+    origin = load_facelift_checkpoint(GSLRM(gslrm_config("tiny", **ref["arch"])), REF).eval()
+    path = _save(tmp_path, ref["model"])
+    with pytest.raises(InputError) as e:
+        load_facelift_model(path)
+    msg = str(e.value)
+    assert str(path) in msg and "d_head=" in msg and "config.yaml" in msg and "\n" not in msg
+    model = load_facelift_model(path, d_head=32).eval()
+    assert model.cfg.d_head == 32
+    assert _gaussian_gap(_predict(model, ref), _predict(origin, ref)) <= 1e-6
+    # the head size matters for these weights: read as 64 they give other Gaussians (about 1e-3 off)
+    as64 = load_facelift_checkpoint(GSLRM(replace(model.cfg, d_head=64)), path).eval()
+    assert _gaussian_gap(_predict(as64, ref), _predict(origin, ref)) > 5e-4
+    with pytest.raises(InputError, match="does not divide"):
+        load_facelift_model(path, d_head=48)
+
+
+def test_head_size_from_facelift_config_next_to_checkpoint(tmp_path):
+    """FaceLift's trainer writes its config.yaml into the checkpoint folder: its
+    model.transformer.d_head is used, and a config that contradicts the weights is refused."""
+    ref = torch.load(REF, map_location="cpu", weights_only=True)
+    origin = load_facelift_checkpoint(GSLRM(gslrm_config("tiny", **ref["arch"])), REF).eval()
+    path = _save(tmp_path, ref["model"])
+    conf = tmp_path / "config.yaml"
+    conf.write_text(yaml.safe_dump({"model": {"transformer": {"d": 64, "d_head": 32, "n_layer": 2}}}))
+    model = load_facelift_model(path).eval()
+    assert model.cfg.d_head == 32
+    assert _gaussian_gap(_predict(model, ref), _predict(origin, ref)) <= 1e-6
+    with pytest.raises(InputError, match="says d_head 32"):
+        load_facelift_model(path, d_head=64)
+    with pytest.raises(InputError, match="says d_head 32"):  # a model built with another head size
+        load_facelift_checkpoint(GSLRM(replace(model.cfg, d_head=64)), path)
+    conf.write_text(yaml.safe_dump({"model": {"transformer": {"d": 128, "d_head": 32, "n_layer": 2}}}))
+    with pytest.raises(InputError, match="is not the config of"):
+        load_facelift_model(path)
+
+
+def test_released_architecture_has_head_64():
+    """Only the released architecture (configs/gslrm.yaml) loads without a head size given."""
+    from gausslift.lrm.facelift_ckpt import RELEASED
+
+    cfg = gslrm_config("facelift")
+    assert RELEASED == {(cfg.d, cfg.n_layers, cfg.patch_size, cfg.n_gaussians, cfg.sh_degree): 64}
+
+
 @pytest.mark.parametrize("mode", ["inference", "train_clip"])
 def test_same_gaussians_as_facelift_code(mode):
     ref = torch.load(REF, map_location="cpu", weights_only=True)
@@ -153,12 +221,7 @@ def test_same_gaussians_as_facelift_code(mode):
     model = load_facelift_checkpoint(GSLRM(cfg), REF)
     model.train(mode == "train_clip")  # FaceLift clips positions when not config.inference
     inp = ref["inputs"]
-    fx, fy, cx, cy = inp["fxfycxcy"].unbind(-1)
-    Ks = torch.zeros(*fx.shape, 3, 3)
-    Ks[..., 0, 0], Ks[..., 1, 1], Ks[..., 0, 2], Ks[..., 1, 2], Ks[..., 2, 2] = fx, fy, cx, cy, 1.0
-    viewmats = torch.linalg.inv(inp["c2w"].double()).float()
-    with torch.no_grad():
-        g = model(inp["images"], Ks, viewmats)
+    g = _predict(model, ref)
     _, V, H, W, _ = inp["images"].shape
     n = a["n_gaussians"]
     idx = torch.cat([torch.arange(n), n + facelift_pixel_order(V, H, W, a["patch_size"])])

@@ -7,12 +7,21 @@ layouts: bias-free linears ``[out, in]``, LayerNorms without bias). Keys under `
 (the frozen VGG/LPIPS loss networks) are not part of the network and are skipped; the wrappers'
 prefixes ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) are stripped. Anything else that does not
 fit, a missing or unexpected key or a wrong shape, is one :class:`InputError` listing all of them.
+
+The attention head size is the one architecture field no tensor shape holds (FaceLift's attention has no
+per-head weights: ``to_qkv`` is ``[3d, d]`` and ``fc`` ``[d, d]`` whatever the head size), and reading
+a checkpoint with the wrong one gives wrong Gaussians without any error. FaceLift's checkpoint file
+holds no config either; its trainer writes its ``config.yaml`` (``model.transformer.d_head``) into the
+checkpoint folder. :func:`load_facelift_model` therefore takes the head size from, in this order: its
+``d_head`` argument, that ``config.yaml`` next to the checkpoint, or, for exactly the released
+architecture (:data:`RELEASED`, FaceLift's ``configs/gslrm.yaml``), 64; otherwise it refuses.
 """
 
 from __future__ import annotations
 
 import pickle
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -37,6 +46,10 @@ KEY_MAP = {
     "pixel_gaussian_decoder.1.weight": "pixel_head.linear.weight",
 }
 SKIPPED_PREFIXES = ("loss_calculator.",)
+# The released GS-LRM (configs/gslrm.yaml: transformer d 1024, d_head 64, n_layer 24; patch 8;
+# 2 Gaussian tokens; SH degree 0): (d, layers, patch, Gaussian tokens, SH degree) -> head size.
+RELEASED = {(1024, 24, 8, 2, 0): 64}
+CONFIG_NAME = "config.yaml"  # what FaceLift's trainer writes next to its ckpt_*.pt
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _LIST_MAX = 12
 
@@ -107,8 +120,6 @@ def read_facelift_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def config_from_facelift(sd: dict[str, torch.Tensor], base: GSLRMConfig | None = None) -> GSLRMConfig:
     """The architecture a FaceLift state dict holds (width, layers, patch size, tokens, SH degree);
     the other fields come from ``base`` (default: the ``facelift`` preset's)."""
-    from dataclasses import replace
-
     from gausslift.models.gslrm import PRESETS
 
     base = base or PRESETS["facelift"]
@@ -140,8 +151,15 @@ def load_facelift_checkpoint(model: GSLRM, path: str | Path) -> GSLRM:
 
     Every FaceLift key must map onto a parameter of ``model`` with the same shape and every parameter
     must be covered; otherwise one :class:`InputError` lists the missing keys, the unexpected keys and
-    the shape mismatches (with the architecture the checkpoint holds)."""
-    return _load(model, read_facelift_state_dict(path), path)
+    the shape mismatches (with the architecture the checkpoint holds). The head size is ``model``'s,
+    as the weights cannot tell; a ``config.yaml`` of FaceLift's next to ``path`` that says another one
+    is an :class:`InputError` too."""
+    sd = read_facelift_state_dict(path)
+    fl = facelift_config_file(path)
+    if fl is not None and fl["d_head"] != model.cfg.d_head:
+        raise InputError(path, f"its {CONFIG_NAME} says d_head {fl['d_head']}; the model has head size "
+                               f"{model.cfg.d_head}")  # fmt: skip
+    return _load(model, sd, path)
 
 
 def _load(model: GSLRM, sd: dict, path) -> GSLRM:
@@ -170,11 +188,59 @@ def _load(model: GSLRM, sd: dict, path) -> GSLRM:
     return model
 
 
-def load_facelift_model(path: str | Path, base: GSLRMConfig | None = None) -> GSLRM:
-    """A :class:`GSLRM` with the architecture read from FaceLift's checkpoint ``path`` and its weights."""
+def facelift_config_file(path: str | Path) -> dict | None:
+    """``model.transformer`` of the ``config.yaml`` FaceLift's trainer keeps next to checkpoint
+    ``path`` (None when there is none, or it is not a FaceLift config)."""
+    import yaml
+
+    file = Path(path).parent / CONFIG_NAME
+    if not file.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise InputError(file, f"cannot read the config next to the checkpoint: {type(e).__name__}") from None
+    model = cfg.get("model") if isinstance(cfg, dict) else None
+    t = model.get("transformer") if isinstance(model, dict) else None
+    return t if isinstance(t, dict) and "d_head" in t else None
+
+
+def _head_size(path: Path, cfg: GSLRMConfig, d_head: int | None) -> int:
+    """The attention head size of FaceLift's checkpoint ``path`` whose shapes give ``cfg``."""
+    fl = facelift_config_file(path)
+    if fl is not None:
+        cfg_file = path.parent / CONFIG_NAME
+        if fl.get("d", cfg.d) != cfg.d or fl.get("n_layer", cfg.n_layers) != cfg.n_layers:
+            said = f"d={fl.get('d')}, {fl.get('n_layer')} layers"
+            raise InputError(cfg_file, f"is not the config of {path.name} (it says {said}; "
+                                       f"the weights hold {_describe(cfg)})")  # fmt: skip
+        if d_head is not None and d_head != fl["d_head"]:
+            raise InputError(path, f"d_head={d_head} was asked for, but the checkpoint's {cfg_file} says "
+                                   f"d_head {fl['d_head']}")  # fmt: skip
+        d_head = fl["d_head"]
+    if d_head is None:
+        d_head = RELEASED.get((cfg.d, cfg.n_layers, cfg.patch_size, cfg.n_gaussians, cfg.sh_degree))
+    if d_head is None:
+        raise InputError(path, f"the attention head size of this FaceLift GS-LRM ({_describe(cfg)}) is not "
+                               f"in its weights: pass d_head= (FaceLift's model.transformer.d_head) or put "
+                               f"its training config.yaml next to it")  # fmt: skip
+    if not isinstance(d_head, int) or d_head <= 0 or cfg.d % d_head:
+        raise InputError(path, f"head size {d_head!r} does not divide the width d={cfg.d}")
+    return d_head
+
+
+def load_facelift_model(path: str | Path, base: GSLRMConfig | None = None,
+                        d_head: int | None = None) -> GSLRM:  # fmt: skip
+    """A :class:`GSLRM` with the architecture read from FaceLift's checkpoint ``path`` and its weights.
+
+    The head size (not in the weights, see the module docstring) is ``d_head``, else that of the
+    ``config.yaml`` next to ``path``, else 64 for the released architecture; otherwise
+    :class:`InputError`. ``base``'s own ``d_head`` is not used."""
+    path = Path(path)
     sd = read_facelift_state_dict(path)
     try:
         cfg = config_from_facelift(sd, base)
     except InputError as e:
         raise InputError(path, e.problem) from None
+    cfg = replace(cfg, d_head=_head_size(path, cfg, d_head))
     return _load(GSLRM(cfg), sd, path)
