@@ -33,7 +33,6 @@ embreex ray casting, extra ``mesh``; float32 ray tests, an independent oracle, a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,41 +40,10 @@ from gausslift.cameras import Camera
 from gausslift.errors import InputError
 from gausslift.meshrender import aa as _aa
 from gausslift.meshrender import raster as _r
+from gausslift.meshrender.embree import render_embree
+from gausslift.meshrender.frame import MeshFrame
 
 BACKENDS = ("numba", "embree")
-
-
-@dataclass
-class MeshFrame:
-    """One rendered view; see the module docstring for every field's meaning."""
-
-    alpha: np.ndarray  # [H, W] float32
-    mask: np.ndarray  # [H, W] bool
-    depth: np.ndarray  # [H, W] float32, 0 where empty
-    normals: np.ndarray  # [H, W, 3] float32 camera space, facing the camera
-    tri_id: np.ndarray  # [H, W] int32, -1 where empty
-    bary: np.ndarray  # [H, W, 3] float32
-    K: np.ndarray  # [3, 3] float64
-    viewmat: np.ndarray  # [4, 4] float64
-
-    @property
-    def height(self) -> int:
-        return self.tri_id.shape[0]
-
-    @property
-    def width(self) -> int:
-        return self.tri_id.shape[1]
-
-    def normals_world(self) -> np.ndarray:
-        """Normals rotated to world space (n_world = R^T n_cam), [H, W, 3] float32."""
-        return (self.normals @ self.viewmat[:3, :3].astype(np.float32)).astype(np.float32)
-
-    def points_camera(self) -> np.ndarray:
-        """Camera-space hit points [H, W, 3] (0 where empty): depth * K^-1 [u, v, 1]."""
-        h, w = self.depth.shape
-        ys, xs = np.mgrid[0:h, 0:w] + 0.5
-        d = np.stack([xs, ys, np.ones_like(xs)], -1) @ np.linalg.inv(self.K).T
-        return (d * self.depth[..., None]).astype(np.float32)
 
 
 def _torch():
@@ -157,8 +125,6 @@ def render_mesh(
     if not (1 <= int(aa_samples) <= 8):
         raise InputError(None, f"render_mesh: aa_samples must be in 1..8, got {aa_samples}")
     if backend == "embree":
-        from gausslift.meshrender.embree import render_embree
-
         return render_embree(v, f, K, M, width, height, antialias, cull_backfaces, near, int(aa_samples))
     if backend != "numba":
         raise InputError(None, f"render_mesh: unknown backend {backend!r}; use one of {BACKENDS}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from gausslift.errors import InputError
+from gausslift.meshrender.frame import MeshFrame
 
 
 def _intersector(v, f):
@@ -35,8 +36,6 @@ def _cast(rmi, M, Kinv, near, uv):
 
 
 def render_embree(v, f, K, M, width, height, antialias, cull, near, k):
-    from gausslift.meshrender.api import MeshFrame
-
     if cull:
         raise InputError(None, "render_mesh: backend='embree' does not support cull_backfaces")
     h, w = height, width

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from gausslift.errors import InputError
 from gausslift.io import read_scene
-from gausslift.ioutil import atomic_write_json
 from gausslift.preprocess import calib
 from gausslift.preprocess.center import (
     centre_from_axes,
@@ -47,9 +46,9 @@ from gausslift.preprocess.normalize import (
     world_from_capture,
 )
 from gausslift.preprocess.reframe import FRAMINGS
-from gausslift.preprocess.report import PhaseClock, summarize, write_report
+from gausslift.preprocess.report import PhaseClock
 from gausslift.preprocess.sources import Source, check_video, load_chunk, media_kind, open_source
-from gausslift.preprocess.write import calibration_only, reframe_and_warp, write_sample
+from gausslift.preprocess.write import calibration_only, finish, reframe_and_warp, write_sample
 from gausslift.scene import Scene
 
 
@@ -287,7 +286,7 @@ def ingest(
                 s.close()
     tm["views_per_s"] = len(rows) / max(time.perf_counter() - t0, 1e-9)
     tm["cpu_s"] = {k: round(v, 3) for k, v in clock.cpu.items()}
-    return _finish(sess, out, capture, samples, rows, R_up, t0)
+    return finish(sess, out, capture, samples, rows, R_up, t0)
 
 
 def _load(sources: list[Source], chunk: list[int]) -> dict:
@@ -360,37 +359,3 @@ def _image_checks(sess: Session, sources, masks, indices) -> list[Source]:
     if bad:
         sess.warnings.append(f"camera(s) {', '.join(bad)} fail the image check but are USED")
     return sources
-
-
-def _finish(sess: Session, out: Path, capture, samples, rows, R_up, t0) -> dict:
-    cams = {}
-    for v in sess.scene.views:
-        d = sess.checks[v.name].as_dict() if v.name in sess.checks else {}
-        d["used"] = v.name in sess.used
-        cams[v.name] = d
-    for r in rows:
-        if r["mask_confidence"] < 0.5:
-            sess.warnings.append(
-                f"{r['sample']} camera '{r['camera']}': low mask confidence "
-                f"{r['mask_confidence']:.2f} ({r['mask_method']})"
-            )
-    report = {
-        "capture": str(capture), "format": sess.scene.format, "framing": sess.opts.framing,
-        "size": sess.opts.size, "n_samples": len(samples), "n_views": len(sess.used),
-        "seconds": time.perf_counter() - t0, "timings": sess.timings, "summary": summarize(rows),
-        "views": rows, "cameras": cams, "warnings": sess.warnings,
-    }  # fmt: skip
-    manifest = {
-        "capture": str(capture),
-        "format": sess.scene.format,
-        "options": asdict(sess.opts),
-        "cameras": sess.used,
-        "rotation_up": R_up.tolist(),
-        "world_from_capture": samples[0]["world_from_capture"] if len(samples) == 1 else None,
-        "samples": samples,
-        "warnings": sess.warnings,
-        "report": "report.md",
-    }
-    write_report(out, report)
-    atomic_write_json(out / "manifest.json", manifest)
-    return manifest

@@ -1,10 +1,12 @@
 """Ingest outputs: the resampled views of one sample written as a FaceLift sample folder
 (``images/cam_XXX.png`` RGBA with alpha = mask, ``opencv_cameras.json`` with per-frame ``source`` and the
-top-level ``world_from_capture``), and, for calibration-only captures, the normalised cameras."""
+top-level ``world_from_capture``), for calibration-only captures the normalised cameras, and the
+session's ``report.md`` / ``report.json`` and ``manifest.json`` (:func:`finish`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from gausslift.preprocess.center import centre_from_axes, centre_from_keypoints
 from gausslift.preprocess.masks import MaskResult
 from gausslift.preprocess.normalize import elevation_deg, transform_camera, world_from_capture
 from gausslift.preprocess.reframe import reframe_view
+from gausslift.preprocess.report import summarize, write_report
 from gausslift.scene import Scene, View
 
 
@@ -68,8 +71,6 @@ def write_sample(folder: Path, sample_id: str, jobs, results: list[Warped], T, f
 def calibration_only(sess, views, out: Path, capture, t0) -> dict:
     """A capture without images: normalise the rig, report the calibration checks (keypoint
     reprojection per camera) and write the normalised cameras (``cameras.json``)."""
-    from gausslift.preprocess.ingest import _finish  # late: ingest imports this module
-
     kp = sess.scene.keypoints
     cams = [v.camera for v in views]
     centre = centre_from_keypoints(kp.points3d) if kp is not None else None
@@ -93,7 +94,43 @@ def calibration_only(sess, views, out: Path, capture, t0) -> dict:
     )
     sess.warnings.append("calibration only (no video or images): no samples written; cameras in cameras.json")
     R = T[:3, :3] / np.cbrt(np.linalg.det(T[:3, :3]))
-    man = _finish(sess, out, capture, [], [], R, t0)
+    man = finish(sess, out, capture, [], [], R, t0)
     man["world_from_capture"] = T.tolist()
     atomic_write_json(out / "manifest.json", man)
     return man
+
+
+def finish(sess, out: Path, capture, samples, rows, R_up, t0) -> dict:
+    """Write ``report.md`` / ``report.json`` and ``manifest.json`` of an ingest session
+    (``gausslift.preprocess.ingest.Session``) into ``out``; returns the manifest."""
+    cams = {}
+    for v in sess.scene.views:
+        d = sess.checks[v.name].as_dict() if v.name in sess.checks else {}
+        d["used"] = v.name in sess.used
+        cams[v.name] = d
+    for r in rows:
+        if r["mask_confidence"] < 0.5:
+            sess.warnings.append(
+                f"{r['sample']} camera '{r['camera']}': low mask confidence "
+                f"{r['mask_confidence']:.2f} ({r['mask_method']})"
+            )
+    report = {
+        "capture": str(capture), "format": sess.scene.format, "framing": sess.opts.framing,
+        "size": sess.opts.size, "n_samples": len(samples), "n_views": len(sess.used),
+        "seconds": time.perf_counter() - t0, "timings": sess.timings, "summary": summarize(rows),
+        "views": rows, "cameras": cams, "warnings": sess.warnings,
+    }  # fmt: skip
+    manifest = {
+        "capture": str(capture),
+        "format": sess.scene.format,
+        "options": asdict(sess.opts),
+        "cameras": sess.used,
+        "rotation_up": R_up.tolist(),
+        "world_from_capture": samples[0]["world_from_capture"] if len(samples) == 1 else None,
+        "samples": samples,
+        "warnings": sess.warnings,
+        "report": "report.md",
+    }
+    write_report(out, report)
+    atomic_write_json(out / "manifest.json", manifest)
+    return manifest
