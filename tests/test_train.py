@@ -55,8 +55,13 @@ def test_resolve_device_with_cuda(monkeypatch):
     assert dev.resolve_device("auto", backend="auto") == torch.device("cpu")
 
 
-def test_synchronize_cpu_is_a_no_op():
-    dev.synchronize(torch.device("cpu"))
+def test_synchronize_waits_on_cuda_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    assert dev.synchronize(torch.device("cpu")) is None
+    assert calls == []  # the CPU has no queue: nothing to wait for, CUDA untouched
+    dev.synchronize(torch.device("cuda", 1))
+    assert calls == [torch.device("cuda", 1)]  # the device asked for, not the current one
 
 
 # -- checkpoints ------------------------------------------------------------------------------------------

@@ -161,12 +161,19 @@ def test_cli_view_export_and_errors(tmp_path, capsys):
 
 def test_cli_view_serves_until_ctrl_c(tmp_path):
     save_ply(blob(20), tmp_path / "s.ply")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gausslift", "view", str(tmp_path / "s.ply"), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Ctrl-C as at a terminal, even when this suite runs with SIGINT ignored (nohup, a background job):
+    # an ignored signal stays ignored across exec, and Python then installs no KeyboardInterrupt handler.
+    # A caught one is reset to the default, so the server starts with SIGINT catchable whatever ours is.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gausslift", "view", str(tmp_path / "s.ply"), "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, old)
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
