@@ -85,9 +85,11 @@ def test_ablate_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_ablate_jobs_and_reuse(tmp_path, monkeypatch):
-    """Two fits at a time; a second call reuses finished runs and refits only a changed one."""
+    """Two fits at a time; a second call reuses finished runs, resumes an unfinished one, and refuses
+    (never overwrites) runs of another config."""
     from test_avatar_fit import write_synth
 
+    from gausslift.errors import InputError
     from gausslift.subjects import load_subject
 
     write_tiny_ict(tmp_path)
@@ -100,11 +102,21 @@ def test_ablate_jobs_and_reuse(tmp_path, monkeypatch):
     runs = {r: tmp_path / f"abl/{r}/seed0" for r in ("baseline", "adaptive")}
     for run in runs.values():  # each fit had its own log and half the cores
         info = json.loads((run / "avatar.json").read_text())
-        assert info["finished"] and info["config"]["threads"] >= 1 and (run / "fit.log").is_file()
+        assert info["finished"] and info["config"]["threads"] >= 1
+        assert run.with_name("seed0.log").is_file() and run.with_name("seed0.yaml").is_file()
     stamp = {r: (p / "avatar.json").stat().st_mtime_ns for r, p in runs.items()}
     ablate(tmp_path / "seq", tmp_path / "abl", cfg, jobs=2, **kw)  # the same call again: nothing refitted
     assert {r: (p / "avatar.json").stat().st_mtime_ns for r, p in runs.items()} == stamp
-    ablate(tmp_path / "seq", tmp_path / "abl", replace(cfg, iters=7), jobs=1, **kw)  # a new budget
-    for r, p in runs.items():
-        assert (p / "avatar.json").stat().st_mtime_ns != stamp[r]
-        assert json.loads((p / "avatar.json").read_text())["iters"] == 7
+    # another budget into the same folder: refused in one line before any fit, nothing overwritten
+    with pytest.raises(InputError, match="seed0: not a fit of this configuration") as e:
+        ablate(tmp_path / "seq", tmp_path / "abl", replace(cfg, iters=7), jobs=1, **kw)
+    assert "\n" not in str(e.value)
+    assert {r: (p / "avatar.json").stat().st_mtime_ns for r, p in runs.items()} == stamp
+    # an unfinished run (killed before its end) is resumed, the finished one left alone
+    info = json.loads((runs["adaptive"] / "avatar.json").read_text())
+    (runs["adaptive"] / "avatar.json").write_text(json.dumps(info | {"finished": False}))
+    ablate(tmp_path / "seq", tmp_path / "abl", cfg, jobs=1, **kw)
+    assert (runs["baseline"] / "avatar.json").stat().st_mtime_ns == stamp["baseline"]
+    again = json.loads((runs["adaptive"] / "avatar.json").read_text())
+    assert again["finished"] and again["iters"] == 6
+    assert runs["adaptive"].with_name("seed0.log").read_text().count(" iterations, ") == 2  # + the resume

@@ -7,9 +7,11 @@ own) with the same budget (``cfg.minutes`` or ``cfg.iters``) and seed ``cfg.seed
 :func:`gausslift.avatar.evaluate.evaluate_run`. Rows that need VGG19 weights which are not available
 are reported as skipped, never faked.
 
-Writes ``out/<row>/seed<i>/`` (runs), ``out/results.json`` (every number), ``out/table.md`` (means over
-seeds, ± the standard deviation when there are several, and the difference to baseline) and
-``out/plot.png`` (PSNR, Gaussians, FPS and PSNR variance per row, drawn with OpenCV).
+Writes ``out/<row>/seed<i>/`` (runs; the config each was asked for in ``seed<i>.yaml`` beside it,
+and with ``progress=False`` its output in ``seed<i>.log``), ``out/results.json`` (every number),
+``out/table.md`` (means over seeds, ± the standard deviation when there are several, and the
+difference to baseline) and ``out/plot.png`` (PSNR, Gaussians, FPS and PSNR variance per row, drawn
+with OpenCV).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from gausslift.avatar.config import AvatarConfig
 from gausslift.avatar.evaluate import evaluate_run
-from gausslift.config import config_text
-from gausslift.errors import MissingWeightsError
+from gausslift.config import config_text, load_config, to_dict
+from gausslift.errors import GaussliftError, InputError, MissingWeightsError
 from gausslift.ioutil import atomic_path, atomic_write_json, atomic_write_text
+from gausslift.train.loop import CHECKPOINT
 
 ROWS = {
     "baseline": {},
@@ -98,35 +103,79 @@ def _summary(ev: dict, info: dict) -> dict:
     }
 
 
-def _fit_cmd(seq, run: Path, progress: bool) -> list[str]:
-    cmd = [sys.executable, "-m", "gausslift", "avatar", "fit", str(seq), "--out", str(run)]
-    return cmd + ["--config", str(run / "requested.yaml")] + ([] if progress else ["--quiet"])
+def _requested_path(run: Path) -> Path:
+    """The config a run was asked for: beside its folder (the run folder is the fit's own)."""
+    return run.with_name(run.name + ".yaml")
 
 
-def _finished(run: Path, requested: str) -> bool:
-    """A run from an earlier call with the same requested config, trained to its end."""
-    try:
-        same = (run / "requested.yaml").read_text() == requested
-        return same and json.loads((run / "avatar.json").read_text()).get("finished", False)
-    except (OSError, ValueError):
+def _log_path(run: Path) -> Path:
+    return run.with_name(run.name + ".log")
+
+
+def _recorded(run: Path):
+    """The config an earlier call asked ``run`` for (``None`` when unknown); older calls kept it in
+    ``run/requested.yaml``."""
+    for path in (_requested_path(run), run / "requested.yaml"):
+        if path.is_file():
+            try:
+                return load_config(AvatarConfig, path)
+            except GaussliftError:
+                return None
+    return None
+
+
+def _same(recorded, rcfg) -> bool:
+    """The same requested fit, compared as configs (a key added since, at its default, matches) except
+    ``threads``, which ``jobs`` sets and which does not change what is fitted."""
+    if recorded is None:
         return False
+    return to_dict(replace(recorded, threads=0)) == to_dict(replace(rcfg, threads=0))
 
 
-def _fit(seq, run: Path, text: str, progress: bool) -> str | None:
-    """One fit in its own process; ``None`` on success, else what failed. Without a progress bar its
-    output goes to ``run/fit.log``."""
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "requested.yaml", text)
-    if progress:
-        rc = subprocess.run(_fit_cmd(seq, run, True)).returncode
+def _state(run: Path, rcfg) -> str:
+    """What a rerun does with ``run``: "new" (fit), "done" (reuse), "resume" (continue an unfinished fit
+    of the same config), "other" (the folder holds something else: refused, never overwritten)."""
+    if not run.exists() or (run.is_dir() and not any(run.iterdir())):
+        return "new"
+    if not _same(_recorded(run), rcfg):
+        return "other"
+    try:
+        if json.loads((run / "avatar.json").read_text()).get("finished", False):
+            return "done"
+    except (OSError, ValueError):
+        pass
+    return "resume" if (run / CHECKPOINT).is_file() else "other"
+
+
+def _fit_cmd(seq, run: Path, resume: bool, progress: bool, threads: int = 0) -> list[str]:
+    """A fresh fit with the requested config, or a resume (its saved config, this call's threads)."""
+    cmd = [sys.executable, "-m", "gausslift", "avatar", "fit", str(seq), "--out", str(run)]
+    if resume:
+        cmd += ["--resume", "--set", f"threads={threads}"]
     else:
-        with open(run / "fit.log", "w") as log:
-            rc = subprocess.run(_fit_cmd(seq, run, False), stdout=log, stderr=log).returncode
-    return None if rc == 0 else f"{run} (exit {rc}" + ("" if progress else f"; see {run / 'fit.log'}") + ")"
+        cmd += ["--config", str(_requested_path(run))]
+    return cmd + ([] if progress else ["--quiet"])
+
+
+def _fit(seq, run: Path, text: str, resume: bool, progress: bool) -> str | None:
+    """One fit in its own process (a fresh one, or ``resume`` the unfinished one in ``run``); ``None``
+    on success, else what failed. Without a progress bar its output goes to ``run.log`` beside
+    ``run`` (appended on a resume)."""
+    run.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(_requested_path(run), text)
+    cmd = _fit_cmd(seq, run, resume, progress, yaml.safe_load(text).get("threads", 0))
+    if progress:
+        rc = subprocess.run(cmd).returncode
+    else:
+        with open(_log_path(run), "a" if resume else "w") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=log).returncode
+    where = "" if progress else f"; see {_log_path(run)}"
+    return None if rc == 0 else f"{run} (exit {rc}{where})"
 
 
 def _run_fits(todo: list, seq, jobs: int, progress: bool) -> None:
-    """Run the ``(run, requested_yaml_text)`` fits, ``jobs`` at a time (a bar only with one job)."""
+    """Run the ``(run, requested_yaml_text, resume)`` fits, ``jobs`` at a time (a bar only with one job)."""
     with ThreadPoolExecutor(jobs) as pool:
         failed = [f for f in pool.map(lambda rt: _fit(seq, *rt, progress and jobs == 1), todo) if f]
     if failed:
@@ -163,10 +212,12 @@ def ablate(
 ) -> dict:
     """Fit every (row, seed), ``jobs`` fits at a time, then evaluate them one after another.
 
-    Runs that an earlier call finished with the same requested config are reused, not refitted, so
-    an interrupted ablation continues where it stopped. With ``jobs > 1`` and ``cfg.threads == 0``
-    each fit gets ``cpu_count // jobs`` threads. Evaluation (and so the render FPS) runs after all
-    fits, one run at a time.
+    A rerun continues where an earlier call stopped: runs it finished with the same requested config
+    are reused, unfinished ones are resumed (``avatar fit --resume``). A run folder that holds anything
+    else (another config or budget, or no checkpoint) is refused before any fit starts, never
+    overwritten: remove it or choose another ``out``. With ``jobs > 1`` and ``cfg.threads == 0`` each
+    fit gets ``cpu_count // jobs`` threads. Evaluation (and so the render FPS) runs after all fits, one
+    run at a time.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -186,7 +237,7 @@ def ablate(
         "jobs": jobs,
         "rows": {},
     }
-    plan, todo = {}, []  # row -> [(run, config)], or None when the row cannot run here
+    plan, todo, other = {}, [], []  # row -> [(run, config)], or None when the row cannot run here
     for row in rows:
         if ROWS[row].get("use_vgg_loss") and not vgg:
             plan[row] = None
@@ -195,10 +246,18 @@ def ablate(
         for i in range(seeds):
             run = out / row / f"seed{i}"
             rcfg = replace(cfg, seed=cfg.seed + i, **ROWS[row])
-            text = config_text(rcfg)
             plan[row].append((run, rcfg))
-            if not _finished(run, text):
-                todo.append((run, text))
+            state = _state(run, rcfg)
+            if state == "other":
+                other.append(str(run))
+            elif state != "done":
+                todo.append((run, config_text(rcfg), state == "resume"))
+    if other:
+        raise InputError(
+            None,
+            f"{', '.join(other)}: not a fit of this configuration and budget (or not resumable); "
+            "remove it or choose another --out (finished fits are reused, unfinished ones resumed)",
+        )
     _run_fits(todo, seq, jobs, progress)
     for row, runs in plan.items():
         if runs is None:

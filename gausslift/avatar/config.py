@@ -16,7 +16,7 @@ from gausslift.fit.config import StrategyConfig
 class AvatarConfig:
     subject: str = ""  # ict | mouse | flame:PATH ("" = the model the sequence names)
     iters: int = 3000
-    minutes: float = 0.0  # > 0: a wall-clock budget (overrides iters)
+    minutes: float = 0.0  # > 0: a wall-clock budget; the length is planned from it once (overrides iters)
     seed: int = 0
     holdout_frames: float = 0.2  # the last fraction of frames (self-reenactment)
     holdout_cameras: int = 8  # every n-th camera (novel views); 0: none
@@ -64,5 +64,7 @@ class AvatarConfig:
     temporal_second: float = 1.0
     threads: int = 0  # > 0: torch and numba threads (1 is fastest on a crowded machine)
     checkpoint_minutes: float = 3.0
+    checkpoint_every: int = 0  # > 0: also a checkpoint every this many steps
+    snapshot_every: int = 0  # > 0: an in-memory rollback state every this many steps (0: the checkpoint)
     log_every: int = 50
     strategy: StrategyConfig = field(default_factory=lambda: StrategyConfig(max_gaussians=150_000))

@@ -1,18 +1,32 @@
-"""Fitting an avatar to a sequence: ``fit_avatar(seq, cfg, out, resume=False)``.
+"""Fitting an avatar to a sequence: ``AvatarTrainer(seq, subject, cfg, out).fit(resume=False)``.
+
+The trainer is a :class:`gausslift.train.loop.Task` run by :class:`~gausslift.train.loop.Loop`, which
+owns the budget, the run folder (a fresh fit refuses a non-empty ``RUN``; ``resume`` continues it),
+the checkpoints (``RUN/checkpoint.pt``, named state), the logs (``log.jsonl``, ``log.csv``,
+TensorBoard), and the non-finite guard with rollback. The trainer keeps its model, batch and loss.
 
 Held-out data is fixed at the start and recorded in ``RUN/avatar.json``: the last
 ``holdout_frames`` fraction of the frames (self-reenactment) and every ``holdout_cameras``-th camera
-(indices ``i % n == 0``; novel views). Training draws (frame, camera) pairs from the rest only.
+(indices ``i % n == 0``; novel views). Training draws (frame, camera) pairs from the rest only; the
+pair (and the random background) of step k is drawn from a generator seeded with (seed, k), so a
+resumed run draws what an uninterrupted one would, and the steps after a rollback draw new pairs.
 
 One step renders one training view: the subject posed with that frame's parameters (fine-tuned when
-``finetune_params``), plus its dynamic offsets (``dynamic_offsets``), carries the bound Gaussians.
+``finetune_params``, each kind at its own rate: :func:`gausslift.avatar.model.param_lr`), plus its
+dynamic offsets (``dynamic_offsets``), carries the bound Gaussians.
 Loss: (1 - ssim_lambda) L1 + ssim_lambda (1 - SSIM) + lambda_perceptual * VGG19/LPIPS (switch 1) +
 GaussianAvatars' local position/scale regularisers + lambda_temporal * (first and second order terms
 on the fine-tuned per-frame parameters and the dynamic offsets) (switch 3). Densification is
 :class:`~gausslift.avatar.strategy.AvatarStrategy` (region-adaptive when
 ``adaptive_densify_ratio > 0``: switch 2), with gsplat's schedule scaled to the run's length.
-A ``minutes`` budget measures the speed over the first steps and plans the length from it.
-Checkpoints (``RUN/checkpoint.pt``) every ``checkpoint_minutes`` and at the end; ``resume`` continues.
+
+Schedules (the means' learning-rate decay, the SH degree, densification) are functions of the step
+and the run's planned length: ``iters``, or with ``minutes > 0`` (which overrides ``iters``) the
+length the loop plans once from the measured speed (``iters`` stands in for it during the warm-up).
+The loop's learning-rate scale (halved by each rollback) multiplies every rate.
+
+Exports, written with every checkpoint: ``RUN/avatar.pt`` (what evaluation and animation need) and
+``RUN/avatar.json`` (the split, the config, ``finished`` and the run's figures once it has ended).
 """
 
 from __future__ import annotations
@@ -21,7 +35,6 @@ import json
 import math
 import resource
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,18 +47,32 @@ from gausslift.avatar.config import AvatarConfig
 from gausslift.avatar.data import Sequence, check_against_subject, load_image
 from gausslift.avatar.strategy import AvatarStrategy, face_weights
 from gausslift.avatar.temporal import temporal_terms
-from gausslift.config import save_config
 from gausslift.errors import InputError
 from gausslift.fit.losses import ssim_map
 from gausslift.fit.strategy import scaled_schedule
 from gausslift.ioutil import atomic_write_json
-from gausslift.progress import progress as progress_bar
-from gausslift.train.budget import Budget
-from gausslift.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from gausslift.train.checkpoint import load_checkpoint, save_checkpoint
 from gausslift.train.device import resolve_device, set_threads
+from gausslift.train.dist import Dist
+from gausslift.train.loop import CHECKPOINT, Loop, LoopOptions, Task
 
-CKPT, INFO, CONFIG = "checkpoint.pt", "avatar.json", "config.yaml"
+CKPT, INFO = CHECKPOINT, "avatar.json"
 SH_C0 = 0.28209479177387814
+# Config keys a resume may not change. Shapes of the saved state: subject (vertices, faces, parameter
+# kinds), sh_degree (shN), holdout_frames (rows of the fine-tuned parameters and offsets),
+# finetune_params and dynamic_offsets (the tracking optimiser's groups, the offsets). And the layout
+# and split the state was built on: gaussians_per_face (the initial Gaussians per triangle; a new
+# value would be recorded but never used) and holdout_cameras (a new one would train on cameras that
+# avatar.json holds out, or leave trained-on cameras in the evaluation).
+SHAPE_KEYS = (
+    "subject",
+    "sh_degree",
+    "holdout_frames",
+    "finetune_params",
+    "dynamic_offsets",
+    "gaussians_per_face",
+    "holdout_cameras",
+)
 
 
 def holdout(seq: Sequence, cfg: AvatarConfig) -> dict:
@@ -80,20 +107,28 @@ def load_frames(seq: Sequence, frames, cameras, bg) -> dict:
     return out
 
 
-class AvatarTrainer:
-    def __init__(self, seq: Sequence, subject, cfg: AvatarConfig, out: str | Path):
+class AvatarTrainer(Task):
+    """The avatar's model (bound Gaussians, the fine-tuned per-frame parameters, dynamic offsets and
+    the densification state), its batch (one (frame, camera) pair) and its loss, for the loop."""
+
+    name = "avatar"
+    columns = ("step", "elapsed_s", "loss", "psnr", "num_gaussians")
+    shape_keys = SHAPE_KEYS
+
+    def __init__(self, seq: Sequence, subject, cfg: AvatarConfig, out: str | Path | None = None):
         check_against_subject(seq, subject)
         if cfg.threads > 0:
             set_threads(cfg.threads)
-        self.seq, self.subject, self.cfg, self.out = seq, subject, cfg, Path(out)
+        self.seq, self.subject, self.cfg = seq, subject, cfg
+        self.out = None if out is None else Path(out)
         self.device = resolve_device(cfg.device, cfg.backend)
         self.subject.to(self.device)
         self.split = holdout(seq, cfg)
         self.bg = torch.tensor(
             [1.0, 1.0, 1.0] if cfg.background == "white" else [0.0] * 3, device=self.device
         )
-        self.views = load_frames(seq, self.split["train_frames"], self.split["train_cameras"], self.bg)
-        self.pairs = list(self.views)
+        self.pairs = [(t, c) for t in self.split["train_frames"] for c in self.split["train_cameras"]]
+        self.views: dict | None = None  # the training images, read by start()
         self.faces_idx = torch.as_tensor(M.bound_faces(subject))
         self.faces = subject.faces[self.faces_idx.to(subject.faces.device)].to(self.device)
         dt = torch.float32
@@ -115,9 +150,10 @@ class AvatarTrainer:
         if cfg.adaptive_densify_ratio > 0:
             fr = {n: m[self.faces_idx.numpy()] for n, m in subject.face_regions().items()}
             w = torch.as_tensor(face_weights(fr, cfg.adaptive_densify_ratio), dtype=dt)
+        self.total = max(int(cfg.iters), 1)  # until plan(): the schedules' stand-in length
         self.strategy = AvatarStrategy(
             cfg.strategy,
-            scaled_schedule(cfg.strategy, cfg.iters, cfg.schedule_ref_iters),
+            scaled_schedule(cfg.strategy, self.total, cfg.schedule_ref_iters),
             self.scene_scale,
             k,
             w,
@@ -127,7 +163,8 @@ class AvatarTrainer:
             from gausslift.fit.losses import Perceptual
 
             self.perceptual = Perceptual(cfg, self.device)  # reads use_vgg_loss / use_lpips_loss / weights
-        self.gen = torch.Generator().manual_seed(cfg.seed)
+        self._info: dict | None = None
+        self._t0 = time.perf_counter()  # this process's start of the run (reset by start())
 
     # -- posing ---------------------------------------------------------------------------------------
     def _frame_params(self, t: int, table: dict) -> dict:
@@ -144,15 +181,67 @@ class AvatarTrainer:
                 tab[k] = torch.cat([self.tuned[k], self.all_params[k][self.Ttrain :]])
         return tab
 
-    # -- state ----------------------------------------------------------------------------------------
-    def _fresh(self) -> None:
+    def posed(self, t: int) -> torch.Tensor:
+        """World vertices of training frame ``t`` with the fine-tuned parameters and offsets."""
         cfg = self.cfg
+        if cfg.finetune_params:
+            p = {
+                k: (self.tuned[k][t : t + 1] if k in self.tuned else self.all_params[k][t : t + 1])
+                for k in self.subject.param_shapes
+            }
+            v = M.pose_vertices(self.subject, p, self.wfs[t : t + 1])[0]
+        else:
+            if not hasattr(self, "_vcache"):
+                self._vcache = {}
+            if t not in self._vcache:
+                with torch.no_grad():
+                    self._vcache[t] = self._verts(t, self.all_params)
+            v = self._vcache[t]
+        return v + self.offsets[t] if cfg.dynamic_offsets else v
+
+    # -- the Task: config, state ----------------------------------------------------------------------
+    def config(self) -> AvatarConfig:
+        return self.cfg
+
+    def loop_options(self, resume: bool = False, quiet: bool = False) -> LoopOptions:
+        """The loop's options from the config: ``minutes > 0`` plans the length from the measured speed
+        (``iters`` is then only the warm-up's stand-in), else ``iters`` steps."""
+        c = self.cfg
+        return LoopOptions(
+            iters=0 if c.minutes > 0 else c.iters,
+            minutes=c.minutes,
+            resume=resume,
+            quiet=quiet,
+            log_every=c.log_every,
+            checkpoint_every=c.checkpoint_every,
+            checkpoint_minutes=c.checkpoint_minutes,
+            snapshot_every=c.snapshot_every,
+        )
+
+    def fit(self, resume: bool = False, progress: bool = True, out: str | Path | None = None) -> dict:
+        """Train in ``out`` (default: the constructor's) on the one loop; returns ``avatar.json``."""
+        out = Path(out) if out is not None else self.out
+        if out is None:
+            raise ValueError("AvatarTrainer.fit needs a run folder")
+        self.out = out
+        return Loop(self, out, self.loop_options(resume, not progress), Dist(device=self.device)).run()
+
+    def start(self) -> None:
+        """Fresh state, seeded: ``gaussians_per_face`` Gaussians on every bound triangle, the sequence's
+        per-frame parameters as the tracking to fine-tune, zero offsets. Reads the training images
+        (once)."""
+        cfg = self.cfg
+        self._t0 = time.perf_counter()
+        if self.views is None:
+            sp = self.split
+            self.views = load_frames(self.seq, sp["train_frames"], sp["train_cameras"], self.bg)
         torch.manual_seed(cfg.seed)
+        gen = torch.Generator().manual_seed(cfg.seed)
         nf = len(self.faces)
         binding = torch.arange(nf).repeat(cfg.gaussians_per_face)
         loc = B.init_local(binding, cfg.init_scale)
         if cfg.gaussians_per_face > 1:
-            loc["means"][nf:] = 0.3 * torch.randn(len(binding) - nf, 3, generator=self.gen)
+            loc["means"][nf:] = 0.3 * torch.randn(len(binding) - nf, 3, generator=gen)
         n = len(binding)
         sh0 = torch.full((n, 1, 3), (0.5 - 0.5) / SH_C0)
         shN = torch.zeros(n, (cfg.sh_degree + 1) ** 2 - 1, 3)
@@ -167,119 +256,108 @@ class AvatarTrainer:
             torch.zeros(self.Ttrain if cfg.dynamic_offsets else 0, V, 3, device=self.device)
         )
         self._make_optim()
-        self.step, self.total = 0, cfg.iters
-        self.clock = Budget(minutes=cfg.minutes)
+
+    def _gaussian_lrs(self, step: int) -> dict[str, float]:
+        """The Gaussians' rates at ``step``: the means' decay exponentially over the planned length."""
+        c = self.cfg
+        f = min(step / max(self.total, 1), 1.0)
+        return {
+            "means": math.exp(math.log(c.lr_means) + f * (math.log(c.lr_means_final) - math.log(c.lr_means))),
+            "quats": c.lr_quats,
+            "scales": c.lr_scales,
+            "opacities": c.lr_opacities,
+            "sh0": c.lr_sh0,
+            "shN": c.lr_shN,
+        }
+
+    def _tracking_lr(self, name: str) -> float:
+        """A tracking group's rate: the per-frame parameters by kind, or the dynamic offsets'."""
+        return self.cfg.lr_offsets if name == "offsets" else M.param_lr(name, self.cfg)
 
     def _make_optim(self) -> None:
         cfg = self.cfg
-        lrs = {
-            "means": cfg.lr_means,
-            "quats": cfg.lr_quats,
-            "scales": cfg.lr_scales,
-            "opacities": cfg.lr_opacities,
-            "sh0": cfg.lr_sh0,
-            "shN": cfg.lr_shN,
-        }
+        lrs = self._gaussian_lrs(0)
         self.optimizers = {
             k: torch.optim.Adam([{"params": [self.params[k]], "lr": lrs[k], "name": k}], eps=1e-15)
             for k in self.params
         }
         extra = []
-        if cfg.finetune_params:
+        if cfg.finetune_params:  # one group per parameter kind, each at its own rate
             for k, v in self.tuned.items():
-                extra.append({"params": [v], "lr": M.param_lr(k, cfg), "name": k})
+                extra.append({"params": [v], "lr": self._tracking_lr(k), "name": k})
         if cfg.dynamic_offsets:
-            extra.append({"params": [self.offsets], "lr": cfg.lr_offsets})
+            extra.append({"params": [self.offsets], "lr": self._tracking_lr("offsets"), "name": "offsets"})
         self.extra_opt = torch.optim.Adam(extra) if extra else None
 
-    def _checkpoint(self) -> None:
-        s = self.strategy.schedule
-        save_checkpoint(
-            self.out / CKPT,
-            {
-                "params": {k: v.detach() for k, v in self.params.items()},
-                "state": self.sstate,
-                "tuned": {k: v.detach() for k, v in self.tuned.items()},
-                "offsets": self.offsets.detach(),
-                "optim": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "extra_opt": None if self.extra_opt is None else self.extra_opt.state_dict(),
-                "step": self.step,
-                "total": self.total,
-                "budget": self.clock.state(),
-                "schedule": [s.refine_start, s.refine_stop, s.refine_every, s.reset_every],
-                "rng": rng_state(self.gen),
-            },
-        )
+    def state_dict(self) -> dict:
+        return {
+            "gaussians": {k: v.detach() for k, v in self.params.items()},
+            "strategy": dict(self.sstate),  # grad2d, count and each Gaussian's triangle (binding)
+            "tracking": {k: v.detach() for k, v in self.tuned.items()},
+            "offsets": self.offsets.detach(),
+            "optim": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "tracking_optim": None if self.extra_opt is None else self.extra_opt.state_dict(),
+        }
 
-    def _restore(self) -> None:
-        d = load_checkpoint(self.out / CKPT)
+    def load_state_dict(self, state: dict) -> None:
         dev = self.device
-        self.params = {k: torch.nn.Parameter(v.to(dev)) for k, v in d["params"].items()}
-        self.sstate = {k: v.to(dev) for k, v in d["state"].items()}
-        self.tuned = {k: torch.nn.Parameter(v.to(dev)) for k, v in d["tuned"].items()}
-        self.offsets = torch.nn.Parameter(d["offsets"].to(dev))
+        tracking, offsets = state["tracking"], state["offsets"]
+        want = {k: tuple(self.all_params[k][: self.Ttrain].shape) for k in self.frame_keys}
+        have = {k: tuple(v.shape) for k, v in tracking.items()}
+        n_off = self.Ttrain if self.cfg.dynamic_offsets else 0
+        if have != want or tuple(offsets.shape) != (n_off, self.subject.num_vertices, 3):
+            raise InputError(
+                self.out / CKPT if self.out else None,
+                f"its per-frame parameters {have} do not fit this sequence's {self.Ttrain} training "
+                f"frames {want}: resume with the sequence the run was trained on",
+            )
+        self.params = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in state["gaussians"].items()}
+        self.sstate = {k: v.to(dev, copy=True) for k, v in state["strategy"].items()}
+        self.tuned = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in tracking.items()}
+        self.offsets = torch.nn.Parameter(offsets.to(dev, copy=True))
         self._make_optim()
         for k, o in self.optimizers.items():
-            o.load_state_dict(d["optim"][k])
-        if self.extra_opt is not None and d["extra_opt"] is not None:
-            if len(d["extra_opt"]["param_groups"]) == len(self.extra_opt.param_groups):
-                self.extra_opt.load_state_dict(d["extra_opt"])
-            else:  # a checkpoint from before the per-kind tracking rates (one group for all)
-                warnings.warn(
-                    f"{self.out / CKPT}: tracking optimiser state from an older layout; "
-                    "the fine-tuned parameters continue with fresh Adam moments",
-                    stacklevel=2,
-                )
-        self.step, self.total = d["step"], d["total"]
-        from gausslift.fit.strategy import Schedule
+            o.load_state_dict(state["optim"][k])
+        if self.extra_opt is not None:
+            self.extra_opt.load_state_dict(state["tracking_optim"])
 
-        self.strategy.schedule = Schedule(*d["schedule"])
-        set_rng_state(d["rng"], self.gen)
-        self.clock = Budget(minutes=self.cfg.minutes)
-        self.clock.restore(d["budget"])
+    def finite(self) -> bool:
+        ts = [*self.params.values(), *self.tuned.values(), self.offsets]
+        return bool(torch.stack([torch.isfinite(t.detach()).all() for t in ts]).all())
+
+    # -- schedules: functions of the step and the planned length --------------------------------------
+    def plan(self, total: int) -> None:
+        self.total = int(total)
+        self.strategy.schedule = scaled_schedule(self.cfg.strategy, self.total, self.cfg.schedule_ref_iters)
+
+    def speed_factor(self) -> float:
+        return 0.7  # densification grows the model: later steps are slower than the warm-up's
+
+    def sh_degree_at(self, step: int) -> int:
+        c = self.cfg
+        every = max(1, round(c.sh_degree_interval * self.total / c.schedule_ref_iters))
+        return min(step // every, c.sh_degree)
 
     # -- one step -------------------------------------------------------------------------------------
-    def _lr(self) -> None:
-        c = self.cfg
-        f = min(self.step / max(self.total, 1), 1.0)
-        lr = math.exp(math.log(c.lr_means) + f * (math.log(c.lr_means_final) - math.log(c.lr_means)))
-        self.optimizers["means"].param_groups[0]["lr"] = lr
-
-    def posed(self, t: int) -> torch.Tensor:
-        """World vertices of training frame ``t`` with the fine-tuned parameters and offsets."""
+    def batch(self, step: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+        """Step ``step``'s (frame, camera), its target on the background, and that background."""
         cfg = self.cfg
-        if cfg.finetune_params:
-            p = {
-                k: (self.tuned[k][t : t + 1] if k in self.tuned else self.all_params[k][t : t + 1])
-                for k in self.subject.param_shapes
-            }
-            v = M.pose_vertices(self.subject, p, self.wfs[t : t + 1])[0]
-        else:
-            if not hasattr(self, "_vcache"):
-                with torch.no_grad():
-                    self._vcache = {}
-            if t not in self._vcache:
-                with torch.no_grad():
-                    self._vcache[t] = self._verts(t, self.all_params)
-            v = self._vcache[t]
-        return v + self.offsets[t] if cfg.dynamic_offsets else v
-
-    def train_step(self) -> dict:
-        cfg = self.cfg
-        t, c = self.pairs[int(torch.randint(len(self.pairs), (1,), generator=self.gen))]
+        rng = np.random.default_rng([cfg.seed % 2**32, step])
+        t, c = self.pairs[int(rng.integers(len(self.pairs)))]
+        bg_rgb = rng.random(3)
         img, mask = (x if x is None else x.to(self.device) for x in self.views[(t, c)])
         bg = self.bg
         if cfg.random_background and mask is not None:
-            bg = torch.rand(3, generator=self.gen).to(self.device)
+            bg = torch.as_tensor(bg_rgb, dtype=torch.float32, device=self.device)
         gt = img if mask is None else img * mask + bg * (1 - mask)
+        return t, c, gt, bg
+
+    def loss(self, step: int) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        t, c, gt, bg = self.batch(step)
         cam = self.seq.cameras[t][c]
         vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=self.device)[None]
         K = torch.as_tensor(cam.K, dtype=torch.float32, device=self.device)[None]
-        sh = min(
-            self.step // max(1, round(cfg.sh_degree_interval * self.total / cfg.schedule_ref_iters)),
-            cfg.sh_degree,
-        )
-        self._lr()
         verts = self.posed(t)
         rgb, alpha, meta = M.render(
             self.params,
@@ -290,7 +368,7 @@ class AvatarTrainer:
             K,
             cam.width,
             cam.height,
-            sh,
+            self.sh_degree_at(step),
             bg,
             cfg.backend,
         )
@@ -316,85 +394,44 @@ class AvatarTrainer:
                 )
             parts["temporal"] = cfg.lambda_temporal * tl
         loss = sum(parts.values())
-        info = dict(meta, width=cam.width, height=cam.height, n_cameras=1)
-        self.strategy.step_pre_backward(self.params, self.optimizers, self.sstate, self.step, info)
-        if not bool(torch.isfinite(loss)):
-            return {"skipped": 1}
+        self._info = dict(meta, width=cam.width, height=cam.height, n_cameras=1)
+        self.strategy.step_pre_backward(self.params, self.optimizers, self.sstate, step, self._info)
+        mse = ((out.detach() - gt) ** 2).mean()
+        terms = {k: v.detach() for k, v in parts.items()}
+        return loss, terms | {"psnr": -10 * torch.log10(mse.clamp_min(1e-10))}
+
+    def update(self, loss: torch.Tensor, step: int, lr_scale: float) -> dict:
+        for k, lr in self._gaussian_lrs(step).items():
+            self.optimizers[k].param_groups[0]["lr"] = lr * lr_scale
+        if self.extra_opt is not None:
+            for g in self.extra_opt.param_groups:
+                g["lr"] = self._tracking_lr(g["name"]) * lr_scale
         loss.backward()
         for o in [*self.optimizers.values(), *([self.extra_opt] if self.extra_opt else [])]:
             o.step()
             o.zero_grad(set_to_none=True)
-        edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, self.step, info)
-        mse = float(((out.detach() - gt) ** 2).mean())
-        return {"loss": float(loss.detach()), "psnr": -10 * math.log10(max(mse, 1e-10)), **edits}
+        info, self._info = self._info, None
+        edits = self.strategy.step_post_backward(self.params, self.optimizers, self.sstate, step, info)
+        return {"num_gaussians": len(self.sstate["binding"]), **edits}
 
-    # -- the loop -------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, progress: bool = True) -> dict:
-        cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self._restore()
-        else:
-            self._fresh()
-        save_config(cfg, self.out / CONFIG)
-        self._write_info({"finished": False})
-        planned = cfg.minutes <= 0 or resume
-        last_ckpt, t_start, warm = time.perf_counter(), time.perf_counter(), None
-        bar = progress_bar(
-            total=self.total if planned else None, initial=self.step, disable=not progress, desc="avatar fit"
-        )
-        log = open(self.out / "log.jsonl", "a")
-        try:
-            while True:
-                if cfg.minutes > 0:
-                    if self.clock.done(self.step, reserve=min(10.0, 0.03 * cfg.minutes * 60)):
-                        break
-                    if not planned and self.step == 5:
-                        warm = (time.perf_counter(), self.step)
-                    if (
-                        not planned
-                        and warm
-                        and time.perf_counter() - warm[0] > min(20.0, 0.05 * cfg.minutes * 60)
-                    ):
-                        rate = (self.step - warm[1]) / (time.perf_counter() - warm[0])
-                        self.total = self.step + max(1, int(0.7 * rate * self.clock.left()))
-                        self.strategy.schedule = scaled_schedule(
-                            cfg.strategy, self.total, cfg.schedule_ref_iters
-                        )
-                        planned, bar.total = True, self.total
-                elif self.step >= self.total:
-                    break
-                stats = self.train_step()
-                self.step += 1
-                bar.update(1)
-                if self.step % cfg.log_every == 0 and "loss" in stats:
-                    row = {
-                        "step": self.step,
-                        "elapsed_s": round(self.clock.elapsed(), 2),
-                        "num_gaussians": len(self.sstate["binding"]),
-                        **stats,
-                    }
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
-                    bar.set_postfix(psnr=f"{stats['psnr']:.2f}", n=row["num_gaussians"])
-                if time.perf_counter() - last_ckpt > cfg.checkpoint_minutes * 60:
-                    self._checkpoint()
-                    last_ckpt = time.perf_counter()
-        except KeyboardInterrupt:  # keep everything so far: resumable with --resume
-            self._checkpoint()
-            raise
-        finally:
-            bar.close()
-            log.close()
-        self._checkpoint()
+    # -- exports --------------------------------------------------------------------------------------
+    def save_outputs(self) -> None:
         self.save_avatar()
+        self._write_info({"finished": False})
+
+    def finish(self, result: dict) -> dict:
         return self._write_info(
             {
                 "finished": True,
-                "iters": self.step,
-                "train_seconds": round(self.clock.elapsed(), 2),
-                "wall_seconds_this_process": round(time.perf_counter() - t_start, 2),
+                "iters": result["steps"],
+                "planned_iters": result["planned_steps"],
+                "stopped_by": result["stopped_by"],
+                "train_seconds": result["seconds"],
+                "wall_seconds_this_process": round(time.perf_counter() - self._t0, 2),
                 "num_gaussians": len(self.sstate["binding"]),
+                "nonfinite_skipped": result["nonfinite_skipped"],
+                "rollbacks": result["rollbacks"],
+                "events": result["events"],
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "peak_cuda_mb": (
                     round(torch.cuda.max_memory_allocated() / 2**20, 1)
@@ -404,10 +441,16 @@ class AvatarTrainer:
             }
         )
 
-    def save_avatar(self) -> None:
-        """``RUN/avatar.pt``: everything evaluation and animation need."""
+    def _run_dir(self, out) -> Path:
+        out = out if out is not None else (self.loop.out if self.loop is not None else self.out)
+        if out is None:
+            raise ValueError("no run folder")
+        return Path(out)
+
+    def save_avatar(self, out: str | Path | None = None) -> None:
+        """``OUT/avatar.pt`` (default: the run folder): everything evaluation and animation need."""
         save_checkpoint(
-            self.out / "avatar.pt",
+            self._run_dir(out) / "avatar.pt",
             {
                 "params": {k: v.detach() for k, v in self.params.items()},
                 "binding": self.sstate["binding"],
@@ -418,7 +461,7 @@ class AvatarTrainer:
             },
         )
 
-    def _write_info(self, extra: dict) -> dict:
+    def _write_info(self, extra: dict, out: str | Path | None = None) -> dict:
         info = {
             "sequence": str(self.seq.root),
             "format": self.seq.format,
@@ -428,7 +471,9 @@ class AvatarTrainer:
             "config": asdict(self.cfg),
             **extra,
         }
-        atomic_write_json(self.out / INFO, info)
+        run = self._run_dir(out)
+        run.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run / INFO, info)
         return info
 
 

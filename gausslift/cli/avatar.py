@@ -6,39 +6,47 @@ import json
 import sys
 from pathlib import Path
 
-from gausslift.config import apply_overrides, load_config
+from gausslift.cli._train import add_train_flags, train_config
 
 HELP = "rigged Gaussian avatars: fit to a multi-view video, evaluate, reenact, ablate the three switches"
 
 
 def _fit_args(p) -> None:
+    """The avatar's own fit flags (beside the shared trainer flags of :mod:`gausslift.cli._train`)."""
     p.add_argument(
         "--subject", help="ict | mouse | flame:/path/generic_model.pkl (default: what the data names)"
     )
-    p.add_argument("--config", help="YAML config (see RUN/config.yaml of any run for the keys)")
-    p.add_argument("--iters", type=int, help="iterations (ignored when --minutes is given)")
-    p.add_argument("--minutes", type=float, help="wall-clock budget")
     p.add_argument("--seed", type=int)
     p.add_argument(
         "--holdout-frames", type=float, help="fraction of frames held out at the end (default 0.2)"
     )
     p.add_argument("--holdout-cameras", type=int, help="hold out every n-th camera (default 8; 0: none)")
     p.add_argument("--backend", choices=("auto", "cpu", "torch", "gsplat"))
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--perceptual", action="store_true", help="switch 1: lambda_perceptual=0.05 with VGG19")
     p.add_argument("--adaptive", action="store_true", help="switch 2: adaptive_densify_ratio=0.5")
     p.add_argument("--temporal", action="store_true", help="switch 3: lambda_temporal=0.01")
     p.add_argument("--weights", help="folder or file with the VGG19 / LPIPS weights")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+
+
+def _ablate_args(p) -> None:
+    """The shared trainer flags that make sense for a set of fits (no --resume: reruns reuse runs)."""
+    p.add_argument("--out", required=True, help="ablation folder")
+    p.add_argument("--config", help="YAML config (see RUN/config.yaml of any run for the keys)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable")  # fmt: skip
+    p.add_argument("--iters", "--steps", dest="iters", type=int, help="iterations per fit")
+    p.add_argument("--minutes", type=float, help="wall-clock budget per fit (overrides --iters)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads per fit (0: all, split by --jobs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(resume=False)
 
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="avatar_cmd", required=True)
     p = sub.add_parser("fit", help="fit an avatar to a sequence (synth video or VHAP transforms_*.json)")
     p.add_argument("seq", help="sequence folder")
-    p.add_argument("--out", required=True, help="run folder")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
+    add_train_flags(p, "YAML config (see RUN/config.yaml of any run for the keys)")
     _fit_args(p)
     p = sub.add_parser("eval", help="novel-view and self-reenactment metrics on the held-out data")
     p.add_argument("run")
@@ -59,7 +67,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--backend", default="auto")
     p = sub.add_parser("ablate", help="the five configurations, equal budgets, table + plot")
     p.add_argument("seq")
-    p.add_argument("--out", required=True)
+    _ablate_args(p)
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--configs", help="comma list of a subset (baseline,perceptual,adaptive,temporal,all)")
     p.add_argument("--eval-max-frames", type=int, default=0)
@@ -67,15 +75,16 @@ def add_arguments(parser) -> None:
         "--jobs",
         type=int,
         default=1,
-        help="fits at a time (threads split between them); reruns reuse finished fits",
+        help="fits at a time (threads split between them); reruns skip finished fits, resume unfinished ones",
     )
     _fit_args(p)
 
 
 def build_config(args):
-    from gausslift.avatar.trainer import AvatarConfig
+    """The fit's config: on ``--resume`` the run's saved one, else ``--config`` or the defaults; then
+    the flags given and every ``--set``, in order (:func:`gausslift.cli._train.train_config`)."""
+    from gausslift.avatar.config import AvatarConfig
 
-    cfg = load_config(AvatarConfig, args.config) if getattr(args, "config", None) else AvatarConfig()
     flags = {
         "subject": args.subject,
         "iters": args.iters,
@@ -85,16 +94,16 @@ def build_config(args):
         "holdout_cameras": args.holdout_cameras,
         "backend": args.backend,
         "device": args.device,
+        "threads": args.threads or None,
         "perceptual_weights": args.weights,
     }
-    sets = [f"{k}={v}" for k, v in flags.items() if v is not None]
     if args.perceptual:
-        sets += ["lambda_perceptual=0.05", "use_vgg_loss=true"]
+        flags |= {"lambda_perceptual": 0.05, "use_vgg_loss": "true"}
     if args.adaptive:
-        sets.append("adaptive_densify_ratio=0.5")
+        flags["adaptive_densify_ratio"] = 0.5
     if args.temporal:
-        sets.append("lambda_temporal=0.01")
-    return apply_overrides(cfg, sets + list(args.set))
+        flags["lambda_temporal"] = 0.01
+    return train_config(AvatarConfig, args, flags=flags)
 
 
 def run(args) -> int:
@@ -158,17 +167,17 @@ def run(args) -> int:
 
 
 def _fit(args) -> int:
+    from dataclasses import replace
+
     from gausslift.avatar.data import read_sequence
-    from gausslift.avatar.trainer import CONFIG, AvatarConfig, AvatarTrainer
+    from gausslift.avatar.trainer import AvatarTrainer
     from gausslift.errors import InputError
     from gausslift.subjects import load_subject
+    from gausslift.train.device import set_threads
 
-    out = Path(args.out)
-    if args.resume:
-        cfg = load_config(AvatarConfig, out / CONFIG)
-        cfg = apply_overrides(cfg, [f"minutes={args.minutes}"] if args.minutes is not None else [])
-    else:
-        cfg = build_config(args)
+    cfg = build_config(args)
+    if cfg.threads > 0:
+        set_threads(cfg.threads)
     seq = read_sequence(args.seq)
     spec = cfg.subject or seq.model
     if not spec:
@@ -179,10 +188,10 @@ def _fit(args) -> int:
         raise InputError(
             args.seq, "FLAME data needs the model file: pass --subject flame:/path/generic_model.pkl"
         )
-    cfg = apply_overrides(cfg, [f"subject={spec}"])
+    cfg = replace(cfg, subject=spec)
     subject = load_subject(spec)
-    trainer = AvatarTrainer(seq, subject, cfg, out)
-    info = trainer.fit(resume=args.resume, progress=not args.quiet)
+    out = Path(args.out)
+    info = AvatarTrainer(seq, subject, cfg, out).fit(resume=args.resume, progress=not args.quiet)
     print(
         f"{info['iters']} iterations, {info['num_gaussians']} Gaussians, {info['train_seconds']:.0f} s "
         f"-> {out}",

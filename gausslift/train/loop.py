@@ -189,6 +189,7 @@ class Loop:
                 raise InputError(
                     out, "is not empty: add --resume to continue the run there, or choose another --out"
                 )
+            self.dist.barrier()  # every rank has looked before rank 0 writes (else a late one sees its files)
             self.task.start()
             self._plan(o.iters)  # 0 with a minutes budget alone: planned after the warm-up
             return False
@@ -296,12 +297,17 @@ class Loop:
     def _time_up(self) -> bool:
         return self.opts.minutes > 0 and self.budget.left() <= self._reserve()
 
-    def _maybe_plan(self, times: list[float]) -> None:
-        """Budgeted runs without a step count: plan it once the warm-up has been timed."""
+    def _plan_ready(self, times: list[float]) -> bool:
+        """Budgeted runs without a step count: whether the warm-up has been timed (this rank's clock)."""
         if self.total or len(times) < 13:
-            return
+            return False
         span = min(self.opts.warmup_seconds, 0.1 * self.budget.seconds)
-        if times[-1] - times[2] < span:
+        return times[-1] - times[2] >= span
+
+    def _maybe_plan(self, times: list[float], ready: bool | None = None) -> None:
+        """Plan the step count once the warm-up has been timed. Under torchrun every rank must call this
+        at the same step: ``ready`` is then the ranks' joint decision (see :meth:`run`)."""
+        if self.total or not (self._plan_ready(times) if ready is None else ready):
             return
         dt = float(np.median(np.diff(times[2:])))  # the first steps (JIT) left out
         left = max(self.budget.left() - self._reserve(), 0.0)
@@ -358,16 +364,21 @@ class Loop:
                 loss, terms = self.task.loss(self.step)
                 if 0 <= self.fault <= self.step < self.fault + o.max_nonfinite:
                     loss = loss * float("nan")
-                flags = torch.stack(
-                    [
-                        torch.isfinite(loss.detach()).all().float(),
-                        torch.tensor(0.0 if self._time_up() else 1.0, device=loss.device),
-                    ]
-                )
-                flags = flags.to(self.dist.device)
-                if self.dist.world > 1:  # one collective: skip / stop together
+                # decisions that read a clock are made by every rank together (their clocks differ: a
+                # checkpoint or a plan on one rank alone would pair its collective with another's)
+                save_due = time.perf_counter() - self._saved_t >= every_s
+                plan_due = self._plan_ready(times)
+                finite = torch.isfinite(loss.detach()).all().float().to(self.dist.device)
+                host = (0.0 if self._time_up() else 1.0, 0.0 if save_due else 1.0, 0.0 if plan_due else 1.0)
+                if self.dist.world > 1:  # one collective: skip / stop / checkpoint / plan together
+                    # (full_like fills on the device: no host-to-device copy, which would sync on CUDA)
+                    flags = torch.stack([finite, *(torch.full_like(finite, v) for v in host)])
                     self.dist.all_reduce(flags, torch.distributed.ReduceOp.MIN)
-                ok, time_left = bool(flags[0] > 0.5), bool(flags[1] > 0.5)
+                    vals = flags.tolist()  # the step's one host read
+                else:
+                    vals = [finite.item(), *host]  # the step's one host read
+                ok, time_left = vals[0] > 0.5, vals[1] > 0.5
+                save_due, plan_due = vals[2] < 0.5, vals[3] < 0.5
                 self.guard.record(ok)
                 if ok:
                     stats = self.task.update(loss, self.step, self.lr_scale)
@@ -381,7 +392,7 @@ class Loop:
                 bar.update(1)
                 times.append(time.perf_counter())
                 if not self.total:
-                    self._maybe_plan(times)
+                    self._maybe_plan(times, plan_due)
                     if self.total:
                         bar.total = self.total
                 if ok:
@@ -402,14 +413,15 @@ class Loop:
                         )
                         bar.set_postfix(loss=f"{row['loss']:.4f}")
                     self.task.after_step(self.step, log)
-                if (
-                    o.checkpoint_every > 0 and self.step % o.checkpoint_every == 0
-                ) or time.perf_counter() - self._saved_t >= every_s:
+                if (o.checkpoint_every > 0 and self.step % o.checkpoint_every == 0) or save_due:
                     self.checkpoint()
                 if not time_left:
                     stopped_by = "time"
                     self.events.append(f"time budget spent at step {self.step} of {self.total or '?'}")
                     break
+            if not self.task.finite():  # non-finite parameters the loss did not show (e.g. an unseen
+                self._rollback(log)  # Gaussian's): the run's result is the last good state, not them
+                self._saved_at = -1
             if self.step > self._saved_at:
                 self.checkpoint()
         finally:
