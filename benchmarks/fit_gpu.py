@@ -2,10 +2,11 @@
 
 For one capture, backend and device this measures, after a warm-up:
 
-* fit: iterations/s of the trainer's own step (``Trainer.train_step``: view pick, random background,
-  render, L1 + SSIM loss, backward, six Adam steps, densification statistics; the logged numbers read
-  back every ``log_every`` steps as ``fit`` does), with the model held at ``--gaussians`` Gaussians and
-  SH degree 3 (refinement switched off so the size stays fixed);
+* fit: iterations/s of the trainer's own step as the loop runs it (``Trainer.loss`` + the guard's read +
+  ``Trainer.update``: view pick, random background, render, L1 + SSIM loss, backward, six Adam steps,
+  densification statistics; the logged numbers read back every ``log_every`` steps as ``fit`` does),
+  with the model held at ``--gaussians`` Gaussians and SH degree 3 (refinement switched off so the
+  size stays fixed);
 * bare: iterations/s of the rasteriser alone on the same Gaussians, image size and cameras: forward and
   backward of ``renders.sum() + alphas.sum()``; with ``--backend gsplat`` this is gsplat's own
   ``rasterization()`` call, otherwise ``gausslift.render.rasterize``;
@@ -56,22 +57,26 @@ def make_trainer(data, backend, device, gaussians, downscale, out, views=0):
     cfg = FitConfig(iters=NEVER, init_num_points=gaussians, backend=backend, device=device,
                     downscale=downscale, c2f_min_size=0, log_every=50)  # fmt: skip
     tr = Trainer(scene, cfg, out)
-    tr._fresh()
+    tr.start()
+    tr.plan(NEVER)
     tr.strategy.schedule = Schedule(NEVER, NEVER, NEVER, NEVER)  # statistics every step, never refine
     tr.sh_interval = 1  # SH degree 3 from step 1
-    tr.good, tr.events = tr._state(), []
+    tr.step = 0
     return tr
 
 
 def fit_block(tr, steps):
-    """``steps`` trainer steps as ``fit`` runs them (logged numbers read every log_every steps)."""
+    """``steps`` trainer steps as ``gausslift.train.loop.Loop`` runs them: the task's loss, the guard's
+    one boolean read, the task's update; the logged numbers read every log_every steps."""
     from gausslift.train.runlog import to_scalars
 
     for _ in range(steps):
-        stats = tr.train_step()
+        loss, terms = tr.loss(tr.step)
+        ok = torch.isfinite(loss.detach()).all().float().item() > 0.5
+        stats = tr.update(loss, tr.step, 1.0) if ok else {}
         tr.step += 1
         if tr.step % tr.cfg.log_every == 0:
-            to_scalars(stats)
+            to_scalars({"loss": loss.detach(), **terms, **stats})
 
 
 def bare_runner(tr, backend):

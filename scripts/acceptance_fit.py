@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def gl(*args, **kw) -> subprocess.Popen:
 def run_case(case: str, work: Path, scale: float) -> dict:
     c = CASES[case]
     run, renders = work / case, work / f"{case}_test"
+    shutil.rmtree(run, ignore_errors=True)  # a new fit needs an empty folder (this script's own runs)
     t = time.perf_counter()
     if gl(
         "fit", DATA / c["data"], "--out", run, "--minutes", c["minutes"] * scale, "--quiet", *c["args"]
@@ -113,6 +115,7 @@ def run_resume(work: Path, scale: float) -> dict:
     c = CASES["facelift"]
     full = run_case("facelift", work / "uninterrupted", scale)
     run, minutes = work / "facelift_resume", c["minutes"] * scale
+    shutil.rmtree(run, ignore_errors=True)
     p = gl("fit", DATA / c["data"], "--out", run, "--minutes", minutes, "--quiet", *c["args"])
     time.sleep(minutes * 60 / 2)
     p.send_signal(signal.SIGKILL)

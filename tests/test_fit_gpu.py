@@ -47,9 +47,9 @@ def test_fit_on_cuda_keeps_everything_there(scene, tmp_path, backend):
     for o in tr.optimizers.values():
         assert all(t.is_cuda for st in o.state.values() for t in st.values() if torch.is_tensor(t))
     ck = torch.load(tmp_path / "run" / CHECKPOINT, map_location="meta", weights_only=False)
-    assert ck["params"]["means"].device.type == "meta"  # loads anywhere
+    assert ck["state"]["params"]["means"].device.type == "meta"  # loads anywhere
     ck = load_checkpoint(tmp_path / "run" / CHECKPOINT)
-    assert all(not v.is_cuda for v in ck["params"].values())  # saved as CPU tensors
+    assert all(not v.is_cuda for v in ck["state"]["params"].values())  # saved as CPU tensors
 
 
 def test_gpu_checkpoint_resumes_on_cpu_and_back(scene, tmp_path):

@@ -74,6 +74,41 @@ def compile_cpu_kernels() -> float:
     return time.perf_counter() - t0
 
 
+DEMO_FILES = ("config.yaml", "run.json", "splats.ply", "checkpoint.pt", "log.jsonl", "log.csv", "tb",
+              "metrics.json", "per_view.csv", "orbit.mp4")  # fmt: skip
+
+
+def fresh_demo_folder(out: Path, quiet: bool = False) -> None:
+    """Make ``out`` ready for a new demo run. A folder holding a previous demo run (its run.json names
+    the bundled sample, and it holds nothing but what a demo writes) is emptied of those files: running
+    the demo again replaces its own results. Any other non-empty folder is refused, untouched."""
+    import json
+    import shutil
+
+    from gausslift.errors import InputError
+
+    if not out.exists():
+        return
+    items = list(out.iterdir()) if out.is_dir() else None
+    if items == []:
+        return
+
+    def ours(p: Path) -> bool:  # a demo's output, or a temporary file a killed writer left beside one
+        return p.name in DEMO_FILES or any(p.name.startswith(f".{n}.") for n in DEMO_FILES)
+
+    try:
+        scene = json.loads((out / "run.json").read_text()).get("scene")
+        demo_run = Path(scene).name == SAMPLE.name  # the bundled sample (wherever it was installed)
+    except (OSError, ValueError, TypeError, AttributeError):
+        demo_run = False
+    if items is None or not demo_run or not all(ours(p) for p in items):
+        raise InputError(out, "holds files that are not a previous demo run's: choose another --out")
+    for p in items:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    if not quiet:
+        print(f"replacing the previous demo run in {out}")
+
+
 def run(args) -> int:
     from gausslift.cli import eval as eval_cli
     from gausslift.cli import fit as fit_cli
@@ -82,6 +117,7 @@ def run(args) -> int:
     if args.size < 16 or args.frames < 1:
         raise InputError(None, "--size must be >= 16 and --frames >= 1")
     out = Path(args.out)
+    fresh_demo_folder(out, args.quiet)  # a new fit needs an empty folder: the demo replaces its own run
     if args.backend in ("auto", "cpu") and args.device in ("auto", "cpu"):
         from gausslift.train.device import resolve_device
 
@@ -89,12 +125,15 @@ def run(args) -> int:
             seconds = compile_cpu_kernels()
             if seconds > 5 and not args.quiet:
                 print(f"compiled the CPU kernels in {seconds:.0f} s (once: they are cached)")
-    fit_args = argparse.Namespace(
-        data=str(SAMPLE), out=str(out), config=None, iters=None, minutes=args.minutes, holdout_every=4,
-        background="white", backend=args.backend, device=args.device, format=None, resume=False,
-        quiet=args.quiet,
-        set=["init_num_points=10000", "strategy.max_gaussians=40000", "background_loss_weight=0.1"],
-    )  # fmt: skip
+    fit_parser = argparse.ArgumentParser(prog="gausslift fit")
+    fit_cli.add_arguments(fit_parser)
+    fit_args = fit_parser.parse_args([
+        str(SAMPLE), "--out", str(out), "--minutes", str(args.minutes), "--holdout-every", "4",
+        "--background", "white", "--backend", args.backend, "--device", args.device,
+        *(["--quiet"] if args.quiet else []),
+        "--set", "init_num_points=10000", "--set", "strategy.max_gaussians=40000",
+        "--set", "background_loss_weight=0.1",
+    ])  # fmt: skip
     fit_cli.run(fit_args)
     summary = eval_cli.evaluate_run(out, "test", backend=args.backend, device=args.device)
     video = turntable(out / "splats.ply", out / "orbit.mp4", args.frames, args.size, args.backend,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from gausslift.config import apply_overrides, load_config
+from gausslift.cli._train import add_train_flags, apply_threads, train_config
+from gausslift.cli._train import loop_options as train_loop_options
 from gausslift.errors import InputError
 
 HELP = "fit Gaussian splats to one capture (RUN gets splats.ply, config.yaml, checkpoints, logs)"
@@ -13,34 +14,28 @@ HELP = "fit Gaussian splats to one capture (RUN gets splats.ply, config.yaml, ch
 
 def add_arguments(p) -> None:
     p.add_argument("data", help="capture folder or file (any format gausslift reads)")
-    p.add_argument("--out", required=True, help="run folder to write")
-    p.add_argument("--config", help="YAML config (see RUN/config.yaml of any run for the keys)")
-    p.add_argument("--iters", type=int, help="iterations (ignored when --minutes is given)")
-    p.add_argument("--minutes", type=float, help="wall-clock budget; schedules scale to it")
+    add_train_flags(p, config_help="YAML config (see RUN/config.yaml of any run for the keys)")
     p.add_argument("--holdout-every", type=int, help="hold out every K-th view when there is no test split")
     p.add_argument("--background", choices=("white", "black", "random"))
     p.add_argument("--backend", choices=("auto", "cpu", "torch", "gsplat"))
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (auto: CUDA when the backend can use it)")
-    p.add_argument("--format", help="capture format (default: detected)")
-    p.add_argument("--resume", action="store_true", help="continue from RUN/checkpoint.pt")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--format", help="capture format (default: detected; a resume: the run's)")
 
 
 def build_config(args):
+    """The fit's config: on ``--resume`` the run's own, else ``--config`` or the defaults; then the
+    flags and every ``--set`` (see :func:`gausslift.cli._train.train_config`). A minutes budget
+    overrides ``iters``."""
     from gausslift.fit.config import FitConfig
 
-    cfg = load_config(FitConfig, args.config) if args.config else FitConfig()
     flags = {
         "iters": args.iters,
         "minutes": args.minutes,
         "holdout_every": args.holdout_every,
         "background": args.background,
         "backend": args.backend,
-        "device": args.device,
+        "device": args.device,  # e.g. a GPU run resumed on a CPU: --device cpu --backend cpu
     }
-    sets = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.set)
-    return apply_overrides(cfg, sets)
+    return train_config(FitConfig, args, flags=flags)
 
 
 def load_scene(path: str | Path, fmt: str | None, holdout_every: int):
@@ -72,21 +67,19 @@ def split_views(scene, split: str):
 
 
 def run(args) -> int:
-    from gausslift.fit.config import FitConfig
-    from gausslift.fit.runs import CONFIG, PLY, read_info
-    from gausslift.fit.trainer import Trainer
+    from gausslift.fit.runs import INFO, PLY, read_info
+    from gausslift.fit.trainer import Trainer, loop_options
+    from gausslift.train.dist import Dist
+    from gausslift.train.loop import CHECKPOINT, Loop
 
     out = Path(args.out)
-    if args.resume:
-        if not (out / CONFIG).is_file():
-            raise InputError(out, "nothing to resume (no config.yaml)")
-        moved = [f"{k}={v}" for k, v in (("device", args.device), ("backend", args.backend)) if v]  # e.g. a
-        # GPU run resumed on a CPU: --device cpu --backend cpu
-        cfg = apply_overrides(load_config(FitConfig, out / CONFIG), moved + list(args.set))
+    if args.resume and not (out / CHECKPOINT).is_file():  # before reading the capture
+        raise InputError(out, f"nothing to resume (no {CHECKPOINT})")
+    apply_threads(args)
+    cfg = build_config(args)
+    fmt = args.format
+    if args.resume and fmt is None and (out / INFO).is_file():
         fmt = read_info(out).get("format")
-    else:
-        cfg = build_config(args)
-        fmt = args.format
     scene = load_scene(args.data, fmt, cfg.holdout_every)
     for w in scene.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -101,13 +94,9 @@ def run(args) -> int:
         "num_train_views": sum(v.split == "train" for v in scene.views),
         "test_views": test,
     }
-    from gausslift.fit.checkpoint import CHECKPOINT
-
-    resume = args.resume and (out / CHECKPOINT).is_file()
-    if args.resume and not resume:
-        print("no checkpoint yet: starting from the beginning", file=sys.stderr)
-    trainer = Trainer(scene, cfg, out, run_info=info)
-    result = trainer.fit(resume=resume, progress=not args.quiet)
+    trainer = Trainer(scene, cfg, out, run_info=info)  # checks the views and the device; writes nothing
+    opts = train_loop_options(args, **loop_options(cfg, resume=args.resume, quiet=args.quiet))
+    result = Loop(trainer, out, opts, Dist(device=trainer.device)).run()  # refuses a non-empty new --out
     for e in result["events"]:
         print(e, file=sys.stderr)
     print(

@@ -34,7 +34,7 @@ class FitConfig:
     iters: int = 7000
     minutes: float = 0.0
     schedule_ref_iters: int = 30000
-    warmup_seconds: float = 20.0  # time used to measure it/s for a minutes budget
+    warmup_seconds: float = 20.0  # time used to measure it/s for a minutes budget (planned once)
     seed: int = 0
     # data
     holdout_every: int = 0  # 0: use the capture's own test split (or none)
@@ -76,8 +76,10 @@ class FitConfig:
     use_vgg_loss: bool = False
     use_lpips_loss: bool = False
     perceptual_weights: str = ""  # path to the VGG / LPIPS weights (never downloaded)
-    # bookkeeping
+    # bookkeeping (gausslift.train.loop's options): checkpoints every checkpoint_every steps (0: by
+    # time only) and every checkpoint_minutes (at least 6 times in a minutes budget)
     checkpoint_minutes: float = 3.0
+    checkpoint_every: int = 0
     log_every: int = 50
     snapshot_every: int = 200  # in-memory good state for NaN rollback
     nan_lr_factor: float = 0.5

@@ -1,8 +1,11 @@
 """The run folder: what a fit writes and what render / eval / compare read back.
 
 ``RUN/config.yaml`` (resolved config), ``RUN/run.json`` (scene path and format, held-out views,
-background, train time, Gaussian count), ``RUN/splats.ply``, ``RUN/checkpoint.pt``, ``RUN/log.jsonl``
-and ``RUN/log.csv`` (plus TensorBoard events when tensorboard is installed).
+background, train time, Gaussian count; ``"finished": false`` while the run goes on), ``RUN/splats.ply``
+(both rewritten with every checkpoint), ``RUN/checkpoint.pt`` (:mod:`gausslift.fit.checkpoint`),
+``RUN/log.jsonl`` and ``RUN/log.csv`` (plus TensorBoard events under ``RUN/tb`` when tensorboard is
+installed). The training loop (:mod:`gausslift.train.loop`) owns the folder's life: a new run needs an
+empty one, ``--resume`` continues it.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import torch
 from gausslift.errors import InputError
 from gausslift.fit.checkpoint import CHECKPOINT
 from gausslift.ioutil import atomic_write_json
-from gausslift.train.runlog import RunLog
 
 CONFIG = "config.yaml"
 INFO = "run.json"
@@ -71,8 +73,3 @@ def load_splats(path: str | Path, device: torch.device | str = "cpu") -> dict[st
 def sh_degree_of(params: dict[str, torch.Tensor]) -> int:
     k = params["shN"].shape[1] + 1
     return int(round(k**0.5)) - 1
-
-
-def run_log(run: str | Path, resume_step: int | None = None) -> RunLog:
-    """The fit's training log (:class:`gausslift.train.runlog.RunLog` with the fit's CSV columns)."""
-    return RunLog(run, columns=LOG_COLUMNS, resume_step=resume_step)
