@@ -14,14 +14,15 @@ from gausslift.cli import main
 SAMPLE = Path(gausslift.__file__).parent / "data" / "facelift_head_128"
 TINY = ["model.image_size=32", "model.d=64", "model.d_head=32", "model.n_layers=1", "data.num_views=3",
         "data.num_input_views=2", "batch=1", "warmup_steps=1", "val_every=0", "image_every=0", "log_every=1",
-        "checkpoint_every=1"]  # fmt: skip
+        "checkpoint_every=1", "workers=0"]  # fmt: skip
+SETS = [a for kv in TINY for a in ("--set", kv)]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lrm") / "run"
-    assert main(["lrm", "train", str(SAMPLE), "--set", *TINY, "--out", str(out), "--steps", "1",
-                 "--device", "cpu"]) == 0  # fmt: skip
+    assert main(["lrm", "train", str(SAMPLE), *SETS, "--out", str(out), "--steps", "1", "--device",
+                 "cpu"]) == 0  # fmt: skip
     return out
 
 
@@ -62,12 +63,43 @@ def test_predict_sequence(run, tmp_path, capsys):
 
 
 def test_eval_json(run, capsys):
+    from gausslift.lrm.eval import run_config
+    from gausslift.lrm.train import load_model, validate
+
     assert main(["lrm", "eval", str(run), "--data", str(SAMPLE), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     (row,) = rep["rows"]
     assert row["method"] == "lrm" and row["n_views"] == 30 and row["lpips"] is None
-    assert row["psnr_pass"] in (True, False) and 0 <= row["iou"] <= 1
+    # the same novel views as the training's validation: the two code paths agree
+    psnr, iou, _ = validate(load_model(run)[0], [SAMPLE], run_config(run), "cpu", "cpu", 1)
+    assert row["psnr"] == pytest.approx(psnr, abs=1e-3) and row["iou"] == pytest.approx(iou, abs=1e-6)
+    assert row["psnr_pass"] == (row["psnr"] > 25.0)
     assert (run / "eval.json").is_file()
+
+
+def test_train_set_is_repeatable_and_keeps_data(tmp_path):
+    """Two --set flags both apply, and ``--set k=v DATA`` leaves DATA to the positional argument."""
+    out = tmp_path / "r"
+    argv = ["lrm", "train", *SETS, "--set", "lr=3e-4", "--set", "loss.mask=0.5", str(SAMPLE), "--out",
+            str(out), "--steps", "1", "--device", "cpu", "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    from gausslift.lrm.config import train_config
+
+    cfg = train_config(str(out / "config.yaml"))
+    assert (cfg.lr, cfg.loss.mask, cfg.model.d, cfg.batch) == (3e-4, 0.5, 64, 1)
+    assert json.loads((out / "run.json").read_text())["data"] == [str(SAMPLE)]
+
+
+def test_train_refuses_a_used_folder_and_a_shape_change(run, tmp_path, capsys):
+    before = (run / "checkpoint.pt").read_bytes()
+    assert main(["lrm", "train", str(SAMPLE), *SETS, "--out", str(run), "--steps", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "not empty: add --resume" in err and len(err.splitlines()) == 1, err
+    argv = ["lrm", "train", str(SAMPLE), "--out", str(run), "--steps", "3", "--resume", "--set"]
+    assert main([*argv, "model.d=128"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot resume with a changed model.d (64 -> 128)" in err and len(err.splitlines()) == 1, err
+    assert (run / "checkpoint.pt").read_bytes() == before
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -12,6 +12,7 @@ from gausslift.errors import InputError
 from gausslift.lrm.config import DataConfig
 from gausslift.lrm.data import (
     TrainData,
+    batch_loader,
     choose_views,
     find_samples,
     held_out,
@@ -111,3 +112,33 @@ def test_validation_batches_hold_out_novel_views():
     assert torch.all(b.backgrounds == 1.0)  # random backgrounds are scored on white
     (b2,) = list(validation_batches([SAMPLE], cfg, 32, 8))
     assert b2.target_names == b.target_names
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_loader_yields_the_batches_of_the_steps(workers):
+    """The DataLoader changes where batches are decoded, not which: step s gets data.batch(s, rank, world)."""
+    cfg = DataConfig(num_views=3, num_input_views=2, background="random")
+    data = TrainData([SAMPLE] * 3, cfg, size=32, patch=8, batch=2, seed=5)
+    got = list(batch_loader(data, 4, 7, rank=1, world=2, workers=workers))
+    assert len(got) == 3
+    for step, b in zip(range(4, 7), got):
+        want = data.batch(step, 1, 2)
+        assert b.samples == want.samples and b.target_names == want.target_names
+        assert torch.equal(b.images, want.images) and torch.equal(b.backgrounds, want.backgrounds)
+    state = torch.get_rng_state()
+    next(batch_loader(data, 0, 1, workers=workers))
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left alone
+
+
+def test_batch_loader_errors_stay_one_line(tmp_path):
+    """A sample that fails to load in a worker process raises its own one-line InputError here."""
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(SAMPLE, bad)
+    for png in bad.rglob("*.png"):
+        png.write_bytes(b"not a png")
+    data = TrainData([bad], DataConfig(num_views=3, num_input_views=2), size=32, patch=8, batch=1, seed=0)
+    with pytest.raises(InputError) as err:
+        next(batch_loader(data, 0, 1, workers=1))
+    assert "bad" in str(err.value) and len(str(err.value).splitlines()) == 1

@@ -1,7 +1,9 @@
 """``gausslift lrm train|predict|eval``: the GS-LRM feed-forward reconstruction model.
 
-* ``train DATA... --config tiny|base|facelift|file.yaml --out RUN [--steps N | --minutes M] [--resume]``;
-  under ``torchrun --nproc_per_node N -m gausslift lrm train ...`` the same command runs DDP.
+* ``train DATA... --out RUN [--config tiny|base|facelift|file.yaml] [--set KEY=VALUE]... [--steps N]
+  [--minutes M] [--resume] [--init CKPT] [--val SAMPLES]...`` (the flags every trainer shares,
+  ``gausslift.cli._train``); under ``torchrun --nproc_per_node N -m gausslift lrm train ...`` the same
+  command runs DDP.
 * ``predict SAMPLE_DIR|SEQUENCE_DIR|IMAGES... --ckpt RUN_OR_FILE --out DIR``: splats.ply, renders of the
   target views and a turntable; on an ingested sequence one .ply per frame, a 4D turntable and flicker
   figures (``gausslift.lrm.predict``).
@@ -21,19 +23,14 @@ HELP = "feed-forward reconstruction (GS-LRM): train, predict, eval"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="lrm_cmd", metavar="train|predict|eval", required=True)
+    from gausslift.cli._train import add_train_flags
+
     t = sub.add_parser("train", help="train from scratch or fine-tune (--init); torchrun for DDP")
     t.add_argument("data", nargs="+", help="sample folders, folders with data_train.txt, or .txt lists")
-    t.add_argument("--config", default="tiny", help="tiny | base | facelift | a .yaml file (default tiny)")
-    t.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. batch=8 data.num_input_views=5 loss.ssim=0.5")  # fmt: skip
-    t.add_argument("--out", required=True, help="run folder")
-    t.add_argument("--steps", type=int, default=0)
-    t.add_argument("--minutes", type=float, default=0.0)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    add_train_flags(t, config_help="tiny | base | facelift | a .yaml file (default tiny)")
     t.add_argument("--init", default=None, help="FaceLift's ckpt_*.pt, or a run / checkpoint of ours")
-    t.add_argument("--val", nargs="*", default=None, help="held-out samples (default: data_val.txt)")
-    t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--val", action="append", default=None, metavar="SAMPLES",
+                   help="held-out samples, repeatable (default: the data folders' data_val.txt)")  # fmt: skip
 
     q = sub.add_parser("predict", help="Gaussians from posed views: splats.ply, renders, turntable")
     q.add_argument("inputs", nargs="+", help="a sample folder, an ingested sequence, or image files")
@@ -59,18 +56,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train(args) -> int:
-    import torch
-
-    from gausslift.lrm.config import LRMTrainConfig, train_config
+    from gausslift.cli._train import apply_threads, train_config
+    from gausslift.lrm.config import TRAIN_PRESETS, LRMTrainConfig, check_spec
     from gausslift.lrm.train import train
+    from gausslift.train.dist import dist_env
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = LRMTrainConfig() if args.resume else train_config(args.config, args.set)
-    run = train(cfg, args.data, args.out, val=args.val, steps=args.steps, minutes=args.minutes,
-                resume=args.resume, init=args.init, device=args.device)  # fmt: skip
-    from gausslift.lrm.train import dist_env
-
+    apply_threads(args)
+    if args.config and not args.resume:
+        check_spec(args.config)
+    cfg = train_config(LRMTrainConfig, args, presets=TRAIN_PRESETS)
+    run = train(cfg, args.data, args.out, val=args.val, steps=args.iters or 0, minutes=args.minutes or 0.0,
+                resume=args.resume, init=args.init, device=args.device or "auto",
+                progress_bar=not args.quiet)  # fmt: skip
     if dist_env()[0] == 0:
         print(f"{run}: checkpoint.pt, config.yaml, log.csv, tb/")
     return 0

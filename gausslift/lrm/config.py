@@ -57,9 +57,9 @@ class LRMTrainConfig:
     lr: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.05  # on matrices only (not LayerNorms, not the Gaussian tokens)
-    warmup_steps: int = 100  # linear lr warm-up, then cosine decay to 0 at the end of the budget
+    warmup_steps: int = 100  # linear lr warm-up, then cosine decay to 0 over the planned steps
     grad_clip: float = 1.0
-    max_nonfinite: int = 5  # non-finite losses in a row before rolling back to the last checkpoint
+    max_nonfinite: int = 5  # non-finite losses in a row before rolling back to the last good state
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     backend: str = "auto"  # rasteriser: auto (cpu on CPU, gsplat on CUDA) | cpu | gsplat | torch
     seed: int = 0
@@ -68,17 +68,28 @@ class LRMTrainConfig:
     val_every: int = 200  # validation on held-out samples; 0: only at the end
     val_samples: int = 8  # held-out samples used per validation
     image_every: int = 200  # TensorBoard grids (input | target | render); 0: off
-    workers: int = 0  # background loader threads (0: load in the training loop)
+    workers: int = 2  # DataLoader processes decoding batches ahead of the step (0: in the training process)
+
+
+def preset(name: str) -> LRMTrainConfig:
+    """The training defaults with preset ``name``'s network (tiny | base | facelift)."""
+    return LRMTrainConfig(model=gslrm_config(name))
+
+
+# ``--config NAME`` of ``gausslift lrm train`` (``gausslift.cli._train.train_config(presets=...)``)
+TRAIN_PRESETS = {name: (lambda name=name: preset(name)) for name in PRESETS}
+
+
+def check_spec(spec: str) -> None:
+    """A ``--config`` value must be a preset name or a YAML file (one line otherwise)."""
+    if spec not in PRESETS and not spec.endswith((".yaml", ".yml")) and not Path(spec).is_file():
+        raise InputError(spec, f"not a config: give one of {sorted(PRESETS)} or a .yaml file")
 
 
 def train_config(spec: str = "tiny", overrides: list[str] | None = None) -> LRMTrainConfig:
     """A preset name (tiny | base | facelift) or a YAML file, then ``key=value`` overrides."""
-    if spec in PRESETS:
-        cfg = LRMTrainConfig(model=gslrm_config(spec))
-    elif spec.endswith((".yaml", ".yml")) or Path(spec).is_file():
-        cfg = load_config(LRMTrainConfig, spec)
-    else:
-        raise InputError(spec, f"not a config: give one of {sorted(PRESETS)} or a .yaml file")
+    check_spec(spec)
+    cfg = preset(spec) if spec in PRESETS else load_config(LRMTrainConfig, spec)
     cfg = apply_overrides(cfg, list(overrides or []))
     check_config(cfg)
     return cfg
@@ -105,6 +116,8 @@ def check_config(cfg: LRMTrainConfig) -> None:
         problems.append(f"image size {size} is not a multiple of the patch size {cfg.model.patch_size}")
     if cfg.batch < 1:
         problems.append("batch must be >= 1")
+    if cfg.workers < 0:
+        problems.append("workers must be >= 0")
     if cfg.precision not in ("auto", "fp32", "bf16"):
         problems.append(f"precision must be auto, fp32 or bf16, got {cfg.precision!r}")
     if any(getattr(cfg.loss, k) < 0 for k in ("l2", "masked_l2", "ssim", "lpips", "perceptual", "mask")):

@@ -13,6 +13,10 @@ backgrounds of the sample at global position ``i`` are drawn from a generator se
 ``(seed, i)``. So one process with batch B and N processes with B/N each see the same samples and the
 same views, and a resumed run continues with exactly the batches it would have seen.
 
+Training reads them through :func:`batch_loader`: a ``torch.utils.data.DataLoader`` whose item ``s`` is
+this rank's share of the batch of step ``s`` (so the loader changes where PNGs are decoded, in worker
+processes ahead of the training step, never which batch a step gets), pinned on CUDA.
+
 View choice per sample (``DataConfig``): ``random``: a random subset of ``num_views`` views, the first
 ``num_input_views`` of it are the inputs; ``fixed``: the inputs are ``input_views`` (indices in file
 order) or ``num_input_views`` evenly spaced views, in file order, and the other targets are drawn at
@@ -117,6 +121,11 @@ class Batch:
 
     def to(self, device) -> Batch:
         f = lambda t: t.to(device, non_blocking=True) if isinstance(t, torch.Tensor) else t
+        return Batch(**{k: f(v) for k, v in self.__dict__.items()})
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies of the tensors (the DataLoader calls this with ``pin_memory=True``)."""
+        f = lambda t: t.pin_memory() if isinstance(t, torch.Tensor) else t
         return Batch(**{k: f(v) for k, v in self.__dict__.items()})
 
 
@@ -226,3 +235,66 @@ def validation_batches(samples: list[Path], cfg: DataConfig, size: int, patch: i
     for i, folder in enumerate(samples):
         ex = load_example(folder, vcfg, size, patch, example_generator(seed, i), cache)
         yield collate([(str(folder), *ex)])
+
+
+# --------------------------------------------------------------------------------------------------
+class LoadFailure:
+    """A worker's one-line error, carried back to the training process (``InputError`` does not pickle)."""
+
+    def __init__(self, error: Exception):
+        self.input = isinstance(error, InputError)
+        self.message = str(error)
+
+    def raise_(self):
+        from gausslift.errors import GaussliftError
+
+        raise InputError(None, self.message) if self.input else GaussliftError(self.message)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step``: rank ``rank``'s share of the global batch of ``step`` (``TrainData.batch``)."""
+
+    def __init__(self, data: TrainData, rank: int = 0, world: int = 1):
+        self.data, self.rank, self.world = data, rank, world
+
+    def __getitem__(self, step: int):
+        from gausslift.errors import GaussliftError
+
+        try:
+            return self.data.batch(int(step), self.rank, self.world)
+        except GaussliftError as e:  # in a worker: re-raised in the training process, in one line
+            return LoadFailure(e)
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Steps ``start, start + 1, ...`` (up to ``stop``, or without end)."""
+
+    def __init__(self, start: int, stop: int | None = None):
+        self.start, self.stop = int(start), stop
+
+    def __iter__(self):
+        import itertools
+
+        return iter(range(self.start, self.stop)) if self.stop is not None else itertools.count(self.start)
+
+
+def _as_is(item):
+    return item
+
+
+def batch_loader(data: TrainData, start: int, stop: int | None = None, *, rank: int = 0, world: int = 1,
+                 workers: int = 0, pin_memory: bool = False, prefetch: int = 2):  # fmt: skip
+    """An iterator over the batches of steps ``start .. stop - 1`` (endless without ``stop``) of this
+    rank: ``workers`` processes decode ahead of the training step (0: in this process), into pinned
+    memory when ``pin_memory``. The same batches as ``data.batch(step, rank, world)``, in step order; a
+    failed load raises its one-line error here."""
+    loader = torch.utils.data.DataLoader(
+        StepBatches(data, rank, world), batch_size=None, sampler=StepSampler(start, stop),
+        num_workers=max(0, int(workers)), collate_fn=_as_is, pin_memory=pin_memory,
+        prefetch_factor=prefetch if workers > 0 else None,
+        generator=torch.Generator().manual_seed(0),  # leaves the global RNG alone (batches do not use it)
+    )  # fmt: skip
+    for item in loader:
+        if isinstance(item, LoadFailure):
+            item.raise_()
+        yield item

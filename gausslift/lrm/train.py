@@ -1,76 +1,68 @@
 """Train or fine-tune GS-LRM: ``train(cfg, data, out, ...)``, one process or DDP under ``torchrun``.
 
+GS-LRM training is a :class:`gausslift.train.loop.Task` (:class:`LRMTask`) run by the one training loop
+(:class:`gausslift.train.loop.Loop`), which owns the budget, the run folder, ``--resume``, checkpoints,
+logs, the non-finite guard with rollback and torchrun. The task keeps the model, its batches and loss:
+
 Per step every process takes its share of the global batch (``gausslift.lrm.data``: a pure function
-of seed and step, so resumed and distributed runs see the same batches), predicts Gaussians from the
-input views (bf16 autocast on CUDA), renders the target views through ``gausslift.render.rasterize``
-(``cpu`` backend on CPU, ``gsplat`` on CUDA) over the sample's background, and minimises
-``gausslift.lrm.losses.LRMLoss``. AdamW (decay on matrices only), linear warm-up then cosine decay
-over the budget (steps, or the time fraction when only minutes are given), gradient norm clipped and
-logged. A non-finite loss (on any process) skips the step on all of them; ``max_nonfinite`` in a row
-roll back to the last checkpoint and halve the learning rate.
+of seed, step and rank, decoded ahead of the step by ``cfg.workers`` DataLoader processes, pinned on
+CUDA), predicts Gaussians from the input views (bf16 autocast on CUDA), renders the target views through
+``gausslift.render.rasterize`` (``cpu`` backend on CPU, ``gsplat`` on CUDA) over the sample's background,
+and minimises ``gausslift.lrm.losses.LRMLoss``. AdamW (decay on matrices only), linear warm-up then
+cosine decay over the planned step count (a function of the step alone: with ``--minutes`` the loop
+plans the count once after timing the first steps; until then only the warm-up ramp applies), gradient
+norm clipped and logged. Periodic validation on held-out samples (novel views only: PSNR, mask IoU) and
+TensorBoard grids (input | target | render) on rank 0.
 
 Distributed: ``torchrun --nproc_per_node N -m gausslift lrm train ...`` sets RANK/WORLD_SIZE;
 ``DistributedDataParallel`` with NCCL on CUDA (one device per LOCAL_RANK), gloo on CPU. Rank 0 writes
-the run folder: ``config.yaml``, ``run.json``, ``checkpoint.pt`` (atomic: model, optimiser, scaler, RNG,
-budget, step), ``log.jsonl`` / ``log.csv`` / ``tb/`` (scalars, image grids input | target | render) and
-periodic validation on held-out samples (novel views only: PSNR, mask IoU).
+the run folder: ``config.yaml``, ``run.json``, ``checkpoint.pt`` (the loop's layout: ``{"format":
+"gausslift-run", "task": "lrm", "config", "state": {"model", "optim"}, ...}``), ``log.jsonl`` /
+``log.csv`` / ``tb/``.
+
+Readers (:func:`load_model`, :func:`init_weights`, :func:`run_checkpoint`, ``lrm eval``, ``lrm
+predict``, ``gausslift lift``) read that layout and the one written before the loop
+(``format == "gausslift-lrm"``: ``model`` and ``config`` at the top level), which can no longer be resumed
+(start a new run with ``--init OLD_RUN``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
-from gausslift.config import save_config, to_dict
 from gausslift.errors import InputError
-from gausslift.ioutil import atomic_write_json
 from gausslift.lrm.config import LRMTrainConfig, check_config, image_size
-from gausslift.lrm.data import TrainData, held_out, validation_batches
+from gausslift.lrm.data import TrainData, batch_loader, held_out, validation_batches
 from gausslift.lrm.losses import LRMLoss
 from gausslift.models.gslrm import GSLRM, render_gaussians
-from gausslift.train.budget import Budget
-from gausslift.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from gausslift.train.device import resolve_device
-from gausslift.train.guard import NonFiniteGuard
-from gausslift.train.runlog import RunLog
+from gausslift.train.dist import setup_dist
+from gausslift.train.loop import CHECKPOINT, CONFIG, Loop, LoopOptions, Task
+from gausslift.train.loop import FORMAT as RUN_FORMAT
 
-CKPT = "checkpoint.pt"
-FORMAT = "gausslift-lrm"
+CKPT = CHECKPOINT
+FORMAT = "gausslift-lrm"  # the layout written before the one training loop (read, not resumed)
+TASK = "lrm"
 COLUMNS = ("step", "loss", "l2", "mask", "psnr", "grad_norm", "lr", "skipped", "seconds", "val_psnr",
-           "val_iou")
+           "val_iou")  # fmt: skip
+# Config keys that change the saved state's shapes (GSLRM.__init__; no position embedding, so the image
+# size does not), and model.d_head: it changes no shape, but splits the saved attention weights into other
+# heads, so a resume with another value would continue from another function without a word.
+SHAPE_KEYS = ("model.d", "model.n_layers", "model.patch_size", "model.mlp_ratio", "model.n_gaussians",
+              "model.sh_degree", "model.pixel_mlp", "model.d_head")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
-def dist_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+def rasteriser(backend: str, device: torch.device) -> str:
+    """``auto``: cpu on a CPU, gsplat on CUDA where installed (else torch)."""
+    if backend != "auto":
+        return backend
+    from gausslift.train.device import gsplat_installed
 
-
-def setup(cfg: LRMTrainConfig, device_spec: str):
-    """Resolve the device and rasteriser backend; start the process group under torchrun."""
-    rank, world, local = dist_env()
-    backend = cfg.backend
-    device = resolve_device(device_spec, None if backend == "auto" else backend)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if backend == "auto":
-        from gausslift.train.device import gsplat_installed
-
-        backend = "cpu" if device.type == "cpu" else ("gsplat" if gsplat_installed() else "torch")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return rank, world, device, backend
+    return "cpu" if device.type == "cpu" else ("gsplat" if gsplat_installed() else "torch")
 
 
 def param_groups(model: GSLRM, weight_decay: float):
@@ -80,10 +72,13 @@ def param_groups(model: GSLRM, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(cfg: LRMTrainConfig, step: int, fraction: float) -> float:
-    """Linear warm-up over ``warmup_steps``, cosine decay to 0 as ``fraction`` goes 0 -> 1."""
+def lr_at(cfg: LRMTrainConfig, step: int, total: int = 0) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 0 over ``total`` steps (the planned
+    count); ``total`` 0 (not planned yet: a ``--minutes`` run's warm-up timing) gives the ramp only."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
-    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(max(fraction, 0.0), 1.0)))
+    if total <= 0:
+        return cfg.lr * warm
+    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(max(step / total, 0.0), 1.0)))
 
 
 def autocast_dtype(cfg: LRMTrainConfig, device: torch.device):
@@ -122,10 +117,29 @@ def run_checkpoint(path) -> Path | None:
 
 
 def _read_run(path: Path) -> dict:
-    state = load_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise InputError(path, "not a GS-LRM run checkpoint")
-    return state
+    """``{"model", "config", "step", "format"}`` of a GS-LRM run checkpoint, in either layout: the loop's
+    (``format`` gausslift-run, ``task`` lrm, weights in ``state["model"]``) or the earlier one
+    (``format`` gausslift-lrm, ``model`` and ``config`` at the top)."""
+    from gausslift.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path)
+    if isinstance(ck, dict) and ck.get("format") == RUN_FORMAT:
+        state = ck.get("state")
+        if ck.get("task") != TASK or not isinstance(state, dict) or "model" not in state:
+            raise InputError(path, f"a checkpoint of a '{ck.get('task')}' run, not of a GS-LRM run")
+        return dict(model=state["model"], config=ck["config"], step=int(ck["step"]), format=RUN_FORMAT)
+    if isinstance(ck, dict) and ck.get("format") == FORMAT and "model" in ck:
+        return dict(model=ck["model"], config=ck["config"], step=int(ck.get("step", 0)), format=FORMAT)
+    raise InputError(path, "not a GS-LRM run checkpoint")
+
+
+def _format(path: Path):
+    """A checkpoint's ``format`` tag, without reading its tensors (memory-mapped)."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # an unreadable file: the loop says so when it reads it
+        return None
+    return ck.get("format") if isinstance(ck, dict) else None
 
 
 def load_model(path, device="cpu") -> tuple[GSLRM, dict]:
@@ -138,7 +152,7 @@ def load_model(path, device="cpu") -> tuple[GSLRM, dict]:
         state = _read_run(ours)
         model = GSLRM(from_dict(GSLRMConfig, state["config"]["model"]))
         model.load_state_dict(state["model"])
-        info = {"source": str(ours), "step": state["step"], "kind": "run"}
+        info = {"source": str(ours), "step": state["step"], "kind": "run", "format": state["format"]}
     else:
         from gausslift.lrm.facelift_ckpt import load_facelift_model
 
@@ -158,6 +172,18 @@ def init_weights(model: GSLRM, path) -> None:
     from gausslift.lrm.facelift_ckpt import load_facelift_checkpoint
 
     load_facelift_checkpoint(model, path)
+
+
+def saved_config(run) -> LRMTrainConfig:
+    """The config of the run in folder ``run``: its ``config.yaml``, else its checkpoint's."""
+    from gausslift.config import from_dict, load_config
+
+    run = Path(run)
+    if (run / CONFIG).is_file():
+        return load_config(LRMTrainConfig, run / CONFIG)
+    if (run / CKPT).is_file():
+        return from_dict(LRMTrainConfig, _read_run(run / CKPT)["config"])
+    raise InputError(run, f"nothing to resume (no {CKPT})")
 
 
 @torch.no_grad()
@@ -185,181 +211,208 @@ def validate(model: GSLRM, samples, cfg: LRMTrainConfig, device, backend: str, n
 
 
 # --------------------------------------------------------------------------------------------------
-def train(cfg: LRMTrainConfig, data, out, *, val=None, steps: int = 0, minutes: float = 0.0,
+class LRMTask(Task):
+    """GS-LRM's model, batches and loss for :class:`gausslift.train.loop.Loop`."""
+
+    name = TASK
+    columns = COLUMNS
+    shape_keys = SHAPE_KEYS
+    time_key = "seconds"
+
+    def __init__(self, cfg: LRMTrainConfig, samples: list[Path], val_samples: list[Path], *,
+                 init=None, run_info: dict | None = None):  # fmt: skip
+        self.cfg, self.samples, self.val_samples = cfg, list(samples), list(val_samples)
+        self.init, self.run_info = init, dict(run_info or {})
+        self.total = 0  # planned steps (0: not yet)
+        self.result: dict | None = None
+        self._batches, self._next = None, -1
+        self._grid, self._last_val = None, -1
+
+    def config(self) -> LRMTrainConfig:
+        return self.cfg
+
+    # -- state ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        cfg, d = self.cfg, self.dist
+        resume = self.loop is not None and self.loop.opts.resume
+        self.backend = rasteriser(cfg.backend, d.device)
+        size, patch = image_size(cfg), cfg.model.patch_size
+        self.data = TrainData(self.samples, cfg.data, size, patch, cfg.batch, cfg.seed)
+        torch.manual_seed(cfg.seed)
+        model = GSLRM(cfg.model)
+        if self.init and not resume:
+            init_weights(model, self.init)
+        self.model = model.to(d.device).train()
+        self.net = self.model
+        if d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        self.loss_fn = LRMLoss(cfg.loss).to(d.device)
+        groups = param_groups(self.model, cfg.weight_decay)
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+        self.amp = autocast_dtype(cfg, d.device)
+        if d.main and not resume and self.loop is not None:
+            self._write_run_info()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optim": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optim"])
+        # the config's decay and betas, not the saved ones (a resume may change them)
+        for group, wd in zip(self.opt.param_groups, (self.cfg.weight_decay, 0.0)):
+            group["weight_decay"], group["betas"] = wd, tuple(self.cfg.betas)
+
+    def finite(self) -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all())  # one read
+
+    def plan(self, total: int) -> None:
+        self.total = int(total)
+
+    # -- one step ---------------------------------------------------------------------------------------
+    def _batch(self, step: int):
+        """The batch of ``step`` from the loader (restarted where the steps do not follow on)."""
+        if self._batches is None or step != self._next:
+            self._open_loader(step, self.total if self.total > step else None)
+        try:
+            batch = next(self._batches)
+        except StopIteration:  # past the steps it was opened for: go on without an end
+            self._open_loader(step, None)
+            batch = next(self._batches)
+        self._next = step + 1
+        return batch
+
+    def _open_loader(self, start: int, stop: int | None) -> None:
+        self.close()
+        d, pin = self.dist, self.dist.device.type == "cuda"
+        kw = dict(rank=d.rank, world=d.world, workers=self.cfg.workers, pin_memory=pin)
+        self._batches = batch_loader(self.data, start, stop, **kw)
+
+    def loss(self, step: int):
+        cfg, dev = self.cfg, self.dist.device
+        batch = self._batch(step).to(dev)
+        with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
+            g = self.net(batch.in_images, batch.in_Ks, batch.in_viewmats, batch.in_masks)
+        rgb, alpha = render_batch(g, batch, self.backend)
+        loss, terms = self.loss_fn(rgb, alpha, batch.images, batch.masks, step)
+        if "l2" in terms:
+            terms["psnr"] = -10.0 * torch.log10(terms["l2"].clamp_min(1e-10))
+        if self.dist.main and cfg.image_every and (step + 1) % cfg.image_every == 0:
+            self._grid = triptych(batch.in_images[0], batch.images[0], rgb[0].detach().clamp(0, 1))
+        return loss, terms
+
+    def update(self, loss: torch.Tensor, step: int, lr_scale: float) -> dict:
+        lr = lr_at(self.cfg, step, self.total) * lr_scale
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        self.opt.step()
+        return {"grad_norm": gnorm, "lr": lr, "skipped": self.loop.guard.skipped if self.loop else 0}
+
+    # -- extras -----------------------------------------------------------------------------------------
+    def after_step(self, step: int, log) -> None:
+        if log is None:
+            return
+        if self._grid is not None:
+            log.log_images("train/input|target|render", self._grid, step)
+            self._grid = None
+        cfg = self.cfg
+        if cfg.val_every and step % cfg.val_every == 0 and self.val_samples:
+            self._validate(log, step, final=False)
+
+    def _validate(self, log, step: int, final: bool) -> None:
+        n = len(self.val_samples) if final else self.cfg.val_samples
+        res = validate(self.model, self.val_samples, self.cfg, self.dist.device, self.backend, n)
+        self._last_val = step
+        if res is None:
+            return
+        p, iou, grid = res
+        elapsed = self.loop.budget.elapsed() if self.loop is not None else 0.0
+        log.write({"step": step, "val_psnr": p, "val_iou": iou, "seconds": round(elapsed, 3),
+                   "val_samples": min(len(self.val_samples), n)})  # fmt: skip
+        if self.cfg.image_every:
+            log.log_images("val/input|target|render", grid, step)
+
+    def _write_run_info(self) -> None:
+        from gausslift.ioutil import atomic_write_json
+
+        out = self.loop.out
+        out.mkdir(parents=True, exist_ok=True)
+        o, d = self.loop.opts, self.dist
+        info = dict(self.run_info, n_train=len(self.samples), n_val=len(self.val_samples),
+                    init=str(self.init or ""), world_size=d.world, device=str(d.device), backend=self.backend,
+                    steps=o.iters, minutes=o.minutes)  # fmt: skip
+        atomic_write_json(out / "run.json", info)
+
+    def finish(self, result: dict) -> dict:
+        """The final validation (all held-out samples) and the loop's result in ``run.json``."""
+        self.close()
+        step = result["steps"]
+        if self.dist.main and self.loop is not None:
+            from gausslift.ioutil import atomic_write_json
+            from gausslift.train.runlog import RunLog
+
+            if self.val_samples and (self._last_val != step or len(self.val_samples) > self.cfg.val_samples):
+                log = RunLog(self.loop.out, self.columns)
+                try:
+                    self._validate(log, step, final=True)
+                finally:
+                    log.close()
+            p = self.loop.out / "run.json"
+            info = json.loads(p.read_text()) if p.is_file() else {}
+            atomic_write_json(p, info | {"result": result})
+        self.dist.barrier()
+        self.result = result
+        return result
+
+    def close(self) -> None:
+        """Stop the loader's worker processes."""
+        if self._batches is not None:
+            self._batches.close()
+            self._batches, self._next = None, -1
+
+
+# --------------------------------------------------------------------------------------------------
+def train(cfg: LRMTrainConfig | None, data, out, *, val=None, steps: int = 0, minutes: float = 0.0,
           resume: bool = False, init: str | None = None, device: str = "auto",
           progress_bar: bool = True) -> Path:  # fmt: skip
-    """Train (or resume) a run in ``out``; returns the run folder. ``data``: DATA arguments
-    (``gausslift.lrm.data.find_samples``); ``val``: held-out samples (default: the data folders'
-    ``data_val.txt``)."""
+    """Train (or with ``resume`` continue) a run in ``out``; returns the run folder. ``data``: DATA
+    arguments (``gausslift.lrm.data.find_samples``); ``val``: held-out samples (default: the data
+    folders' ``data_val.txt``). ``cfg`` None on a resume: the run's own config. A resume refuses a config
+    that changes a :data:`SHAPE_KEYS` key; ``steps`` / ``minutes`` may change (the schedule follows the
+    new count)."""
     from gausslift.lrm.data import find_samples
-    from gausslift.progress import progress
 
     run = Path(out)
-    ckpt = run / CKPT
     if resume:
-        if not ckpt.is_file():
-            raise InputError(run, f"nothing to resume (no {CKPT})")
-        cfg = _saved_config(run)
-    elif ckpt.exists():
-        raise InputError(run, "already holds a run: add --resume to continue it, or choose another --out")
-    if steps <= 0 and minutes <= 0:
-        raise InputError(None, "give a training length: --steps N and/or --minutes M")
+        if (run / CKPT).is_file() and _format(run / CKPT) == FORMAT:
+            raise InputError(run, "was written before the one training loop and cannot be resumed; start a "
+                             "new run from its weights with --init")  # fmt: skip
+        if cfg is None:
+            cfg = saved_config(run)
+    elif cfg is None:
+        raise InputError(None, "a new run needs a config")
     check_config(cfg)
-    rank, world, dev, backend = setup(cfg, device)
-    if cfg.batch % world:
-        raise InputError(None, f"batch {cfg.batch} does not split over {world} processes")
     samples = find_samples(data)
     val_samples = find_samples(val) if val else held_out(data)
-    size, patch = image_size(cfg), cfg.model.patch_size
-    tdata = TrainData(samples, cfg.data, size, patch, cfg.batch, cfg.seed)
-
-    torch.manual_seed(cfg.seed)
-    model = GSLRM(cfg.model)
-    if init and not resume:
-        init_weights(model, init)
-    model = model.to(dev).train()
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    loss_fn = LRMLoss(cfg.loss).to(dev)
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
-    scaler = torch.amp.GradScaler(dev.type, enabled=False)  # bf16/fp32: kept for the checkpoint layout
-    amp = autocast_dtype(cfg, dev)
-    budget = Budget(minutes=minutes, steps=steps)
-    guard = NonFiniteGuard(cfg.max_nonfinite)
-    step, lr_scale = 0, 1.0
-
-    def restore(state):
-        nonlocal step, lr_scale
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
-        step, lr_scale = int(state["step"]), float(state.get("lr_scale", 1.0))
-
-    if resume:
-        state = load_checkpoint(ckpt)
-        restore(state)
-        budget.restore(state["budget"])
-        guard.restore(state["guard"])
-        set_rng_state(state["rng"])
-    elif rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run / "config.yaml")
-        atomic_write_json(run / "run.json", dict(
-            data=[str(d) for d in ([data] if isinstance(data, (str, Path)) else data)],
-            n_train=len(samples), n_val=len(val_samples), init=str(init or ""), world_size=world,
-            device=str(dev), backend=backend, steps=steps, minutes=minutes))  # fmt: skip
-
-    def checkpoint():
-        if rank == 0:
-            state = dict(format=FORMAT, step=step, model=model.state_dict(), opt=opt.state_dict(),
-                         scaler=scaler.state_dict(), budget=budget.state(), guard=guard.state(),
-                         rng=rng_state(), lr_scale=lr_scale, config=to_dict(cfg), world_size=world)
-            save_checkpoint(ckpt, state)
-        if world > 1:
-            dist.barrier()
-
-    log = RunLog(run, COLUMNS, resume_step=step if resume else None) if rank == 0 else None
-    if not resume:
-        checkpoint()  # step 0: what a rollback before the first periodic checkpoint returns to
-    show = rank == 0 and progress_bar
-    bar = progress(total=steps or None, desc="lrm train", initial=step) if show else None
-    pool = ThreadPoolExecutor(1) if cfg.workers > 0 else None
-    fetch = lambda s: tdata.batch(s, rank, world)
-    pending = pool.submit(fetch, step) if pool else None
-    last_saved, last_val = step, -1
+    d = setup_dist(device, None if cfg.backend == "auto" else cfg.backend)
+    if cfg.batch % d.world:
+        raise InputError(None, f"batch {cfg.batch} does not split over {d.world} processes")
+    names = [str(x) for x in ([data] if isinstance(data, (str, Path)) else data)]
+    task = LRMTask(cfg, samples, val_samples, init=init, run_info={"data": names})
+    opts = LoopOptions(iters=steps, minutes=minutes, resume=resume, quiet=not progress_bar,
+                       log_every=max(1, cfg.log_every), checkpoint_every=cfg.checkpoint_every,
+                       max_nonfinite=cfg.max_nonfinite)  # fmt: skip
     try:
-        while not (steps > 0 and step >= steps):
-            batch = pending.result() if pool else fetch(step)
-            pending = pool.submit(fetch, step + 1) if pool else None
-            batch = batch.to(dev)
-            with torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
-                g = net(batch.in_images, batch.in_Ks, batch.in_viewmats, batch.in_masks)
-            rgb, alpha = render_batch(g, batch, backend)
-            loss, terms = loss_fn(rgb, alpha, batch.images, batch.masks, step)
-            # one sync for the whole group: the loss (skip everywhere if any is bad) and the budget
-            flags = torch.stack([loss.detach().float(), torch.tensor(budget.fraction(step), device=dev),
-                                 torch.tensor(float(budget.done(step + 1)), device=dev)])  # fmt: skip
-            if world > 1:
-                dist.all_reduce(flags)
-                flags = flags / world
-            if not guard.check(flags[0]):
-                if rank == 0:
-                    log.write({"step": step, "skipped": guard.skipped, "nonfinite": 1})
-                if guard.rollback:  # weights and optimiser from the checkpoint; the step count goes on
-                    at, scale = step, lr_scale
-                    restore(load_checkpoint(ckpt))
-                    step, lr_scale = at, scale * 0.5
-                    guard.reset()
-                    if rank == 0:
-                        log.write({"step": step, "rollback": 1, "lr_scale": lr_scale})
-                step += 1  # the batch is used up; the step count goes on
-                if flags[2] > 0:
-                    break
-                continue
-            lr = lr_at(cfg, step, float(flags[1])) * lr_scale
-            for group in opt.param_groups:
-                group["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-            scaler.step(opt)
-            scaler.update()
-            step += 1
-            if bar is not None:
-                bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == 1):
-                row = {"step": step, "loss": flags[0], "grad_norm": gnorm, "lr": lr, "skipped": guard.skipped,
-                       "seconds": budget.elapsed(), **terms}  # fmt: skip
-                if "l2" in terms:
-                    row["psnr"] = -10.0 * torch.log10(terms["l2"].clamp_min(1e-10))
-                log.write(row)
-            if rank == 0 and cfg.image_every and step % cfg.image_every == 0:
-                grid = triptych(batch.in_images[0], batch.images[0], rgb[0].detach().clamp(0, 1))
-                log.log_images("train/input|target|render", grid, step)
-            if cfg.val_every and step % cfg.val_every == 0 and rank == 0 and val_samples:
-                _val(log, model, val_samples, cfg, dev, backend, step, budget)
-                last_val = step
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint()
-                last_saved = step
-            if flags[2] > 0:
-                break
+        Loop(task, run, opts, d).run()
     finally:
-        if pool:
-            pool.shutdown(wait=True)
-        if bar is not None:
-            bar.close()
-    if step > last_saved:
-        checkpoint()
-    if rank == 0:
-        if val_samples and (last_val != step or len(val_samples) > cfg.val_samples):
-            _val(log, model, val_samples, cfg, dev, backend, step, budget, final=True)
-        log.close()
-    if world > 1:
-        dist.barrier()
+        task.close()
     return run
-
-
-def _val(log, model, samples, cfg, dev, backend, step, budget, final=False):
-    res = validate(model, samples, cfg, dev, backend, len(samples) if final else cfg.val_samples)
-    if res is None:
-        return
-    p, iou, grid = res
-    log.write({"step": step, "val_psnr": p, "val_iou": iou, "seconds": budget.elapsed(),
-               "val_samples": len(samples) if final else min(len(samples), cfg.val_samples)})  # fmt: skip
-    if cfg.image_every:
-        log.log_images("val/input|target|render", grid, step)
-
-
-def _saved_config(run: Path) -> LRMTrainConfig:
-    from gausslift.config import load_config
-
-    return load_config(LRMTrainConfig, run / "config.yaml")
 
 
 def read_log(run) -> list[dict]:
