@@ -230,3 +230,29 @@ def test_collectives_use_the_training_device(monkeypatch):
     with pytest.raises(RuntimeError, match="training device"):
         d.all_reduce(torch.ones(1))
     assert Dist(rank=1, world=3).shard(range(8)) == [1, 4, 7]
+
+
+def test_extend_uses_the_time_left_at_the_schedules_end(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+    t = Toy()
+    t.speed_factor = lambda: 0.5  # a pessimistic plan: half the steps the time allows
+    orig, seen = t.loss, []
+
+    def tick(step):
+        clock["t"] += 0.5
+        seen.append(step)
+        return orig(step)
+
+    t.loss = tick
+    res = L.Loop(t, tmp_path / "r", opts(iters=0, minutes=1.0, warmup_seconds=5, extend=True)).run()
+    assert len(t.planned) == 1 and res["planned_steps"] == t.planned[0]  # the plan did not change
+    assert res["steps"] > 1.5 * res["planned_steps"] and res["stopped_by"] == "time"
+    assert any("going on at the schedules' end values" in e for e in res["events"])
+    short = Toy()
+    short.speed_factor, short.loss = t.speed_factor, lambda step: (clock.__setitem__("t", clock["t"] + 0.5),
+                                                                   Toy.loss(short, step))[1]  # fmt: skip
+    clock["t"] = 0.0
+    res2 = L.Loop(short, tmp_path / "s", opts(iters=0, minutes=1.0, warmup_seconds=5)).run()
+    assert res2["steps"] == res2["planned_steps"] and res2["stopped_by"] == "steps"  # without: it stops

@@ -78,6 +78,7 @@ def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> d
         max_nonfinite=cfg.nan_skip_limit,
         nan_lr_factor=cfg.nan_lr_factor,
         warmup_seconds=cfg.warmup_seconds,
+        extend=cfg.minutes > 0,  # time left after the planned steps: polish at the schedules' end values
     )
 
 

@@ -85,6 +85,9 @@ class LoopOptions:
     nan_lr_factor: float = 0.5
     max_rollbacks: int = 8
     warmup_seconds: float = 20.0
+    # a minutes budget whose planned steps end early goes on at the schedules' end values (step >= total)
+    # until the time is spent; the plan, and so every schedule, stays as it was (one process only)
+    extend: bool = False
 
 
 class Task:
@@ -320,6 +323,16 @@ class Loop:
         self._plan(int(total.item()))
         self.events.append(f"planned {self.total} steps from {dt:.3f} s per step")
 
+    def _extend(self) -> bool:
+        """Whether a budgeted run that has done its planned steps goes on (``LoopOptions.extend``)."""
+        o = self.opts
+        if not (o.extend and o.minutes > 0 and o.iters <= 0 and self.dist.world == 1) or self._time_up():
+            return False
+        if self.step == self.total:
+            self.events.append(f"planned {self.total} steps done with {self.budget.left():.0f} s left: "
+                               "going on at the schedules' end values")  # fmt: skip
+        return True
+
     # -- the loop ----------------------------------------------------------------------------------------
     def _on_sigint(self, signum, frame) -> None:
         self._stop = True
@@ -357,7 +370,7 @@ class Loop:
         times: list[float] = []
         stopped_by = "steps"
         try:
-            while not self.total or self.step < self.total:
+            while not self.total or self.step < self.total or self._extend():
                 if self._stop:
                     self.checkpoint()
                     raise KeyboardInterrupt
