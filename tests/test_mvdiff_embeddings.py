@@ -62,17 +62,36 @@ def test_camera_mode_starts_at_the_mean_and_separates_elevations():
 
 
 def test_tiny_pipeline_trains_one_step_and_samples():
+    """One SGD step on a fixed batch: every trainable weight moves by exactly -lr * its gradient (the view
+    embeddings and the UNet both get one), and the same batch's loss goes down."""
     from gausslift.mvdiff.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(size=32, channels=(16, 16, 32, 32), tokens=2)
     assert pipe.vae is None and pipe.image_encoder is None and pipe.resolution == 32
-    x = torch.rand(6, 3, 32, 32)
-    _, cond = pipe.encode_condition(x)
-    noisy = torch.randn(6, 3, 32, 32)
-    t, prompts = torch.full((6,), 500), pipe.view_embeddings(1)
-    pred = pipe.unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=prompts).sample
-    pred.pow(2).mean().backward()
+    gen = torch.Generator().manual_seed(0)
+    x, noisy, target = (torch.rand(6, 3, 32, 32, generator=gen) for _ in range(3))
+    t = torch.full((6,), 500)
+
+    def loss():
+        _, cond = pipe.encode_condition(x)
+        pred = pipe.unet(torch.cat([noisy, cond], 1), t, encoder_hidden_states=pipe.view_embeddings(1)).sample
+        return (pred - target).pow(2).mean()
+
+    params = [p for m in (pipe.unet, pipe.views) for p in m.parameters()]
+    lr = 1e-3
+    opt = torch.optim.SGD(params, lr=lr)
+    first = loss()
+    first.backward()
     assert pipe.views.embeds.grad.abs().sum() > 0 and pipe.unet.conv_in.weight.grad.abs().sum() > 0
+    before = {id(p): (p.detach().clone(), p.grad.clone()) for p in params}
+    opt.step()
+    for p in params:
+        old, grad = before[id(p)]
+        torch.testing.assert_close(p.detach(), old - lr * grad, rtol=0, atol=1e-7)
+    for p in (pipe.views.embeds, pipe.unet.conv_in.weight):
+        assert (p.detach() - before[id(p)][0]).abs().max() > 0  # they moved
+    with torch.no_grad():
+        assert loss().item() < first.item()  # a small step down the gradient lowers the loss
     out = pipe(np.random.default_rng(0).random((32, 32, 3), dtype=np.float32), num_inference_steps=2,
                generator=torch.Generator().manual_seed(0))  # fmt: skip
     assert out.shape == (1, 6, 32, 32, 3) and np.isfinite(out).all()

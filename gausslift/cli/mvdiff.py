@@ -1,5 +1,6 @@
-"""``gausslift mvdiff train DATA... --init PIPE|tiny --out RUN``: train or fine-tune the multi-view diffusion
-model; ``gausslift mvdiff generate IMAGE --pipe PIPE_OR_RUN --out DIR``: six views of one image, written as a
+"""``gausslift mvdiff train DATA... --init PIPE|tiny --out RUN --iters N|--minutes M [--resume]``: train or
+fine-tune the multi-view diffusion model (the shared trainer flags of ``gausslift.cli._train``, and its own);
+``gausslift mvdiff generate IMAGE --pipe PIPE_OR_RUN --out DIR``: six views of one image, written as a
 FaceLift mvdiffusion sample (cam_000.png ... in the model's view order, view 0 the front);
 ``gausslift mvdiff eval PIPE_OR_RUN DATA... --out DIR``: unseen-view metrics against the truth."""
 
@@ -12,38 +13,42 @@ HELP = "multi-view diffusion (FaceLift's SD 2.1 unCLIP multi-view model): train,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from gausslift.cli._train import add_train_flags
+
     sub = p.add_subparsers(dest="mvdiff_cmd", metavar="train|generate|eval", required=True)
     t = sub.add_parser("train", help="train (tiny, from scratch) or fine-tune (a pipeline folder)")
-    t.add_argument("data", nargs="+", help="sample folders, folders of samples, or FaceLift .txt lists")
-    t.add_argument("--init", default="tiny", help="a pipeline folder (FaceLift pipeckpts, a run) or 'tiny'")
-    t.add_argument("--out", required=True, help="run folder (resumes when it holds a checkpoint)")
-    t.add_argument("--steps", type=int, default=0)
-    t.add_argument("--minutes", type=float, default=0.0)
-    t.add_argument("--batch", type=int, default=2, help="objects per step (each of 6 views)")
-    t.add_argument("--lr", type=float, default=1e-4)
-    t.add_argument("--size", type=int, default=64, help="tiny: view resolution (default 64)")
-    t.add_argument("--channels", default="32,64,96,128", help="tiny: UNet block widths (4, comma-separated)")
-    t.add_argument("--view-classes", action="store_true",
+    t.add_argument("data", nargs="*", help="sample folders, folders of samples, or FaceLift .txt lists "
+                                           "(on --resume: default, the run's own)")  # fmt: skip
+    add_train_flags(t, config_help="a YAML file of mvdiff training keys (MVDiffTrainConfig)")
+    # the trainer's own flags: None = not given (the config's value stays, e.g. the saved one on --resume)
+    t.add_argument("--init", help="a pipeline folder (FaceLift pipeckpts, a run) or 'tiny' (default)")
+    t.add_argument("--batch", type=int, help="objects per step and rank, each of 6 views (default 2)")
+    t.add_argument("--lr", type=float, help="learning rate (default 1e-4)")
+    t.add_argument("--size", type=int, help="tiny: view resolution (default 64)")
+    t.add_argument("--channels", help="tiny: UNet block widths, 4 comma-separated (default 32,64,96,128)")
+    t.add_argument("--view-classes", action="store_true", default=None,
                    help="tiny: each view's index as a class embedding in every ResNet block")
-    t.add_argument("--view-mode", choices=("learned", "camera"), default="",
+    t.add_argument("--view-mode", choices=("learned", "camera"),
                    help="view embeddings to train (default: as loaded; tiny: learned)")
-    t.add_argument("--trainable", choices=("all", "views"), default="all")
-    t.add_argument("--background", default="three_choices", help="white|black|gray|three_choices|random")
-    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
-    t.add_argument("--grad-checkpointing", action="store_true")
-    t.add_argument("--ema-decay", type=float, default=0.999)
-    t.add_argument("--condition-drop", type=float, default=0.05)
-    t.add_argument("--snr-gamma", type=float, default=5.0)
-    t.add_argument("--timestep-bias", choices=("none", "later", "earlier"), default="none",
+    t.add_argument("--trainable", choices=("all", "views"), help="default all")
+    t.add_argument("--background", help="white|black|gray|three_choices (default)|random")
+    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default fp32")
+    t.add_argument("--grad-checkpointing", action="store_true", default=None)
+    t.add_argument("--ema-decay", type=float, help="default 0.999; 0: no EMA")
+    t.add_argument("--condition-drop", type=float, help="default 0.05")
+    t.add_argument("--snr-gamma", type=float, help="Min-SNR gamma (default 5; 0: unweighted)")
+    t.add_argument("--snr-weighting", choices=("minsnr", "facelift"),
+                   help="minsnr (default): by prediction type, / (SNR + 1) for v-prediction; facelift: / SNR "
+                        "for every type, as FaceLift's train_diffusion.py")
+    t.add_argument("--timestep-bias", choices=("none", "later", "earlier"),
                    help="draw the last (later: high-noise) or first timesteps more often, as diffusers' SDXL "
-                        "script's --timestep_bias_strategy")
-    t.add_argument("--timestep-bias-multiplier", type=float, default=1.0)
-    t.add_argument("--timestep-bias-portion", type=float, default=0.25)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-every", type=int, default=500)
-    t.add_argument("--image-every", type=int, default=0, help="TensorBoard view grids every N steps")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+                        "script's --timestep_bias_strategy (default none)")
+    t.add_argument("--timestep-bias-multiplier", type=float, help="default 1")
+    t.add_argument("--timestep-bias-portion", type=float, help="default 0.25")
+    t.add_argument("--seed", type=int, help="default 0")
+    t.add_argument("--workers", type=int, help="DataLoader processes decoding batches (default 2)")
+    t.add_argument("--checkpoint-every", type=int, help="steps (default 500; also by time)")
+    t.add_argument("--image-every", type=int, help="TensorBoard view grids every N steps (default 0: off)")
     g = sub.add_parser("generate", help="six views of one image")
     g.add_argument("image", help="an RGB(A) image; alpha, when present, is composited over white")
     g.add_argument("--pipe", required=True, help="pipeline folder or a training run (uses RUN/pipeline)")
@@ -108,27 +113,39 @@ def _eval(args) -> int:
     return 0
 
 
-def _train(args) -> int:
-    import torch
+TRAIN_FLAGS = ("init", "batch", "lr", "size", "view_classes", "view_mode", "trainable", "background",
+               "precision", "grad_checkpointing", "ema_decay", "condition_drop", "snr_gamma", "snr_weighting",
+               "timestep_bias", "timestep_bias_multiplier", "timestep_bias_portion", "seed", "workers",
+               "checkpoint_every", "image_every")  # fmt: skip
 
+
+def _train(args) -> int:
+    import json
+    import os
+
+    from gausslift.cli._train import apply_threads, loop_options, train_config
+    from gausslift.errors import InputError
     from gausslift.mvdiff.train import MVDiffTrainConfig, train
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = MVDiffTrainConfig(
-        data=list(args.data), init=args.init, out=args.out, size=args.size, view_mode=args.view_mode,
-        channels=tuple(int(c) for c in args.channels.split(",")), view_classes=args.view_classes,
-        trainable=args.trainable, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr,
-        snr_gamma=args.snr_gamma, timestep_bias=args.timestep_bias,
-        timestep_bias_multiplier=args.timestep_bias_multiplier,
-        timestep_bias_portion=args.timestep_bias_portion,
-        condition_drop=args.condition_drop, ema_decay=args.ema_decay,
-        background=args.background, grad_checkpointing=args.grad_checkpointing, precision=args.precision,
-        device=args.device, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        image_every=args.image_every,
-    )  # fmt: skip
-    run = train(cfg)
-    print(f"{run}: pipeline in {run / 'pipeline'}, logs in {run}")
+    apply_threads(args)
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS}
+    if args.channels is not None:
+        try:
+            given["channels"] = [int(c) for c in args.channels.split(",")]
+        except ValueError:
+            msg = f"--channels must be comma-separated integers, got {args.channels!r}"
+            raise InputError(None, msg) from None
+    if args.data:
+        given["data"] = list(args.data)
+    flags = {k: json.dumps(v) for k, v in given.items() if v is not None}  # JSON: YAML that keeps strings
+    cfg = train_config(MVDiffTrainConfig, args, flags=flags)
+    if not cfg.data:
+        raise InputError(None, "give DATA: sample folders, folders of samples or .txt lists")
+    opts = loop_options(args, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every)
+    res = train(cfg, args.out, opts, device=args.device or "auto")
+    if os.environ.get("RANK", "0") == "0":  # torchrun: one line, from the rank that wrote
+        print(f"{res['run']}: {res['steps']} steps (stopped by {res['stopped_by']}), "
+              f"pipeline in {res['pipeline']}, logs in {res['run']}")  # fmt: skip
     return 0
 
 

@@ -9,16 +9,24 @@ DATA arguments may be sample folders, folders holding samples (searched recursiv
 Backgrounds are mask-aware, as FaceLift's FixViewDataset: straight-alpha RGBA composited over "white",
 "black", "gray", or "three_choices" (one of the three per sample, the same for all its views). Images come
 out float32 [V, H, W, 3] in [0, 1], resized (area) to the model resolution.
+
+Training batches (:class:`StepBatches`) are a pure function of (seed, step, rank): rank r of N draws from
+its shard of the samples (every N-th from r: disjoint across ranks), without replacement within an epoch of
+its shard, and its backgrounds from the same key. So a resumed run draws what an uninterrupted one would,
+with no generator to save, and `torch.utils.data.DataLoader` workers can decode the batches ahead of the
+training step (:func:`batch_loader`; pinned memory on CUDA).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from gausslift.errors import InputError
 from gausslift.scene import read_image_raw
@@ -113,3 +121,84 @@ def sample_angles(sample: Path, views: int):
     if not all(n in frames for n in names):
         return None
     return angles_from_viewmats(np.array([frames[n] for n in names], dtype=np.float64))
+
+
+def step_seed(seed: int, step: int, rank: int = 0, stream: int = 0) -> int:
+    """A well-mixed 64-bit seed for one (seed, step, rank, stream): the key of every random draw of a
+    training step (``stream`` tells the draws apart: samples, backgrounds, noise, ...)."""
+    key = [int(seed) % 2**64, int(rank), int(step), int(stream)]
+    return int(np.random.SeedSequence(key).generate_state(1, np.uint64)[0])
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item ``step``: this rank's training batch of that step, a pure function of (seed, step, rank).
+
+    ``samples`` is this rank's shard (``Dist.shard`` of every sample). Batch slot j of step s is draw
+    k = s * batch + j of the rank's stream: epoch k // n of the shard's n samples, each epoch a fresh
+    permutation (so every sample is seen once per epoch). Returns ``{"step", "index": [B] (into the shard),
+    "images": [B, V, 3, H, W] float32 in [0, 1]}`` and, with ``camera`` and cameras in every picked sample,
+    ``"angles": [B, 2, V]`` (elevation, azimuth)."""
+
+    STREAM_ORDER, STREAM_BACKGROUND = 1, 2
+
+    def __init__(self, samples, views: int, size: int, batch: int, background: str = "white", seed: int = 0,
+                 rank: int = 0, camera: bool = False):  # fmt: skip
+        if not samples:
+            raise InputError(None, "no training samples for this rank (fewer samples than ranks?)")
+        try:  # a bad mode is refused here, in one line, not in a worker
+            pick_background(background, random.Random(0))
+        except ValueError as e:
+            raise InputError(None, str(e)) from None
+        self.samples, self.views, self.size, self.batch = [Path(s) for s in samples], views, size, batch
+        self.background, self.seed, self.rank, self.camera = background, seed, rank, camera
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._perm is None or self._perm[0] != epoch:
+            gen = np.random.default_rng(step_seed(self.seed, epoch, self.rank, self.STREAM_ORDER))
+            self._perm = (epoch, gen.permutation(len(self.samples)))
+        return self._perm[1]
+
+    def picks(self, step: int) -> list[int]:
+        """Indices (into the shard) of the samples of step ``step``."""
+        n, out = len(self.samples), []
+        for k in range(step * self.batch, (step + 1) * self.batch):
+            out.append(int(self._order(k // n)[k % n]))
+        return out
+
+    def __getitem__(self, step: int) -> dict:
+        step = int(step)
+        idx = self.picks(step)
+        rng = random.Random(step_seed(self.seed, step, self.rank, self.STREAM_BACKGROUND))
+        picked = [self.samples[i] for i in idx]
+        views = [load_sample(s, self.views, self.size, pick_background(self.background, rng)) for s in picked]
+        item = {
+            "step": step,
+            "index": torch.tensor(idx),
+            "images": torch.from_numpy(np.stack(views)).permute(0, 1, 4, 2, 3).contiguous(),
+        }
+        if self.camera:
+            found = [sample_angles(s, self.views) for s in picked]
+            if all(a is not None for a in found):
+                item["angles"] = torch.tensor(np.array(found), dtype=torch.float32)
+        return item
+
+
+class _StepsFrom(torch.utils.data.Sampler):
+    """start, start + 1, ... (no end: the training loop decides when to stop)."""
+
+    def __init__(self, start: int):
+        self.start = int(start)
+
+    def __iter__(self):
+        return itertools.count(self.start)
+
+
+def batch_loader(batches: StepBatches, start: int, workers: int = 0, pin_memory: bool = False):
+    """The batches of steps start, start + 1, ... decoded by ``workers`` DataLoader processes (0: in this
+    one), pinned for an asynchronous copy to a GPU when ``pin_memory``."""
+    return torch.utils.data.DataLoader(
+        batches, batch_size=None, sampler=_StepsFrom(start), num_workers=max(0, int(workers)),
+        pin_memory=pin_memory, persistent_workers=False, prefetch_factor=2 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(0),  # worker seeds: not drawn from the global RNG
+    )  # fmt: skip

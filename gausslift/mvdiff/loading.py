@@ -20,12 +20,15 @@ pass `view_embeds=`. Folders we write add `view_conditioning/` (learned or camer
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from gausslift.errors import InputError
-from gausslift.ioutil import atomic_path, atomic_write_json
+from gausslift.ioutil import _umask, atomic_write_json
 from gausslift.models.mvunet import UNetMV2DConditionModel
 from gausslift.mvdiff.embeddings import ViewConditioning
 from gausslift.mvdiff.pipeline import MVDiffusionPipeline
@@ -170,10 +173,47 @@ def convert_views(views: ViewConditioning, mode: str) -> ViewConditioning:
     return new.load_fixed(views.embeds.detach())
 
 
+def _restore_interrupted(root: Path) -> None:
+    """Undo what a killed :func:`save_pretrained` left: its half-written temporary folders go; when it
+    died between moving the old folder aside and the new one in, the old one comes back."""
+    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    old = sorted(root.parent.glob(f".{root.name}.old-*"))
+    if old and not root.exists():
+        os.rename(old[-1], root)
+        old = old[:-1]
+    for o in old:
+        shutil.rmtree(o, ignore_errors=True)
+
+
 def save_pretrained(pipe: MVDiffusionPipeline, path) -> Path:
-    """Write the FaceLift folder layout (+ view_conditioning/, clr_embeds.pt, gausslift_mvdiff.json)."""
+    """Write the FaceLift folder layout (+ view_conditioning/, clr_embeds.pt, gausslift_mvdiff.json).
+
+    Atomic as a whole (one writer per folder): everything goes into a temporary sibling folder, which then
+    takes the place of ``path`` (an existing pipeline folder, or an empty one: anything else is refused); a
+    writer killed before that leaves the previous folder as it was (a kill between the two renames leaves it
+    as ``.NAME.old-*``, which the next call puts back)."""
     root = Path(path)
-    root.mkdir(parents=True, exist_ok=True)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _restore_interrupted(root)
+    if root.exists() and not (root.is_dir() and (not any(root.iterdir()) or (root / "unet").is_dir())):
+        raise InputError(root, "is not a pipeline folder, and saving would replace it: choose another path")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _write_parts(pipe, tmp)
+        old = root.with_name(f".{root.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+        if root.exists():
+            os.rename(root, old)
+        os.rename(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _write_parts(pipe: MVDiffusionPipeline, root: Path) -> None:
+    os.chmod(root, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder normal permissions
     parts = ["unet", "scheduler", "view_conditioning"]
     pipe.unet.save_pretrained(root / "unet")
     pipe.scheduler.save_pretrained(root / "scheduler")
@@ -187,7 +227,5 @@ def save_pretrained(pipe: MVDiffusionPipeline, path) -> Path:
         pipe.image_noising_scheduler.save_pretrained(root / "image_noising_scheduler")
         pipe.image_normalizer.save_pretrained(root / "image_normalizer")
         parts += list(UNCLIP_PARTS)
-    with atomic_path(root / FIXED_EMBEDS) as tmp:
-        torch.save(pipe.views().detach().cpu().float(), tmp)
+    torch.save(pipe.views().detach().cpu().float(), root / FIXED_EMBEDS)
     atomic_write_json(root / MARKER, {"parts": parts, "view_mode": pipe.views.config.mode})
-    return root

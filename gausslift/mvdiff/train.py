@@ -1,4 +1,4 @@
-"""Train or fine-tune a multi-view diffusion model, FaceLift's recipe (train_diffusion.py).
+"""Train or fine-tune a multi-view diffusion model, FaceLift's recipe (train_diffusion.py), on the one loop.
 
 Per step, for B objects of V views (view order fixed, view 0 the condition image):
 - the condition image's CLIP embedding (frozen encoder, unCLIP noise augmentation at level 0) and its VAE
@@ -10,23 +10,31 @@ Per step, for B objects of V views (view order fixed, view 0 the condition image
 - condition dropout for classifier-free guidance, whole objects at a time (FaceLift's "drop_as_a_whole"):
   with p ~ U(0,1) and rate d, the CLIP embedding is zeroed when p < 2d, the condition latents when
   d <= p < 3d (so d: CLIP only, d: both, d: latents only);
-- MSE to the scheduler's prediction type (epsilon, v_prediction or sample), weighted per view by
-  min(SNR, gamma) / SNR (min-SNR, gamma 5; FaceLift uses this form for every prediction type);
+- MSE to the scheduler's prediction type (epsilon, v_prediction or sample), weighted per view by Min-SNR-gamma
+  (`snr_weights`; gamma 5): min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v-prediction, min(SNR, gamma)
+  for sample, as the Min-SNR paper and diffusers' train_text_to_image.py. `snr_weighting: facelift` keeps
+  FaceLift's own form, min(SNR, gamma) / SNR for every prediction type (its train_diffusion.py, which trains
+  SD 2.1 unCLIP, a v-prediction model: that over-weights the high-noise steps);
 - AdamW (0.9, 0.999, weight decay 1e-2), gradient norm clipped to 1, an EMA of the trained weights which is
   what the run's `pipeline/` folder holds (decay warmed up as diffusers' EMAModel: `ema_decay_at`).
 Trainable: the UNet and non-fixed view embeddings ("all"), or the view embeddings alone ("views").
 Camera-mode view conditioning reads each sample's own camera angles from its opencv_cameras.json.
-Checkpoints (atomic, device-independent) resume a run where it stopped; logs as every gausslift trainer.
 
-Under `torchrun --nproc_per_node N -m gausslift mvdiff train ...` (WORLD_SIZE > 1) each process trains on
-its own draws (seed + rank) and DistributedDataParallel averages the gradients (NCCL on CUDA, one GPU per
-LOCAL_RANK; gloo on CPUs); rank 0 alone writes; a time budget stops every rank at the same step.
+The run is a :class:`MVDiffTask` on :class:`gausslift.train.loop.Loop`: budget, explicit resume (refused when
+a key of `shape_keys` changed), atomic checkpoints with the trainable weights, their EMA and the optimiser
+**by parameter name** (checked on load), logs, the non-finite guard with rollback, torchrun. Every random
+draw of a step is a pure function of (seed, step, rank): the batches (`mvdiff.data.StepBatches`, decoded
+ahead by DataLoader workers) and the noise, timesteps and dropout (a generator seeded per step), so a
+resumed run continues bit for bit and no generator has to be saved.
+
+Under `torchrun --nproc_per_node N -m gausslift mvdiff train ...` (WORLD_SIZE > 1) rank r trains on its
+shard of the samples (every N-th from r), gradients are averaged by all-reduces of device tensors through
+`Dist` (NCCL on CUDA, one GPU per LOCAL_RANK; gloo on CPUs); rank 0 alone writes; all ranks stop at the
+same step.
 """
 
 from __future__ import annotations
 
-import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,32 +42,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gausslift.config import save_config
 from gausslift.errors import InputError
 from gausslift.mvdiff import data as mvdata
-from gausslift.progress import progress
-from gausslift.train.budget import Budget
-from gausslift.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from gausslift.train.device import resolve_device
-from gausslift.train.guard import NonFiniteGuard
-from gausslift.train.runlog import RunLog
+from gausslift.train.dist import Dist, setup_dist
+from gausslift.train.guard import all_finite
+from gausslift.train.loop import Loop, LoopOptions, Task
+
+PIPELINE = "pipeline"  # the run's export: the EMA weights in the FaceLift folder layout
+SNR_WEIGHTINGS = ("minsnr", "facelift")
+STREAM_NOISE = 3  # mvdata.step_seed stream of the per-step generator (1, 2: the batches')
 
 
 @dataclass
 class MVDiffTrainConfig:
     data: list[str] = field(default_factory=list)
     init: str = "tiny"  # a pipeline folder (FaceLift pipeckpts or a run's pipeline/) or "tiny"
-    out: str = "run"
     size: int = 64  # tiny only: view resolution
     channels: tuple[int, ...] = (32, 64, 96, 128)  # tiny only: UNet block widths
     view_classes: bool = False  # tiny only: each view's index as a class embedding in every ResNet block
     view_mode: str = ""  # "", "learned" or "camera": convert the loaded view embeddings
     trainable: str = "all"  # "all" (UNet + view embeddings) or "views"
-    steps: int = 0
-    minutes: float = 0.0
-    batch: int = 2
+    batch: int = 2  # objects per step and rank
     lr: float = 1e-4
-    snr_gamma: float = 5.0
+    snr_gamma: float = 5.0  # 0: no Min-SNR weighting
+    snr_weighting: str = "minsnr"  # "minsnr" (by prediction type) or "facelift" (/ SNR for every type)
     timestep_bias: str = "none"  # none, later or earlier (diffusers' timestep_bias_strategy)
     timestep_bias_multiplier: float = 1.0
     timestep_bias_portion: float = 0.25
@@ -68,9 +74,9 @@ class MVDiffTrainConfig:
     background: str = "three_choices"
     grad_checkpointing: bool = False
     precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler)
-    device: str = "auto"
     seed: int = 0
-    checkpoint_every: int = 500
+    workers: int = 2  # DataLoader processes decoding the batches ahead (0: in the training process)
+    checkpoint_every: int = 500  # steps (the loop also checkpoints by time)
     image_every: int = 0  # TensorBoard grid of (input | sampled views | truth) every N steps; 0: off
     log_every: int = 10
 
@@ -90,26 +96,47 @@ def build_pipeline(cfg: MVDiffTrainConfig):
     return pipe
 
 
-def trainable_parameters(pipe, which: str) -> list[torch.nn.Parameter]:
+def trainable_parameters(pipe, which: str) -> dict[str, torch.nn.Parameter]:
+    """The parameters to train, by name ("unet.<name>", "views.<name>"); every other one frozen."""
     for m in pipe.modules().values():
         m.requires_grad_(False)
     if which not in ("all", "views"):
-        raise ValueError("trainable must be 'all' or 'views'")
+        raise InputError(None, f"trainable must be 'all' or 'views', not {which!r}")
     if which == "all":
         pipe.unet.requires_grad_(True)
     if pipe.views.config.mode != "fixed":
         pipe.views.requires_grad_(True)
-    params = [p for m in (pipe.unet, pipe.views) for p in m.parameters() if p.requires_grad]
+    params = {f"{prefix}.{n}": p for prefix, m in (("unet", pipe.unet), ("views", pipe.views))
+              for n, p in m.named_parameters() if p.requires_grad}  # fmt: skip
     if not params:
         raise InputError(None, "nothing to train: fixed view embeddings with trainable='views' "
                                "(use view_mode learned or camera)")  # fmt: skip
     return params
 
 
-def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-    snr = (ac / (1.0 - ac)).clamp(min=1e-12)  # a schedule may reach alpha_bar = 0 at its last step
-    return torch.clamp(snr, max=gamma) / snr
+def snr_weights(scheduler, timesteps: torch.Tensor, gamma: float, prediction_type: str | None = None,
+                weighting: str = "minsnr") -> torch.Tensor:  # fmt: skip
+    """Min-SNR-gamma loss weights (Hang et al. 2023) of the MSE to the scheduler's prediction target.
+
+    With SNR = alpha_bar / (1 - alpha_bar), the weight that makes every prediction type's loss the
+    x0-loss weighted by min(SNR, gamma): epsilon min(SNR, gamma) / SNR, v_prediction min(SNR, gamma) /
+    (SNR + 1), sample min(SNR, gamma) (diffusers' train_text_to_image.py). ``weighting="facelift"``:
+    min(SNR, gamma) / SNR whatever the prediction type, as FaceLift's train_diffusion.py."""
+    if weighting not in SNR_WEIGHTINGS:
+        raise InputError(None, f"snr_weighting must be one of {', '.join(SNR_WEIGHTINGS)}, not {weighting!r}")
+    kind = prediction_type or scheduler.config.prediction_type
+    ac = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].double()
+    snr = ac / (1.0 - ac)
+    capped = torch.clamp(snr, max=gamma)
+    if weighting == "facelift" or kind == "epsilon":
+        w = capped / snr.clamp(min=1e-12)  # a schedule may reach alpha_bar = 0 at its last step
+    elif kind == "v_prediction":
+        w = capped / (snr + 1.0)
+    elif kind == "sample":
+        w = capped
+    else:
+        raise ValueError(f"unknown prediction type {kind!r}")
+    return w.float()
 
 
 def timestep_weights(cfg: MVDiffTrainConfig, num_timesteps: int) -> torch.Tensor:
@@ -131,7 +158,7 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
                   angles=None, t_weights: torch.Tensor | None = None):  # fmt: skip
     """FaceLift's loss on [B*V, 3, H, W] condition images (view 0 repeated) and targets; scalar.
     angles: [B, 2, V] (elevation, azimuth) per object for camera-mode view conditioning (default: the rig).
-    t_weights: the run's `timestep_weights` (built here when None)."""
+    t_weights: the run's `timestep_weights` (built here when None). Every draw comes from ``gen``."""
     v, n = pipe.num_views, inputs.shape[0]
     b = n // v
     dev = pipe.device
@@ -169,64 +196,21 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
         raise ValueError(f"unknown prediction type {kind!r}")
     loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if cfg.snr_gamma > 0:
-        loss = loss * snr_weights(noise_sched, t, cfg.snr_gamma)
+        loss = loss * snr_weights(noise_sched, t, cfg.snr_gamma, kind, cfg.snr_weighting)
     return loss.mean()
 
 
-def _batch(pipe, samples, cfg, rng: random.Random):
-    """(condition images, targets) [B*V, 3, H, W] and, in camera mode, each object's angles [B, 2, V]."""
-    v, size = pipe.num_views, pipe.resolution
-    picked = [rng.choice(samples) for _ in range(cfg.batch)]
-    views = [mvdata.load_sample(s, v, size, mvdata.pick_background(cfg.background, rng)) for s in picked]
-    x = torch.from_numpy(np.stack(views)).permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*V, 3, H, W]
-    inputs = x.view(cfg.batch, v, *x.shape[1:])[:, :1].expand(-1, v, -1, -1, -1).flatten(0, 1)
-    angles = None
-    if pipe.views.config.mode == "camera":
-        found = [mvdata.sample_angles(s, v) for s in picked]
-        if all(a is not None for a in found):
-            angles = torch.tensor(np.array(found), dtype=torch.float32)
-    return inputs.to(pipe.device), x.to(pipe.device), angles
-
-
-class _Loss(torch.nn.Module):
-    """The trainable modules with the loss as forward, so that DistributedDataParallel can wrap them."""
-
-    def __init__(self, pipe, noise_sched, cfg):
-        super().__init__()
-        self.unet, self.views = pipe.unet, pipe.views
-        self.pipe, self.noise_sched, self.cfg = [pipe], noise_sched, cfg  # lists: not submodules
-        self.t_weights = timestep_weights(cfg, noise_sched.config.num_train_timesteps)  # once per run
-
-    def forward(self, inputs, targets, gen, angles=None):
-        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen, angles,
-                             self.t_weights)  # fmt: skip
-
-
-def _distributed():
-    """(rank, world, local_rank) under torchrun, initialising the process group; (0, 1, 0) otherwise."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def _all_agree(flag: bool, world: int) -> bool:
-    """True only when every rank says True (so that all ranks skip or stop together)."""
-    if world == 1:
-        return flag
-    import torch.distributed as dist
-
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    return bool(t.item() > 0.5)
-
-
-def _ema_copy(params):
-    return [p.detach().clone() for p in params]
+def _buckets(tensors, limit: int):
+    """Runs of consecutive ``tensors`` of one dtype, at most ``limit`` elements each (or one tensor)."""
+    bucket, size = [], 0
+    for t in tensors:
+        if bucket and (size + t.numel() > limit or t.dtype != bucket[0].dtype):
+            yield bucket
+            bucket, size = [], 0
+        bucket.append(t)
+        size += t.numel()
+    if bucket:
+        yield bucket
 
 
 def ema_decay_at(decay: float, updates: int) -> float:
@@ -238,113 +222,222 @@ def ema_decay_at(decay: float, updates: int) -> float:
     return 0.0 if n == 0 else min(decay, (1.0 + n) / (10.0 + n))
 
 
-def train(cfg: MVDiffTrainConfig) -> Path:
-    """Run (or resume) training; returns the run folder, whose `pipeline/` holds the EMA model."""
-    from diffusers import DDPMScheduler
+def split_condition(images: torch.Tensor):
+    """[B, V, 3, H, W] -> (condition images: each object's view 0 for all its views, targets), [B*V, ...]."""
+    b, v = images.shape[:2]
+    return images[:, :1].expand(-1, v, -1, -1, -1).flatten(0, 1), images.flatten(0, 1)
 
-    from gausslift.mvdiff.loading import save_pretrained
 
-    if cfg.steps <= 0 and cfg.minutes <= 0:
-        raise InputError(None, "give a training length: steps and/or minutes")
-    timestep_weights(cfg, 1000)  # a bad timestep bias is refused before anything is built or written
-    rank, world, local_rank = _distributed()
-    run = Path(cfg.out)
-    if rank == 0:
-        run.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run / "config.yaml")
-    device = resolve_device(cfg.device)
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    pipe = build_pipeline(cfg).to(device)
-    samples = mvdata.find_samples(cfg.data, pipe.num_views)
-    if cfg.grad_checkpointing:
-        pipe.unet.enable_gradient_checkpointing()
-    params = trainable_parameters(pipe, cfg.trainable)
-    pipe.unet.train(cfg.trainable == "all")
-    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-    amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    ema = _ema_copy(params) if cfg.ema_decay > 0 else None
-    budget, guard = Budget(minutes=cfg.minutes, steps=cfg.steps), NonFiniteGuard()
-    seed = cfg.seed + 1000 * rank
-    gen, rng, step = torch.Generator().manual_seed(seed), random.Random(seed), 0
-    ckpt = run / "checkpoint.pt"
-    if ckpt.exists():
-        state = load_checkpoint(ckpt)
-        for p, q in zip(params, state["params"]):
-            p.data.copy_(q)
-        opt.load_state_dict(state["opt"])
-        ema = None if ema is None else [e.to(device) for e in state["ema"]]
-        budget.restore(state["budget"])
-        set_rng_state(state["rng"], gen)
-        rng.setstate(state["py_rng"])
-        step = int(state["step"])
-        if rank:  # other ranks: their own draws from here on
-            gen.manual_seed(seed + step)
-            rng.seed(seed + step)
-    model = _Loss(pipe, noise_sched, cfg)
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+class MVDiffTask(Task):
+    """mvdiff training as a :class:`gausslift.train.loop.Task`: the trainable weights, their EMA, a batch
+    and FaceLift's loss."""
 
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    log = RunLog(run, columns=("step", "loss", "seconds"), resume_step=step if ckpt.exists() else None) \
-        if rank == 0 else None
+    name = "mvdiff"
+    columns = ("step", "loss", "seconds", "grad_norm")
+    time_key = "seconds"
 
-    saved = [step]
+    def __init__(self, cfg: MVDiffTrainConfig):
+        self.cfg = cfg
+        self._iter, self._next_step = None, -1
 
-    def checkpoint():
-        saved[0] = step
-        if rank:
+    @property
+    def shape_keys(self) -> tuple[str, ...]:  # the keys that decide the trainable parameters' names/shapes
+        tiny = ("size", "channels", "view_classes") if self.cfg.init == "tiny" else ()
+        return ("init", *tiny, "view_mode", "trainable")
+
+    def config(self) -> MVDiffTrainConfig:
+        return self.cfg
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        from diffusers import DDPMScheduler
+
+        cfg, dev = self.cfg, self.dist.device
+        timestep_weights(cfg, 1000)  # bad settings are refused before anything is built or written
+        if cfg.snr_weighting not in SNR_WEIGHTINGS:
+            raise InputError(None, f"snr_weighting must be minsnr or facelift, not {cfg.snr_weighting!r}")
+        if cfg.precision not in ("fp32", "bf16", "fp16"):
+            raise InputError(None, f"precision must be fp32, bf16 or fp16, not {cfg.precision!r}")
+        pipe = build_pipeline(cfg).to(dev)
+        samples = mvdata.find_samples(cfg.data, pipe.num_views)
+        shard = self.dist.shard(samples)
+        if not shard:
+            raise InputError(None, f"{len(samples)} sample(s) cannot be shared by {self.dist.world} ranks")
+        camera = pipe.views.config.mode == "camera"
+        self.batches = mvdata.StepBatches(shard, pipe.num_views, pipe.resolution, cfg.batch, cfg.background,
+                                          cfg.seed, self.dist.rank, camera)  # fmt: skip
+        if cfg.grad_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        self.params = trainable_parameters(pipe, cfg.trainable)
+        pipe.unet.train(cfg.trainable == "all")
+        self.pipe, self.noise_sched = pipe, DDPMScheduler.from_config(pipe.scheduler.config)
+        self.t_weights = timestep_weights(cfg, self.noise_sched.config.num_train_timesteps)
+        plist = list(self.params.values())
+        self.opt = torch.optim.AdamW(plist, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
+        self.amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
+        self.ema = {n: p.detach().clone() for n, p in self.params.items()} if cfg.ema_decay > 0 else None
+        self.ema_updates = 0
+        self._iter, self._synced = None, self.dist.world == 1
+
+    def state_dict(self) -> dict:
+        return {
+            "params": {n: p.detach() for n, p in self.params.items()},
+            "ema": self.ema,
+            "ema_updates": self.ema_updates,
+            "optim": self.opt.state_dict(),  # its parameters are self.params' values, in this (named) order
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Named and checked: a checkpoint whose trainable parameters differ in name or shape is refused."""
+        saved = state["params"]
+        missing = [n for n in self.params if n not in saved]
+        extra = [n for n in saved if n not in self.params]
+        shapes = [f"{n} {tuple(saved[n].shape)} -> {tuple(p.shape)}" for n, p in self.params.items()
+                  if n in saved and saved[n].shape != p.shape]  # fmt: skip
+        if missing or extra or shapes or list(saved) != list(self.params):
+            found = (("not in the checkpoint", missing), ("only in the checkpoint", extra), ("shape", shapes))
+            what = "; ".join(
+                f"{label}: {', '.join(names[:3])}{' ...' if len(names) > 3 else ''} ({len(names)})"
+                for label, names in found
+                if names
+            )
+            what = what or "the parameters' order differs"
+            raise InputError(None, f"the checkpoint's trainable parameters do not fit this model ({what}); "
+                                   "start a new run (another --out)")  # fmt: skip
+        if (state["ema"] is None) != (self.ema is None):
+            on = "on" if self.ema is not None else "off"
+            raise InputError(None, f"cannot resume with the EMA turned {on} (ema_decay 0 means no EMA): it "
+                                   "changes the saved state; start a new run (another --out)")  # fmt: skip
+        with torch.no_grad():
+            for n, p in self.params.items():
+                p.copy_(saved[n])
+            if self.ema is not None:
+                self.ema = {n: state["ema"][n].to(p.device, p.dtype).clone() for n, p in self.params.items()}
+        self.opt.load_state_dict(state["optim"])
+        self.ema_updates = int(state["ema_updates"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+
+    def finite(self) -> bool:
+        return all_finite(self.params.values())
+
+    # -- one step ------------------------------------------------------------------------------------------
+    def _batch(self, step: int) -> dict:
+        """The batch of ``step`` from the DataLoader (restarted at ``step`` when it is not the next one)."""
+        if self._iter is None or self._next_step != step:
+            self._iter = None  # its workers exit
+            pin = self.dist.device.type == "cuda"
+            self._iter = iter(mvdata.batch_loader(self.batches, step, self.cfg.workers, pin_memory=pin))
+        item = next(self._iter)
+        if item["step"] != step:
+            raise RuntimeError(f"the data loader gave step {item['step']}'s batch for step {step}")
+        self._next_step = step + 1
+        return item
+
+    def _check_ranks_agree(self) -> None:
+        """Once per process: every rank starts from the same weights (else they would silently drift)."""
+        fp = torch.stack([p.detach().double().sum() for p in self.params.values()]).sum()
+        t = torch.stack([fp, -fp]).to(self.dist.device)
+        self.dist.all_reduce(t, torch.distributed.ReduceOp.MAX)
+        if float(t[0]) != -float(t[1]):
+            raise RuntimeError("the ranks' trainable weights differ at the start")
+        self._synced = True
+
+    def loss(self, step: int):
+        if not self._synced:
+            self._check_ranks_agree()
+        item = self._batch(step)
+        dev = self.dist.device
+        inputs, targets = split_condition(item["images"].to(dev, non_blocking=True))
+        angles = item.get("angles")
+        seed = mvdata.step_seed(self.cfg.seed, step, self.dist.rank, STREAM_NOISE)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
+            loss = training_loss(self.pipe, self.noise_sched, inputs, targets, self.cfg, gen, angles,
+                                 self.t_weights)  # fmt: skip
+        self._last = (inputs, targets)
+        return loss, {}
+
+    def _average_gradients(self) -> None:
+        """The mean gradient over the ranks: bucketed all-reduces of device tensors through ``Dist``."""
+        grads = []
+        for p in self.params.values():
+            if p.grad is None:  # every rank reduces the same tensors, used or not
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+        for bucket in _buckets(grads, 1 << 24):
+            flat = torch.cat([g.reshape(-1) for g in bucket])
+            self.dist.all_reduce(flat)
+            flat /= self.dist.world
+            for g, x in zip(bucket, flat.split([g.numel() for g in bucket])):
+                g.copy_(x.view_as(g))
+
+    def update(self, loss, step: int, lr_scale: float) -> dict:
+        lr = self.cfg.lr * lr_scale
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.dist.world > 1:
+            self._average_gradients()  # before unscaling: every rank then sees the same inf/NaN
+        self.scaler.unscale_(self.opt)
+        norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema_updates += 1
+            decay = ema_decay_at(self.cfg.ema_decay, self.ema_updates)
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.ema.values()), [p.detach() for p in self.params.values()],
+                                     1.0 - decay)  # fmt: skip
+        return {"grad_norm": norm, "lr": lr}
+
+    # -- outputs -------------------------------------------------------------------------------------------
+    def after_step(self, step: int, log) -> None:
+        every = self.cfg.image_every
+        if log is None or not every or step % every:
             return
-        save_checkpoint(ckpt, {"step": step, "params": [p.detach() for p in params], "opt": opt.state_dict(),
-                               "ema": ema, "budget": budget.state(), "rng": rng_state(gen),
-                               "py_rng": rng.getstate()})  # fmt: skip
-        live = [p.detach().clone() for p in params] if ema is not None else None
-        with torch.no_grad():  # the exported pipeline carries the EMA weights
-            for p, e in zip(params, ema or []):
-                p.copy_(e)
-            save_pretrained(pipe, run / "pipeline")
-            for p, q in zip(params, live or []):
-                p.copy_(q)
+        inputs, targets = self._last
+        with torch.no_grad():
+            views = self.pipe(inputs[0].permute(1, 2, 0).float().cpu().numpy(), num_inference_steps=20,
+                              generator=torch.Generator().manual_seed(0))[0]  # fmt: skip
+        truth = targets[: self.pipe.num_views].permute(0, 2, 3, 1).float().cpu().numpy()
+        log.log_images("views", np.concatenate([views, truth]), step)
 
-    bar = progress(total=cfg.steps or None, desc="mvdiff train", initial=step, disable=rank > 0)
-    try:
-        while _all_agree(not budget.done(step), world):  # every rank stops at the same step
-            inputs, targets, angles = _batch(pipe, samples, cfg, rng)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                loss = model(inputs, targets, gen, angles)
-            if not _all_agree(guard.check(loss), world):
-                if guard.rollback:
-                    raise InputError(run, "loss is not finite several steps in a row (lower --lr?)")
-                continue
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            scaler.step(opt)
-            scaler.update()
-            if ema is not None:
-                with torch.no_grad():
-                    decay = ema_decay_at(cfg.ema_decay, step + 1)
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 1.0 - decay)
-            step += 1
-            bar.update(1)
-            if log is not None and step % cfg.log_every == 0:
-                log.write({"step": step, "loss": loss.item(), "seconds": budget.elapsed()})
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if log is not None and cfg.image_every and step % cfg.image_every == 0:
-                with torch.no_grad():
-                    views = pipe(inputs[0].permute(1, 2, 0).cpu().numpy(), num_inference_steps=20,
-                                 generator=torch.Generator().manual_seed(0))[0]  # fmt: skip
-                truth = targets[: pipe.num_views].permute(0, 2, 3, 1).cpu().numpy()
-                log.log_images("views", np.concatenate([views, truth]), step)
-    finally:  # Ctrl-C or the end: keep what was learned
-        bar.close()
-        if step > saved[0]:
-            checkpoint()
-        if log is not None:
-            log.close()
-    return run
+    def save_outputs(self) -> None:
+        """RUN/pipeline/ with the EMA weights (the live ones without an EMA), written atomically."""
+        from gausslift.mvdiff.loading import save_pretrained
+
+        live = [p.detach().clone() for p in self.params.values()] if self.ema is not None else []
+        try:
+            with torch.no_grad():
+                for n, p in self.params.items() if self.ema is not None else ():
+                    p.copy_(self.ema[n])
+            save_pretrained(self.pipe, self.loop.out / PIPELINE)
+        finally:
+            with torch.no_grad():
+                for p, q in zip(self.params.values(), live):
+                    p.copy_(q)
+
+    def finish(self, result: dict) -> dict:
+        self._iter = None
+        return result | {"run": str(self.loop.out), "pipeline": str(self.loop.out / PIPELINE)}
+
+
+def options(cfg: MVDiffTrainConfig, **kw) -> LoopOptions:
+    """LoopOptions: the config's checkpoint and log intervals, then ``kw`` (iters, minutes, resume, ...)."""
+    return LoopOptions(**({"checkpoint_every": cfg.checkpoint_every, "log_every": cfg.log_every} | kw))
+
+
+def train(cfg: MVDiffTrainConfig, out, opts: LoopOptions | None = None, device: str | None = "auto",
+          dist: Dist | None = None) -> dict:  # fmt: skip
+    """Train in the run folder ``out`` (or continue it: ``opts.resume``); returns the loop's result, with
+    ``run`` and ``pipeline`` (RUN/pipeline: the EMA model in the FaceLift folder layout)."""
+    timestep_weights(cfg, 1000)  # refused before a process group or anything else is set up
+    opts = opts or options(cfg)
+    if opts.iters <= 0 and opts.minutes <= 0:
+        raise InputError(None, "give a training length: --iters N and/or --minutes M")
+    dist = dist or setup_dist(device)
+    return Loop(MVDiffTask(cfg), Path(out), opts, dist).run()
