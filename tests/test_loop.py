@@ -256,3 +256,13 @@ def test_extend_uses_the_time_left_at_the_schedules_end(tmp_path, monkeypatch):
     clock["t"] = 0.0
     res2 = L.Loop(short, tmp_path / "s", opts(iters=0, minutes=1.0, warmup_seconds=5)).run()
     assert res2["steps"] == res2["planned_steps"] and res2["stopped_by"] == "steps"  # without: it stops
+
+
+def test_shared_flags_do_not_import_torch_and_match_the_loop():
+    import subprocess
+    import sys
+
+    code = "import sys, gausslift.cli._train as t; print('torch' in sys.modules, t.CONFIG)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = res.stdout.split()
+    assert out == ["False", L.CONFIG]

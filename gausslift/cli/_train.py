@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gausslift.config import apply_overrides, load_config
-from gausslift.train.loop import CONFIG, LoopOptions
+
+CONFIG = "config.yaml"  # gausslift.train.loop.CONFIG (not imported here: parsers stay free of torch)
 
 
 def add_train_flags(p: argparse.ArgumentParser, config_help: str = "a YAML config file") -> None:
@@ -46,8 +47,10 @@ def train_config(cls, args, presets: dict[str, Callable] | None = None, flags: d
     return apply_overrides(cfg, sets + list(args.set))
 
 
-def loop_options(args, **kw) -> LoopOptions:
+def loop_options(args, **kw):
     """LoopOptions from the shared flags (``iters``, ``minutes``, ``resume``, ``quiet``) and ``kw``."""
+    from gausslift.train.loop import LoopOptions
+
     base = dict(iters=args.iters or 0, minutes=args.minutes or 0.0, resume=args.resume, quiet=args.quiet)
     return LoopOptions(**(base | kw))
 
