@@ -28,9 +28,12 @@ ahead by DataLoader workers) and the noise, timesteps and dropout (a generator s
 resumed run continues bit for bit and no generator has to be saved.
 
 Under `torchrun --nproc_per_node N -m gausslift mvdiff train ...` (WORLD_SIZE > 1) rank r trains on its
-shard of the samples (every N-th from r), gradients are averaged by all-reduces of device tensors through
-`Dist` (NCCL on CUDA, one GPU per LOCAL_RANK; gloo on CPUs); rank 0 alone writes; all ranks stop at the
-same step.
+shard of the samples (every N-th from r); the trainable modules (UNet and view embeddings, with the loss as
+their forward: `_Loss`) are wrapped in torch's DistributedDataParallel, which broadcasts rank 0's weights
+when it is built and averages the gradients during the backward pass (NCCL on CUDA, one GPU per LOCAL_RANK;
+gloo on CPUs); rank 0 alone writes; all ranks stop at the same step. A step the loop's non-finite guard
+skips has run DDP's forward without a backward: allowed, as DDP (find_unused_parameters=False) only
+requires each backward it sees to reduce every trainable parameter.
 """
 
 from __future__ import annotations
@@ -200,19 +203,6 @@ def training_loss(pipe, noise_sched, inputs, targets, cfg: MVDiffTrainConfig, ge
     return loss.mean()
 
 
-def _buckets(tensors, limit: int):
-    """Runs of consecutive ``tensors`` of one dtype, at most ``limit`` elements each (or one tensor)."""
-    bucket, size = [], 0
-    for t in tensors:
-        if bucket and (size + t.numel() > limit or t.dtype != bucket[0].dtype):
-            yield bucket
-            bucket, size = [], 0
-        bucket.append(t)
-        size += t.numel()
-    if bucket:
-        yield bucket
-
-
 def ema_decay_at(decay: float, updates: int) -> float:
     """The EMA decay for the ``updates``-th update (1-based), as diffusers' ``EMAModel`` (no
     ``update_after_step``, no ``use_ema_warmup``): ``min(decay, (1 + n) / (10 + n))`` with n = updates - 1.
@@ -226,6 +216,21 @@ def split_condition(images: torch.Tensor):
     """[B, V, 3, H, W] -> (condition images: each object's view 0 for all its views, targets), [B*V, ...]."""
     b, v = images.shape[:2]
     return images[:, :1].expand(-1, v, -1, -1, -1).flatten(0, 1), images.flatten(0, 1)
+
+
+class _Loss(torch.nn.Module):
+    """The trainable modules (the UNet, the view embeddings) with FaceLift's loss as their forward: what
+    DistributedDataParallel wraps under torchrun (their parameters that require grad are the ones it
+    averages). The pipeline, whose other modules are frozen, is held in a list: not a submodule."""
+
+    def __init__(self, pipe, noise_sched, cfg: MVDiffTrainConfig, t_weights: torch.Tensor):
+        super().__init__()
+        self.unet, self.views = pipe.unet, pipe.views
+        self.pipe, self.noise_sched, self.cfg, self.t_weights = [pipe], noise_sched, cfg, t_weights
+
+    def forward(self, inputs, targets, gen: torch.Generator, angles=None):
+        return training_loss(self.pipe[0], self.noise_sched, inputs, targets, self.cfg, gen, angles,
+                             self.t_weights)  # fmt: skip
 
 
 class MVDiffTask(Task):
@@ -278,7 +283,12 @@ class MVDiffTask(Task):
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if cfg.ema_decay > 0 else None
         self.ema_updates = 0
-        self._iter, self._synced = None, self.dist.world == 1
+        self._iter = None
+        self.net = _Loss(pipe, self.noise_sched, cfg, self.t_weights)
+        if self.dist.world > 1:  # broadcasts rank 0's weights now; averages the gradients in backward
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.net, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     def state_dict(self) -> dict:
         return {
@@ -336,18 +346,7 @@ class MVDiffTask(Task):
         self._next_step = step + 1
         return item
 
-    def _check_ranks_agree(self) -> None:
-        """Once per process: every rank starts from the same weights (else they would silently drift)."""
-        fp = torch.stack([p.detach().double().sum() for p in self.params.values()]).sum()
-        t = torch.stack([fp, -fp]).to(self.dist.device)
-        self.dist.all_reduce(t, torch.distributed.ReduceOp.MAX)
-        if float(t[0]) != -float(t[1]):
-            raise RuntimeError("the ranks' trainable weights differ at the start")
-        self._synced = True
-
     def loss(self, step: int):
-        if not self._synced:
-            self._check_ranks_agree()
         item = self._batch(step)
         dev = self.dist.device
         inputs, targets = split_condition(item["images"].to(dev, non_blocking=True))
@@ -355,33 +354,18 @@ class MVDiffTask(Task):
         seed = mvdata.step_seed(self.cfg.seed, step, self.dist.rank, STREAM_NOISE)
         gen = torch.Generator().manual_seed(seed)
         with torch.autocast(dev.type, dtype=self.amp, enabled=self.amp is not None):
-            loss = training_loss(self.pipe, self.noise_sched, inputs, targets, self.cfg, gen, angles,
-                                 self.t_weights)  # fmt: skip
+            loss = self.net(inputs, targets, gen, angles)
         self._last = (inputs, targets)
         return loss, {}
-
-    def _average_gradients(self) -> None:
-        """The mean gradient over the ranks: bucketed all-reduces of device tensors through ``Dist``."""
-        grads = []
-        for p in self.params.values():
-            if p.grad is None:  # every rank reduces the same tensors, used or not
-                p.grad = torch.zeros_like(p)
-            grads.append(p.grad)
-        for bucket in _buckets(grads, 1 << 24):
-            flat = torch.cat([g.reshape(-1) for g in bucket])
-            self.dist.all_reduce(flat)
-            flat /= self.dist.world
-            for g, x in zip(bucket, flat.split([g.numel() for g in bucket])):
-                g.copy_(x.view_as(g))
 
     def update(self, loss, step: int, lr_scale: float) -> dict:
         lr = self.cfg.lr * lr_scale
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
+        # under torchrun DDP averages the gradients in this backward, before unscaling: every rank then has
+        # the same gradients (the same inf/NaN for the scaler, the same clipped norm, the same step)
         self.scaler.scale(loss).backward()
-        if self.dist.world > 1:
-            self._average_gradients()  # before unscaling: every rank then sees the same inf/NaN
         self.scaler.unscale_(self.opt)
         norm = torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
         self.scaler.step(self.opt)
