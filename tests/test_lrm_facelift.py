@@ -236,3 +236,22 @@ def test_same_gaussians_as_facelift_code(mode):
     pix = g.means[0, n:]
     assert g.depths.std() > 0.3
     assert (pix.abs().max() <= 1.0) if mode == "train_clip" else (pix.abs() > 1).any()
+
+
+def test_load_model_and_predict_cli_take_the_head_size(tmp_path):
+    """``lrm predict --d-head`` reaches the loader; without it the CLI refuses in one line."""
+    from gausslift.cli import main
+    from gausslift.lrm.train import load_model
+
+    ref = torch.load(REF, map_location="cpu", weights_only=True)
+    origin = load_facelift_checkpoint(GSLRM(gslrm_config("tiny", **ref["arch"])), REF).eval()
+    path = _save(tmp_path, ref["model"])
+    model, info = load_model(path, d_head=32)
+    assert info["kind"] == "facelift" and model.cfg.d_head == 32
+    assert _gaussian_gap(_predict(model, ref), _predict(origin, ref)) <= 1e-6
+    img = tmp_path / "a.png"
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(img), np.full((32, 32, 3), 255, np.uint8))
+    assert main(["lrm", "predict", str(img), "--ckpt", str(path), "--out", str(tmp_path / "o")]) == 1

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--size", type=int, default=0, help="input size (default: the model's)")
     q.add_argument("--frames", type=int, default=120, help="turntable frames")
     q.add_argument("--no-turntable", action="store_true")
+    q.add_argument("--d-head", type=int, default=None,
+                   help="FaceLift checkpoint only: its attention head size (model.transformer.d_head), which "
+                        "its weights do not record (default: its config.yaml, or 64 for the released model)")
     q.add_argument("--device", default="auto")
 
     e = sub.add_parser("eval", help="held-out novel views against the targets, and a per-scene fit")
@@ -88,7 +91,7 @@ def _predict(args) -> int:
     for p in paths:
         if not p.exists():
             raise InputError(p, "no such file or folder")
-    model, _ = load_model(args.ckpt, resolve_device(args.device, None))
+    model, _ = load_model(args.ckpt, resolve_device(args.device, None), d_head=args.d_head)
     if len(paths) == 1 and paths[0].is_dir():
         root = paths[0]
         if (root / "opencv_cameras.json").is_file():

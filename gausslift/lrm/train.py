@@ -142,8 +142,10 @@ def _format(path: Path):
     return ck.get("format") if isinstance(ck, dict) else None
 
 
-def load_model(path, device="cpu") -> tuple[GSLRM, dict]:
-    """A model from a run folder, a run checkpoint or FaceLift's ``ckpt_*.pt``; (model, info)."""
+def load_model(path, device="cpu", d_head: int | None = None) -> tuple[GSLRM, dict]:
+    """A model from a run folder, a run checkpoint or FaceLift's ``ckpt_*.pt``; (model, info).
+    ``d_head``: a FaceLift checkpoint's attention head size, which its weights do not record (our runs
+    record it in their config)."""
     from gausslift.config import from_dict
     from gausslift.models.gslrm import GSLRMConfig
 
@@ -156,7 +158,7 @@ def load_model(path, device="cpu") -> tuple[GSLRM, dict]:
     else:
         from gausslift.lrm.facelift_ckpt import load_facelift_model
 
-        model, info = load_facelift_model(path), {"source": str(path), "kind": "facelift"}
+        model, info = load_facelift_model(path, d_head=d_head), {"source": str(path), "kind": "facelift"}
     return model.to(device).eval(), info
 
 
