@@ -12,8 +12,24 @@ from gausslift.errors import GaussliftError
 
 VERBS = (
     "demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view",
-    "synth", "lrm", "mvdiff", "lift", "avatar",
+    "synth", "lrm", "mvdiff", "lift", "avatar", "track",
 )
+
+
+# optional extras: a module that is missing -> the extra that brings it (pyproject.toml)
+EXTRAS = {
+    "diffusers": "diffusion", "transformers": "diffusion", "safetensors": "diffusion",
+    "gsplat": "gsplat", "trimesh": "mesh", "embreex": "mesh", "tensorboard": "tensorboard",
+}
+
+
+def missing_extra(e: ModuleNotFoundError) -> str | None:
+    """One line naming the extra and its pip command when ``e`` is a missing optional module."""
+    top = (e.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return None
+    return f"needs the optional extra '{extra}' ({top} is not installed): pip install 'gausslift[{extra}]'"
 
 
 def _load(verb: str):
@@ -51,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except GaussliftError as e:
         print(f"gausslift {args.verb}: error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        line = missing_extra(e)
+        if line is None:
+            raise
+        print(f"gausslift {args.verb}: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"gausslift {args.verb}: interrupted", file=sys.stderr)
