@@ -211,3 +211,20 @@ def test_to_scalars_and_image_grid(tmp_path):
     assert out.shape == image_grid(imgs).shape
     if log.tb is not None:
         assert any((tmp_path / "tb").iterdir())
+
+
+def test_autocast_dtype_picks_bf16_only_where_it_is_fast(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(dev, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(dev, "_BF16_WARNED", [])
+    assert dev.autocast_dtype("auto", cpu) is None and dev.autocast_dtype("auto", cuda) == torch.bfloat16
+    assert dev.autocast_dtype("fp32", cuda) is None and dev.autocast_dtype("fp16", cpu) == torch.float16
+    with pytest.warns(UserWarning, match="without AMX"):
+        assert dev.autocast_dtype("bf16", cpu) == torch.bfloat16
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        assert dev.autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(dev, "cpu_has_amx_bf16", lambda: True)
+    assert dev.autocast_dtype("auto", cpu) == torch.bfloat16

@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="view embeddings to train (default: as loaded; tiny: learned)")
     t.add_argument("--trainable", choices=("all", "views"), help="default all")
     t.add_argument("--background", help="white|black|gray|three_choices (default)|random")
-    t.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="default fp32")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="default auto: bf16 autocast on CUDA and on CPUs with AMX, else fp32")
     t.add_argument("--grad-checkpointing", action="store_true", default=None)
     t.add_argument("--ema-decay", type=float, help="default 0.999; 0: no EMA")
     t.add_argument("--condition-drop", type=float, help="default 0.05")

@@ -60,7 +60,7 @@ class LRMTrainConfig:
     warmup_steps: int = 100  # linear lr warm-up, then cosine decay to 0 over the planned steps
     grad_clip: float = 1.0
     max_nonfinite: int = 5  # non-finite losses in a row before rolling back to the last good state
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with AMX, else fp32) | fp32 | bf16
     backend: str = "auto"  # rasteriser: auto (cpu on CPU, gsplat on CUDA) | cpu | gsplat | torch
     seed: int = 0
     log_every: int = 10

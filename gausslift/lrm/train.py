@@ -82,9 +82,11 @@ def lr_at(cfg: LRMTrainConfig, step: int, total: int = 0) -> float:
 
 
 def autocast_dtype(cfg: LRMTrainConfig, device: torch.device):
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    """bf16 autocast where it is fast (``precision auto``: CUDA, or a CPU with AMX; see
+    :func:`gausslift.train.device.autocast_dtype`), None for fp32."""
+    from gausslift.train.device import autocast_dtype as dtype_for
+
+    return dtype_for(cfg.precision, device)
 
 
 def render_batch(g, batch, backend: str):

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 
 from gausslift.errors import InputError
 from gausslift.mvdiff import data as mvdata
+from gausslift.train.device import autocast_dtype
 from gausslift.train.dist import Dist, setup_dist
 from gausslift.train.guard import all_finite
 from gausslift.train.loop import Loop, LoopOptions, Task
@@ -76,7 +77,8 @@ class MVDiffTrainConfig:
     ema_decay: float = 0.999  # 0: no EMA
     background: str = "three_choices"
     grad_checkpointing: bool = False
-    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler)
+    precision: str = "auto"  # auto (bf16 on CUDA and AMX CPUs, else fp32), fp32, bf16 or fp16 (autocast;
+    # fp16 with a gradient scaler)
     seed: int = 0
     workers: int = 2  # DataLoader processes decoding the batches ahead (0: in the training process)
     checkpoint_every: int = 500  # steps (the loop also checkpoints by time)
@@ -261,8 +263,8 @@ class MVDiffTask(Task):
         timestep_weights(cfg, 1000)  # bad settings are refused before anything is built or written
         if cfg.snr_weighting not in SNR_WEIGHTINGS:
             raise InputError(None, f"snr_weighting must be minsnr or facelift, not {cfg.snr_weighting!r}")
-        if cfg.precision not in ("fp32", "bf16", "fp16"):
-            raise InputError(None, f"precision must be fp32, bf16 or fp16, not {cfg.precision!r}")
+        if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise InputError(None, f"precision must be auto, fp32, bf16 or fp16, not {cfg.precision!r}")
         pipe = build_pipeline(cfg).to(dev)
         samples = mvdata.find_samples(cfg.data, pipe.num_views)
         shard = self.dist.shard(samples)
@@ -279,7 +281,7 @@ class MVDiffTask(Task):
         self.t_weights = timestep_weights(cfg, self.noise_sched.config.num_train_timesteps)
         plist = list(self.params.values())
         self.opt = torch.optim.AdamW(plist, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=1e-2, eps=1e-8)
-        self.amp = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+        self.amp = autocast_dtype(cfg.precision, dev)
         self.scaler = torch.amp.GradScaler(dev.type, enabled=self.amp == torch.float16)
         self.ema = {n: p.detach().clone() for n, p in self.params.items()} if cfg.ema_decay > 0 else None
         self.ema_updates = 0
