@@ -31,6 +31,7 @@ LAYERS = {
     "lrm": 4,
     "mvdiff": 4,
     "avatar": 4,
+    "track": 4,
     "lift": 5,
     "cli": 6,
     "__main__": 7,

@@ -1,0 +1,98 @@
+"""``gausslift track SESSION --subject mouse --out TRACK``: the articulated mouse fitted to every frame
+of a multi-view session from its 2D keypoints (see docs/track.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D keypoints"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session",
+                   help="session folder (anipose + SLEAP *.analysis.h5, DANNCE label3d_dannce.mat)")
+    p.add_argument("--subject", default="mouse", help="the articulated model (only 'mouse', MAMMAL)")
+    p.add_argument("--model-path", default=None, help="mammal_mouse.npz or its folder (default: lookup)")
+    p.add_argument("--out", required=True,
+                   help="output folder (params.npz, track.npz, report.json, meta.json)")
+    p.add_argument("--cameras", default=None, help="comma-separated camera names to use (default: every "
+                                                   "camera with keypoints and a consistent calibration)")
+    p.add_argument("--frames", default=None, help="START:STOP:STEP or a,b,c (default: all)")
+    p.add_argument("--iters", type=int, default=None, help="articulated optimisation steps (default 400)")
+    p.add_argument("--keypoints", default="auto",
+                   help="keypoint map: auto (default) | sleap | dannce | FILE.yaml (see docs/track.md)")
+    p.add_argument("--init", choices=("dlt", "points3d"), default="dlt",
+                   help="initialise from a DLT of the labels (default) or the session's points3d.h5")
+    p.add_argument("--robust-px", type=float, default=None,
+                   help="robust loss scale in pixels (default 10; ~3 for hand labels that agree closely)")
+    p.add_argument("--no-offsets", action="store_true", help="do not fit the per-node offsets")
+    p.add_argument("--keep-bad-cameras", action="store_true",
+                   help="use cameras whose calibration fails the checks (as ingest)")
+    p.add_argument("--masks", default=None, metavar="INGEST_DIR",
+                   help="a gausslift ingest output of the session: report the silhouette IoU per camera")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+
+
+def _cameras(args, obs, scene) -> tuple[list[str], dict[str, str]]:
+    """The cameras to track with, and the excluded ones with their reason."""
+    from gausslift.errors import InputError
+    from gausslift.preprocess.calib import check_calibration
+
+    checks, _ = check_calibration(scene)
+    excluded = {}
+    if args.cameras:
+        wanted = [c.strip() for c in args.cameras.split(",") if c.strip()]
+        for c in wanted:
+            if c not in scene.names:
+                raise InputError(obs.root, f"--cameras {c}: no such camera ({', '.join(scene.names)})")
+            if c not in obs.cameras:
+                raise InputError(obs.root, f"--cameras {c}: that camera has no keypoint file")
+        names = wanted
+    else:
+        names = list(obs.cameras)
+    if not args.keep_bad_cameras:
+        for c in list(names):
+            if checks[c].bad:
+                why = "; ".join(checks[c].reasons)
+                excluded[c] = f"bad calibration ({why}; --keep-bad-cameras to use it)"
+                names.remove(c)
+    return names, excluded
+
+
+def run(args) -> int:
+    import torch
+
+    from gausslift.errors import InputError
+    from gausslift.io import read_scene
+    from gausslift.preprocess.frames import parse_frames
+    from gausslift.subjects import load_subject
+    from gausslift.track import TrackOptions, load_observations, require_cameras, track_session
+
+    torch.set_num_threads(max(1, int(args.threads)))
+    if args.subject.strip().lower() != "mouse":
+        raise InputError(None, f"--subject {args.subject}: tracking supports 'mouse' (the MAMMAL model) only")
+    if args.iters is not None and args.iters < 0:
+        raise InputError(None, f"--iters must be >= 0, got {args.iters}")
+    scene = read_scene(args.session)
+    obs = load_observations(args.session, scene)
+    names, excluded = _cameras(args, obs, scene)
+    obs = obs.select(cameras=names, frames=parse_frames(args.frames, obs.num_frames))
+    require_cameras(obs, excluded)
+    subject = load_subject("mouse", args.model_path)
+    opts = TrackOptions(init=args.init, fit_offsets=not args.no_offsets)
+    if args.iters is not None:
+        opts.iters = args.iters
+    if args.robust_px is not None:
+        opts.robust_px = args.robust_px
+    obs.warnings += [f"camera '{k}' not used: {v}" for k, v in excluded.items()]
+    result, rep = track_session(obs, args.out, subject, args.keypoints, opts, masks=args.masks)
+    errs = ", ".join(f"{c} {d['median_px']} px" for c, d in rep["keypoint_error"].items())
+    print(f"tracked {rep['frames']} frames x {len(obs.cameras)} cameras ({', '.join(obs.cameras)}) in "
+          f"{result.seconds:.1f} s; median keypoint error {errs} -> {args.out}")
+    if rep.get("silhouette_iou"):
+        ious = ", ".join(f"{c} {d['median']}" for c, d in rep["silhouette_iou"]["per_camera"].items())
+        print(f"silhouette IoU against {args.masks} (median per camera): {ious}")
+    for w in obs.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0

@@ -1,0 +1,301 @@
+"""Fitting the articulated model to every frame of a sequence from 2D keypoints.
+
+Unknowns: per frame a rotation and translation (the model's root pose and ``world_from_subject``'s
+translation) and the axis-angles of the joints that have limits in the model (spine, neck, skull,
+tail, limbs, ears, jaw: ``subject.limits``); shared by the sequence: the scale (capture units per model
+unit), one bone-length factor per ``bone_length_group`` and the per-node offsets (see
+:mod:`gausslift.track.posing`).
+
+Loss (each term a mean)::
+
+    reprojection   confidence-weighted robust rho of the pixel error in every camera that labelled the
+                   point (missing points have weight 0): Cauchy log(1 + r^2/sigma^2) by default
+                   (Geman-McClure and Huber on request); sigma is annealed from anneal x robust_px
+                   to robust_px over the first half of each stage
+    pose prior     w_pose  * (theta / limit)^2        (rest pose = 0)
+    joint limits   w_limit * relu(|theta| - margin * limit)^2 / limit^2
+    smoothness     w_vel * |X_t+1 - X_t|^2 + w_acc * |X_t+1 - 2 X_t + X_t-1|^2 of the model points
+                   (model units / sigma_3d) and w_pose_acc * the same on the joint angles; only
+                   between frames whose ids differ by 1
+    shape priors   w_bone * log(bone factor)^2 / 0.1^2, w_offset * |offset|^2 / 0.03^2
+
+The 3D terms are measured in units of the *initial* scale, so that growing the scale does not make them
+cheaper (measured in the fitted scale, the scale drifted up and the offsets made up for it). Offsets
+are bounded (``max_offset`` per coordinate, tanh) and only move in the second half of the articulated
+stage, after the pose has settled.
+
+Initialisation: :mod:`gausslift.track.init` on the DLT triangulation of the labels (or the session's own
+3D points, ``init="points3d"``). Then Adam: ``rigid_iters`` steps on the similarity alone, ``iters``
+steps on everything (cosine-decayed learning rate), optionally a final L-BFGS polish.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from gausslift.errors import InputError
+from gausslift.subjects.base import axis_angle_to_matrix
+from gausslift.track.init import similarity_init, torso_nodes
+from gausslift.track.observations import Observations
+from gausslift.track.posing import KeypointModel, camera_tensors, project
+from gausslift.track.skeleton import KeypointMap
+from gausslift.track.triangulate import triangulate
+
+
+@dataclass
+class TrackOptions:
+    iters: int = 400  # articulated Adam steps
+    rigid_iters: int = 100  # similarity-only Adam steps first
+    lbfgs_iters: int = 0  # optional L-BFGS polish after Adam
+    lr: float = 0.02
+    robust_px: float = 10.0  # robust scale sigma (pixels) at the end
+    robust: str = "cauchy"  # gm (Geman-McClure) | cauchy | huber
+    anneal: float = 10.0  # sigma starts at anneal x robust_px and decays to robust_px over the first
+    # half of each stage (graduated non-convexity: far-off points still pull at the start)
+    sigma_3d: float = 0.01  # model units a smoothness residual is measured in (~1.4 mm on a mouse)
+    w_pose: float = 0.01
+    w_limit: float = 1.0
+    limit_margin: float = 1.5  # the sampling limits of the model are modest; real mice go further
+    w_vel: float = 0.001
+    w_acc: float = 0.03
+    w_pose_acc: float = 0.01
+    w_bone: float = 0.01
+    w_offset: float = 0.01
+    fit_offsets: bool = True
+    max_offset: float = 0.05  # bound on each offset coordinate (model units, ~7 mm on a mouse)
+    init: str = "dlt"  # dlt | points3d
+    log_every: int = 50
+
+    def check(self) -> None:
+        if int(self.iters) < 0 or int(self.rigid_iters) < 0 or int(self.lbfgs_iters) < 0:
+            raise InputError(None, f"--iters must be >= 0, got {self.iters}")
+        if self.robust not in ("gm", "cauchy", "huber"):
+            raise InputError(None, f"robust must be gm, cauchy or huber, got {self.robust!r}")
+        if self.init not in ("dlt", "points3d"):
+            raise InputError(None, f"init must be dlt or points3d, got {self.init!r}")
+        if self.robust_px <= 0:
+            raise InputError(None, "robust_px must be positive")
+
+
+@dataclass
+class TrackResult:
+    nodes: list[str]
+    params: dict[str, np.ndarray]  # the subject's per-frame pose, bone_lengths, scale, translation
+    world_from_subject: np.ndarray  # [F,4,4]
+    points3d: np.ndarray  # [F,K,3] tracked node positions (world)
+    offsets: np.ndarray  # [K,3] fitted offsets (model units, rest axes)
+    scale: float  # world units per model unit
+    init_points3d: np.ndarray  # [F,K,3] the triangulation used to initialise
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _exp(w: torch.Tensor) -> torch.Tensor:
+    return axis_angle_to_matrix(w)
+
+
+def _rotvec(R: np.ndarray) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_matrix(R).as_rotvec()
+
+
+def temporal_masks(frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Bool [F-1] (pair t, t+1 consecutive) and [F-2] (triple t-1, t, t+1 consecutive)."""
+    d = np.diff(np.asarray(frame_ids)) == 1
+    return d, d[:-1] & d[1:] if len(d) > 1 else np.zeros(0, bool)
+
+
+class Tracker:
+    """Holds the fit's tensors; :meth:`run` optimises them."""
+
+    def __init__(self, subject, kmap: KeypointMap, obs: Observations, opts: TrackOptions):
+        opts.check()
+        self.subject, self.obs, self.opts = subject, obs, opts
+        self.nodes = kmap.select(obs.names)
+        self.obs = obs = obs.select(nodes=self.nodes)
+        self.km = KeypointModel(subject, kmap, self.nodes)
+        F, K = obs.num_frames, len(self.nodes)
+        self.cams = [camera_tensors(c) for c in obs.camera_models]
+        self.uv = torch.as_tensor(np.nan_to_num(obs.points2d), dtype=torch.float64)  # [C,F,K,2]
+        self.w = torch.as_tensor(obs.confidence * np.isfinite(obs.points2d).all(-1), dtype=torch.float64)
+        if float(self.w.sum()) == 0:
+            raise InputError(obs.root, "no keypoint is labelled in the selected cameras and frames")
+        # initialisation
+        X0, views = triangulate(obs.camera_models, obs.points2d, obs.confidence)
+        if opts.init == "points3d":
+            if obs.points3d is None:
+                raise InputError(obs.root, "init=points3d: the session has no 3D points (points3d.h5)")
+            X0 = np.where(np.isfinite(obs.points3d), obs.points3d, X0)
+            views = np.maximum(views, 2 * np.isfinite(obs.points3d).all(-1))
+        self.init_points3d = X0
+        rest = (self.km.rest_points + self.km.init_offsets).double().numpy()
+        s0, R0, t0 = similarity_init(rest, X0, views, torso_nodes(kmap, self.nodes, subject))
+        self.s0 = s0
+        self.R0 = torch.as_tensor(R0, dtype=torch.float64)
+        self.t0 = torch.as_tensor(t0, dtype=torch.float64)
+        # unknowns
+        lim = np.asarray(subject.limits, np.float64)
+        self.active = np.flatnonzero(lim.max(1) > 0)
+        L = lim[self.active]
+        self.L = torch.as_tensor(np.where(L > 0, L, 1.0), dtype=torch.float32)
+        self.axis_mask = torch.as_tensor(L > 0, dtype=torch.float32)
+        G = int(subject.bone_length_group.max()) + 1
+        self.omega = torch.zeros(F, 3, dtype=torch.float64, requires_grad=True)
+        self.tau = torch.zeros(F, 3, dtype=torch.float64, requires_grad=True)
+        self.log_s = torch.zeros((), dtype=torch.float64, requires_grad=True)
+        self.theta = torch.zeros(F, len(self.active), 3, requires_grad=True)
+        self.log_b = torch.zeros(G, requires_grad=True)
+        self.d_off = torch.zeros(K, 3, requires_grad=True)
+        pair, triple = temporal_masks(obs.frame_ids)
+        self.pair = torch.as_tensor(pair, dtype=torch.float64)
+        self.triple = torch.as_tensor(triple, dtype=torch.float64)
+        self.history: list[dict] = []
+        self.sigma_factor = 1.0
+
+    # ------------------------------------------------------------------ model
+    def subject_params(self) -> dict[str, torch.Tensor]:
+        F = self.theta.shape[0]
+        J = len(self.subject.joint_names)
+        theta = self.theta * self.axis_mask
+        pose = torch.zeros(F, J, 3).index_copy(1, torch.as_tensor(self.active), theta)
+        b = self.subject.group_bone_lengths(torch.exp(self.log_b))
+        return {"pose": pose, "bone_lengths": b.expand(F, J), "scale": torch.ones(F, 1),
+                "translation": torch.zeros(F, 3)}
+
+    def offset_deltas(self) -> torch.Tensor:
+        """Fitted change of each node's offset [K,3]: bounded by ``max_offset`` per coordinate."""
+        if not self.opts.fit_offsets:
+            return torch.zeros_like(self.d_off)
+        m = self.opts.max_offset
+        return m * torch.tanh(self.d_off / m) * self.km.fit_offset[:, None]
+
+    def offsets(self) -> torch.Tensor:
+        return self.km.init_offsets + self.offset_deltas()
+
+    def rotations(self) -> torch.Tensor:
+        return _exp(self.omega) @ self.R0
+
+    def scale(self) -> torch.Tensor:
+        return self.s0 * torch.exp(self.log_s)
+
+    def world_points(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(model points [F,K,3] in model units, world points [F,K,3])."""
+        Xm = self.km(self.subject_params(), self.offsets()).double()
+        s = self.scale()
+        t = self.t0 + self.s0 * self.tau
+        return Xm, s * Xm @ self.rotations().transpose(-1, -2) + t[:, None]
+
+    # ------------------------------------------------------------------ loss
+    def reprojection(self, Xw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean robust loss, pixel errors [C,F,K])."""
+        errs = torch.stack([(project(c, Xw) - self.uv[i]).norm(dim=-1) for i, c in enumerate(self.cams)])
+        s2 = (self.opts.robust_px * self.sigma_factor) ** 2
+        q = errs ** 2 / s2
+        if self.opts.robust == "gm":
+            rho = q / (q + 1)
+        elif self.opts.robust == "cauchy":
+            rho = torch.log1p(q)
+        else:  # huber, quadratic below sigma
+            rho = torch.where(q < 1, q, 2 * torch.sqrt(q + 1e-12) - 1)
+        return (self.w * rho).sum() / self.w.sum(), errs
+
+    def loss(self, articulated: bool = True) -> tuple[torch.Tensor, dict]:
+        o = self.opts
+        Xm, Xw = self.world_points()
+        rep, _ = self.reprojection(Xw)
+        terms = {"reprojection": rep}
+        if articulated:
+            th = self.theta / self.L * self.axis_mask
+            terms["pose"] = o.w_pose * (th ** 2).mean()
+            excess = torch.relu(th.abs() - o.limit_margin)
+            terms["limits"] = o.w_limit * (excess ** 2).mean()
+            terms["bones"] = o.w_bone * (self.log_b ** 2).mean() / 0.1 ** 2
+            if o.fit_offsets:  # measured at the initial scale, so that growing the scale does not pay
+                d = self.offset_deltas().double() * torch.exp(self.log_s)
+                terms["offsets"] = o.w_offset * (d ** 2).sum(-1).mean() / 0.03 ** 2
+        Xn = Xw / self.s0 / o.sigma_3d  # initial model units / sigma_3d (fixed: no gain in scaling)
+        if self.pair.numel() and self.pair.sum() > 0:
+            v = ((Xn[1:] - Xn[:-1]) ** 2).sum(-1).mean(-1)
+            terms["velocity"] = o.w_vel * (v * self.pair).sum() / self.pair.sum()
+        if self.triple.numel() and self.triple.sum() > 0:
+            a = ((Xn[2:] - 2 * Xn[1:-1] + Xn[:-2]) ** 2).sum(-1).mean(-1)
+            terms["acceleration"] = o.w_acc * (a * self.triple).sum() / self.triple.sum()
+            if articulated:
+                th = self.theta.double()
+                aa = ((th[2:] - 2 * th[1:-1] + th[:-2]) ** 2).sum(-1).mean(-1) / 0.01 ** 2
+                terms["pose_acceleration"] = o.w_pose_acc * (aa * self.triple).sum() / self.triple.sum()
+        total = sum(terms.values())
+        return total, {k: float(v.detach()) for k, v in terms.items()}
+
+    # ------------------------------------------------------------------ optimisation
+    def _adam(self, params: list, steps: int, articulated: bool, stage: str, late: tuple = ()) -> None:
+        """Adam on ``params``; those in ``late`` only move in the second half (after annealing)."""
+        if steps <= 0:
+            return
+        opt = torch.optim.Adam(params, lr=self.opts.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda i: 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(i / steps, 1.0))))
+        for i in range(steps):
+            self.sigma_factor = self.opts.anneal ** max(0.0, 1.0 - 2.0 * i / steps)
+            opt.zero_grad(set_to_none=True)
+            total, terms = self.loss(articulated)
+            total.backward()
+            if i < steps // 2:
+                for p in late:
+                    p.grad = None
+            opt.step()
+            sched.step()
+            if i % self.opts.log_every == 0 or i == steps - 1:
+                self.history.append({"stage": stage, "step": i, "loss": float(total), **terms})
+
+    def _lbfgs(self, params: list, steps: int) -> None:
+        if steps <= 0:
+            return
+        opt = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, history_size=20,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            total, _ = self.loss(True)
+            total.backward()
+            return total
+
+        self.sigma_factor = 1.0
+        opt.step(closure)
+        total, terms = self.loss(True)
+        self.history.append({"stage": "lbfgs", "step": steps, "loss": float(total), **terms})
+
+    def run(self) -> TrackResult:
+        t0 = time.perf_counter()
+        o = self.opts
+        rigid = [self.omega, self.tau, self.log_s]
+        self._adam(rigid, o.rigid_iters, False, "rigid")
+        full = rigid + [self.theta, self.log_b] + ([self.d_off] if o.fit_offsets else [])
+        self._adam(full, o.iters, True, "articulated", late=(self.d_off,))
+        self.sigma_factor = 1.0
+        self._lbfgs(full, o.lbfgs_iters)
+        return self.result(time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def result(self, seconds: float = 0.0) -> TrackResult:
+        p = {k: v.detach().double().numpy() for k, v in self.subject_params().items()}
+        R = self.rotations().numpy()
+        p["pose"][:, self.subject.root] = _rotvec(R)
+        s = float(self.scale())
+        F = R.shape[0]
+        W = np.tile(np.eye(4), (F, 1, 1))
+        W[:, :3, :3] *= s
+        W[:, :3, 3] = (self.t0 + self.s0 * self.tau).numpy()
+        _, Xw = self.world_points()
+        return TrackResult(self.nodes, p, W, Xw.numpy(), self.offsets().detach().double().numpy(), s,
+                           self.init_points3d, list(self.history), seconds)
+
+
+def track(subject, kmap: KeypointMap, obs: Observations, opts: TrackOptions | None = None) -> TrackResult:
+    """Fit ``subject`` to ``obs`` (every camera and frame in it); see the module docstring."""
+    return Tracker(subject, kmap, obs, opts or TrackOptions()).run()
