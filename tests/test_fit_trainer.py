@@ -169,7 +169,8 @@ def test_budget_plans_the_run_length_once(scene, tmp_path, rasterizer):  # noqa:
     assert res["train_seconds"] <= 0.25 * 60 + 5
     assert len(planned) == 1 and 0 < tr.total == planned[0] == res["planned_iters"] < 10**6
     assert tr.strategy.schedule.refine_stop <= tr.total
-    assert res["iters"] <= tr.total  # the plan is never extended
+    if res["iters"] > tr.total:  # time left after the plan: more steps at the schedules' end, same plan
+        assert any("schedules' end values" in e for e in res["events"])
 
 
 def test_bad_input_is_one_error_and_nothing_written(scene, tmp_path):

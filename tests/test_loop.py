@@ -266,3 +266,17 @@ def test_shared_flags_do_not_import_torch_and_match_the_loop():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     out = res.stdout.split()
     assert out == ["False", L.CONFIG]
+
+
+def test_options_from_a_config_by_name():
+    @dataclass
+    class Cfg:
+        iters: int = 500
+        minutes: float = 0.0
+        log_every: int = 7
+        lr: float = 0.1  # not a loop option: ignored
+
+    o = L.LoopOptions.from_config(Cfg(), quiet=True)
+    assert (o.iters, o.minutes, o.log_every, o.quiet) == (500, 0.0, 7, True)
+    o = L.LoopOptions.from_config(Cfg(minutes=3.0), log_every=1)
+    assert (o.iters, o.minutes, o.log_every) == (0, 3.0, 1)  # a minutes budget overrides iters

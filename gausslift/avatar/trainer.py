@@ -206,17 +206,7 @@ class AvatarTrainer(Task):
     def loop_options(self, resume: bool = False, quiet: bool = False) -> LoopOptions:
         """The loop's options from the config: ``minutes > 0`` plans the length from the measured speed
         (``iters`` is then only the warm-up's stand-in), else ``iters`` steps."""
-        c = self.cfg
-        return LoopOptions(
-            iters=0 if c.minutes > 0 else c.iters,
-            minutes=c.minutes,
-            resume=resume,
-            quiet=quiet,
-            log_every=c.log_every,
-            checkpoint_every=c.checkpoint_every,
-            checkpoint_minutes=c.checkpoint_minutes,
-            snapshot_every=c.snapshot_every,
-        )
+        return LoopOptions.from_config(self.cfg, resume=resume, quiet=quiet)
 
     def fit(self, resume: bool = False, progress: bool = True, out: str | Path | None = None) -> dict:
         """Train in ``out`` (default: the constructor's) on the one loop; returns ``avatar.json``."""

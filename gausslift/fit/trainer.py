@@ -25,6 +25,7 @@ run draws the same numbers on every device.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -66,20 +67,9 @@ NEVER = 1 << 40
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
-    return dict(
-        iters=0 if cfg.minutes > 0 else cfg.iters,
-        minutes=cfg.minutes,
-        resume=resume,
-        quiet=quiet,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        checkpoint_minutes=cfg.checkpoint_minutes,
-        snapshot_every=cfg.snapshot_every,
-        max_nonfinite=cfg.nan_skip_limit,
-        nan_lr_factor=cfg.nan_lr_factor,
-        warmup_seconds=cfg.warmup_seconds,
-        extend=cfg.minutes > 0,  # time left after the planned steps: polish at the schedules' end values
-    )
+    opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
+                                   extend=cfg.minutes > 0)  # time left after the plan: polish at its end
+    return dataclasses.asdict(opts)
 
 
 class Trainer(Task):

@@ -414,7 +414,7 @@ class MVDiffTask(Task):
 
 def options(cfg: MVDiffTrainConfig, **kw) -> LoopOptions:
     """LoopOptions: the config's checkpoint and log intervals, then ``kw`` (iters, minutes, resume, ...)."""
-    return LoopOptions(**({"checkpoint_every": cfg.checkpoint_every, "log_every": cfg.log_every} | kw))
+    return LoopOptions.from_config(cfg, **({"iters": 0, "minutes": 0.0} | kw))
 
 
 def train(cfg: MVDiffTrainConfig, out, opts: LoopOptions | None = None, device: str | None = "auto",

@@ -89,6 +89,16 @@ class LoopOptions:
     # until the time is spent; the plan, and so every schedule, stays as it was (one process only)
     extend: bool = False
 
+    @classmethod
+    def from_config(cls, cfg: Any, **kw) -> LoopOptions:
+        """The options a trainer's config sets by the same names (``iters``, ``minutes``, ``log_every``,
+        ``checkpoint_every``, ``checkpoint_minutes``, ``snapshot_every``, ``warmup_seconds``, ...; a
+        ``minutes`` budget there overrides its ``iters``), then ``kw``."""
+        own = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls) if hasattr(cfg, f.name)}
+        if own.get("minutes", 0) > 0:
+            own["iters"] = 0
+        return cls(**(own | kw))
+
 
 class Task:
     """What a trainer gives the loop. Override the methods marked *required*."""
