@@ -16,15 +16,21 @@ from gausslift.config import apply_overrides, load_config
 CONFIG = "config.yaml"  # gausslift.train.loop.CONFIG (not imported here: parsers stay free of torch)
 
 
-def add_train_flags(p: argparse.ArgumentParser, config_help: str = "a YAML config file") -> None:
-    p.add_argument("--out", required=True, help="run folder (a new run needs an empty or new folder)")
+def add_train_flags(p: argparse.ArgumentParser, config_help: str = "a YAML config file",
+                    helps: dict[str, str] | None = None) -> None:
+    """The shared flags; ``helps`` (flag name without dashes -> text) says what one means for a trainer."""
+    h = {"out": "run folder (a new run needs an empty or new folder)",
+         "iters": "training steps",
+         "minutes": "wall-clock budget: the step count is planned from it once",
+         "device": "auto | cpu | cuda | cuda:N"} | (helps or {})  # fmt: skip
+    p.add_argument("--out", required=True, help=h["out"])
     p.add_argument("--config", help=config_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. --set batch=8 --set loss.ssim=0.5)")  # fmt: skip
-    p.add_argument("--iters", "--steps", dest="iters", type=int, help="training steps")
-    p.add_argument("--minutes", type=float, help="wall-clock budget: the step count is planned from it once")
+    p.add_argument("--iters", "--steps", dest="iters", type=int, help=h["iters"])
+    p.add_argument("--minutes", type=float, help=h["minutes"])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help=h["device"])
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch and numba (0: all)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -1,10 +1,22 @@
 """``gausslift track SESSION --subject mouse --out TRACK``: the articulated mouse fitted to every frame
-of a multi-view session from its 2D keypoints (see docs/track.md)."""
+of a multi-view session from its 2D keypoints (see docs/track.md).
+
+The fit's Adam steps run on the one training loop (:mod:`gausslift.train.loop`), so ``track`` takes the
+shared trainer flags (:mod:`gausslift.cli._train`): ``--out`` is the run folder (a new run refuses a
+non-empty one), ``--config`` / ``--set`` set :class:`gausslift.track.TrackOptions` keys, ``--resume``
+continues a killed track (give the same SESSION and selection flags again), ``--minutes`` plans the
+step count from the clock. ``--iters N`` is the *articulated* stage's steps (the config key ``iters``,
+default 400, as before): the loop runs ``rigid_iters + iters`` steps (100 + 400 by default).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from gausslift.cli._train import add_train_flags, apply_threads, train_config
+from gausslift.cli._train import loop_options as train_loop_options
 
 HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D keypoints"
 
@@ -12,17 +24,21 @@ HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("session",
                    help="session folder (anipose + SLEAP *.analysis.h5, DANNCE label3d_dannce.mat)")
+    conf = "YAML file of TrackOptions keys (see TRACK/config.yaml of any track)"
+    add_train_flags(p, config_help=conf, helps={
+        "iters": "articulated Adam steps (config key iters, default 400); the loop runs rigid_iters (100) + "
+                 "iters steps",
+        "out": "output and run folder (params.npz, track.npz, report.json, meta.json; config.yaml, "
+               "checkpoint.pt, logs); a new track needs an empty or new folder",
+        "device": "auto | cpu (the track runs on the CPU)"})  # fmt: skip
     p.add_argument("--subject", default="mouse", help="the articulated model (only 'mouse', MAMMAL)")
     p.add_argument("--model-path", default=None, help="mammal_mouse.npz or its folder (default: lookup)")
-    p.add_argument("--out", required=True,
-                   help="output folder (params.npz, track.npz, report.json, meta.json)")
     p.add_argument("--cameras", default=None, help="comma-separated camera names to use (default: every "
                                                    "camera with keypoints and a consistent calibration)")
     p.add_argument("--frames", default=None, help="START:STOP:STEP or a,b,c (default: all)")
-    p.add_argument("--iters", type=int, default=None, help="articulated optimisation steps (default 400)")
     p.add_argument("--keypoints", default="auto",
                    help="keypoint map: auto (default) | sleap | dannce | FILE.yaml (see docs/track.md)")
-    p.add_argument("--init", choices=("dlt", "points3d"), default="dlt",
+    p.add_argument("--init", choices=("dlt", "points3d"), default=None,
                    help="initialise from a DLT of the labels (default) or the session's points3d.h5")
     p.add_argument("--robust-px", type=float, default=None,
                    help="robust loss scale in pixels (default 10; ~3 for hand labels that agree closely)")
@@ -31,7 +47,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use cameras whose calibration fails the checks (as ingest)")
     p.add_argument("--masks", default=None, metavar="INGEST_DIR",
                    help="a gausslift ingest output of the session: report the silhouette IoU per camera")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+
+
+def build_config(args):
+    """The track's options: on ``--resume`` the run's saved ones, else ``--config`` or the defaults; then
+    the flags given and every ``--set`` (:func:`gausslift.cli._train.train_config`)."""
+    from gausslift.track import TrackOptions
+
+    flags = {"iters": args.iters, "minutes": args.minutes, "init": args.init, "robust_px": args.robust_px,
+             "fit_offsets": False if args.no_offsets else None}
+    return train_config(TrackOptions, args, flags=flags)
 
 
 def _cameras(args, obs, scene) -> tuple[list[str], dict[str, str]]:
@@ -61,32 +86,37 @@ def _cameras(args, obs, scene) -> tuple[list[str], dict[str, str]]:
 
 
 def run(args) -> int:
-    import torch
-
     from gausslift.errors import InputError
     from gausslift.io import read_scene
     from gausslift.preprocess.frames import parse_frames
     from gausslift.subjects import load_subject
-    from gausslift.track import TrackOptions, load_observations, require_cameras, track_session
+    from gausslift.track import load_observations, require_cameras, track_session
+    from gausslift.track.optimize import loop_options
+    from gausslift.train.loop import CHECKPOINT
 
-    torch.set_num_threads(max(1, int(args.threads)))
+    out = Path(args.out)
+    if args.resume and not (out / CHECKPOINT).is_file():  # before reading the session
+        raise InputError(out, f"nothing to resume (no {CHECKPOINT})")
     if args.subject.strip().lower() != "mouse":
         raise InputError(None, f"--subject {args.subject}: tracking supports 'mouse' (the MAMMAL model) only")
+    if args.device not in (None, "auto", "cpu"):
+        raise InputError(None, f"--device {args.device}: the track runs on the CPU (auto | cpu)")
     if args.iters is not None and args.iters < 0:
         raise InputError(None, f"--iters must be >= 0, got {args.iters}")
+    apply_threads(args)
+    opts = build_config(args)
+    opts.check()
     scene = read_scene(args.session)
     obs = load_observations(args.session, scene)
     names, excluded = _cameras(args, obs, scene)
     obs = obs.select(cameras=names, frames=parse_frames(args.frames, obs.num_frames))
     require_cameras(obs, excluded)
     subject = load_subject("mouse", args.model_path)
-    opts = TrackOptions(init=args.init, fit_offsets=not args.no_offsets)
-    if args.iters is not None:
-        opts.iters = args.iters
-    if args.robust_px is not None:
-        opts.robust_px = args.robust_px
     obs.warnings += [f"camera '{k}' not used: {v}" for k, v in excluded.items()]
-    result, rep = track_session(obs, args.out, subject, args.keypoints, opts, masks=args.masks)
+    loop = train_loop_options(args, **loop_options(opts, resume=args.resume, quiet=args.quiet))
+    result, rep = track_session(obs, out, subject, args.keypoints, opts, masks=args.masks, loop=loop)
+    for e in result.run.get("events", []):
+        print(e, file=sys.stderr)
     errs = ", ".join(f"{c} {d['median_px']} px" for c, d in rep["keypoint_error"].items())
     print(f"tracked {rep['frames']} frames x {len(obs.cameras)} cameras ({', '.join(obs.cameras)}) in "
           f"{result.seconds:.1f} s; median keypoint error {errs} -> {args.out}")

@@ -5,7 +5,8 @@ Modules, one concept each: :mod:`~gausslift.track.skeleton` (keypoint maps: labe
 point), :mod:`~gausslift.track.observations` (the session's 2D labels per camera),
 :mod:`~gausslift.track.triangulate` (DLT), :mod:`~gausslift.track.init` (similarity initialisation),
 :mod:`~gausslift.track.posing` (cheap posing of the mapped points, projection),
-:mod:`~gausslift.track.optimize` (the fit), :mod:`~gausslift.track.metrics` and
+:mod:`~gausslift.track.optimize` (the fit: its Adam stages are a task of the one training loop,
+:mod:`gausslift.train.loop`), :mod:`~gausslift.track.metrics` and
 :mod:`~gausslift.track.output` (files and report).
 """
 
@@ -14,30 +15,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from gausslift.track.observations import Observations, load_observations, require_cameras
-from gausslift.track.optimize import TrackOptions, TrackResult, track
+from gausslift.track.optimize import Tracker, TrackOptions, TrackResult, TrackTask, track
 from gausslift.track.output import write_track
 from gausslift.track.skeleton import KeypointMap, auto_map, load_map
 
 __all__ = ["Observations", "load_observations", "require_cameras", "TrackOptions", "TrackResult", "track",
-           "write_track", "KeypointMap", "auto_map", "load_map", "track_session"]
+           "Tracker", "TrackTask", "write_track", "KeypointMap", "auto_map", "load_map", "track_session"]
 
 
 def track_session(obs: Observations, out: str | Path, subject, keypoints: str = "auto",
                   opts: TrackOptions | None = None, model_spec: str = "mouse",
-                  masks: str | Path | None = None) -> tuple[TrackResult, dict]:
+                  masks: str | Path | None = None, loop=None) -> tuple[TrackResult, dict]:
     """Map, fit and write: ``obs`` already holds the cameras and frames to use (see
     :meth:`Observations.select`); ``keypoints`` is ``auto`` | ``sleap`` | ``dannce`` | a YAML file;
-    ``masks``: a ``gausslift ingest`` output of the same session, for the silhouette IoU report."""
+    ``masks``: a ``gausslift ingest`` output of the same session, for the silhouette IoU report.
+    ``out`` is the loop's run folder too (a new run refuses a non-empty one); ``loop``: the
+    :class:`gausslift.train.loop.LoopOptions` (default: :func:`gausslift.track.optimize.loop_options`
+    of ``opts``; ``resume=True`` continues a killed track there). The outputs are written when the
+    run ends (:meth:`gausslift.track.optimize.TrackTask.finish`)."""
     opts = opts or TrackOptions()
     require_cameras(obs)
     kmap = auto_map(obs.names, subject) if keypoints == "auto" else load_map(keypoints, subject)
-    result = track(subject, kmap, obs, opts)
-    extra = {}
-    if masks is not None:
-        from gausslift.track.silhouette import silhouette_iou
+    reports = []
 
-        extra = {"silhouette_iou": silhouette_iou(subject, result.params, result.world_from_subject,
-                                                  obs.frame_ids, masks),
-                 "silhouette_note": f"against the masks of {masks} (measured only: no silhouette term)"}
-    rep = write_track(out, subject, result, obs, opts, kmap.name, model_spec, extra)
-    return result, rep
+    def write(result: TrackResult) -> dict:
+        extra = {}
+        if masks is not None:
+            from gausslift.track.silhouette import silhouette_iou
+
+            extra = {"silhouette_iou": silhouette_iou(subject, result.params, result.world_from_subject,
+                                                      obs.frame_ids, masks),
+                     "silhouette_note": f"against the masks of {masks} (measured only: no silhouette term)"}
+        reports.append(write_track(out, subject, result, obs, opts, kmap.name, model_spec, extra))
+        return reports[-1]
+
+    result = Tracker(subject, kmap, obs, opts).run(out, loop, write)
+    return result, reports[-1]

@@ -11,8 +11,12 @@
                        (model units, rest axes), frame_ids [T], init_points3d [T,K,3] (the DLT used to
                        initialise)
     TRACK/report.json  keypoint error per camera (overall, per node and per frame), the fit's settings,
-                       loss history, timings and warnings
+                       loss history, timings, the loop's summary (``run``: steps, rollbacks, events) and
+                       warnings
     TRACK/meta.json    model, frames, cameras, units, keypoint names, the map, the session
+
+The run folder also holds the loop's files (``config.yaml``, ``checkpoint.pt``, ``log.jsonl``,
+``log.csv``, ``tb/``: see :mod:`gausslift.train.loop`); these outputs are written once the run ends.
 
 The world is the session's calibration frame and units (mm for anipose and DANNCE). To use the track
 with ``gausslift ingest``'s normalised samples, left-multiply ``world_from_subject`` by each sample's
@@ -96,7 +100,7 @@ def write_track(out: str | Path, subject, result: TrackResult, obs: Observations
         "silhouette_iou": None,
         "silhouette_note": "not measured (give --masks INGEST_DIR); the fit uses keypoints only",
         "seconds": round(result.seconds, 2), "options": asdict(opts), "history": result.history,
-        "warnings": obs.warnings, **(extra or {}),
+        "run": result.run, "warnings": obs.warnings, **(extra or {}),
     }
     atomic_write_json(out / "report.json", rep, indent=1)
     _save_npz(out / "params.npz", **{k: v.astype(np.float32) for k, v in result.params.items()},
