@@ -205,7 +205,7 @@ def test_a_checkpoint_from_before_the_loop_is_refused(seq, tmp_path, capsys):
     torch.save({"params": {}, "extra_opt": None, "step": 3, "total": 3}, run / L.CHECKPOINT)
     assert main(["avatar", "fit", str(seq), "--out", str(run), "--resume", "--iters", "3"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not a checkpoint of a 'avatar' run" in err
+    assert err.count("\n") == 1 and "not a checkpoint of this trainer (avatar)" in err
 
 
 def test_threads_flag_and_config_are_recorded(seq, tmp_path):

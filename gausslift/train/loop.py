@@ -214,7 +214,7 @@ class Loop:
             or state.get("format") != FORMAT
             or state.get("task") != self.task.name
         ):
-            raise InputError(ckpt, f"not a checkpoint of a '{self.task.name}' run")
+            raise InputError(ckpt, f"not a checkpoint of this trainer ({self.task.name})")
         new = config_dict(self.task.config())
         changed = shape_changes(state["config"], new, self.task.shape_keys)
         if changed:
