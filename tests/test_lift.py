@@ -1,5 +1,6 @@
 """`gausslift lift`: the whole chain with tiny random models saved the way their loaders expect (FaceLift's
-pipeline folder layout; a GS-LRM run checkpoint), on test-made images, a sample and a 3-frame video."""
+pipeline folder layout; a GS-LRM run checkpoint), on test-made images, a sample and a 3-frame video. FAST
+leaves the defaults (input view 0, five draws) to each test; tests of FaceLift's behaviour ask for it."""
 
 import json
 import shutil
@@ -14,7 +15,7 @@ import torch
 from gausslift.cameras import facelift_inference_rig
 from gausslift.errors import InputError, MissingWeightsError
 from gausslift.framing import size_ratio
-from gausslift.lift import LiftOptions, lift
+from gausslift.lift import FACELIFT, LiftOptions, lift
 from gausslift.lift.chain import initial_noise, load_lrm, load_pipeline, shrink_rgba, split_white
 from gausslift.lift.inputs import foreground, frame_input, open_input
 
@@ -114,16 +115,27 @@ def test_lift_image_writes_the_whole_chain(models, tmp_path):
     assert _png(out / "contact_sheet.png").shape == (2 * 32, 7 * 32, 3)
     saved = json.loads((out / "lift.json").read_text())
     assert saved["kind"] == "image" and saved["views"][0] == "cam_000"
+    # the defaults: the framed input as view 0, five draws
+    assert (saved["options"]["first_view"], saved["options"]["draws"]) == ("input", 5)
+    # unseen_*: views 1-5 of metrics.json by hand; mean_*: all six
+    per_view = json.loads((out / "metrics.json").read_text())
+    for key in ("psnr", "iou"):
+        vals = [per_view[key][f"cam_{k:03d}"] for k in range(6)]
+        assert saved["lrm_metrics"][f"unseen_{key}"] == pytest.approx(sum(vals[1:]) / 5, rel=1e-9)
+        assert saved["lrm_metrics"][f"mean_{key}"] == pytest.approx(sum(vals) / 6, rel=1e-9)
+    assert res["lrm_metrics"] == saved["lrm_metrics"]
 
 
 def test_first_view_input_hands_the_framed_input_to_gs_lrm(models, tmp_path):
     """first_view="input": view 0 of the written sample is input.png shrunk to the views' size (its
-    composite over white and its alpha), views 1-5 are the generated ones, unchanged (same seed)."""
+    composite over white and its alpha), views 1-5 are the generated ones, unchanged (same seed; one
+    draw in both)."""
     from gausslift.io import read_scene
 
     disc = _disc(tmp_path / "disc.png")
-    lift(disc, models / "pipe", models / "lrm", tmp_path / "gen", LiftOptions(**FAST))
-    opts = LiftOptions(**FAST, first_view="input")
+    res = lift(disc, models / "pipe", models / "lrm", tmp_path / "gen", LiftOptions(**FAST, **FACELIFT))
+    assert (res["options"]["first_view"], res["options"]["draws"]) == ("generated", 1)
+    opts = LiftOptions(**FAST, first_view="input", draws=1)
     res = lift(disc, models / "pipe", models / "lrm", tmp_path / "inp", opts)
     assert res["options"]["first_view"] == "input"
     want = shrink_rgba(_png(tmp_path / "inp" / "input.png").astype(np.float32) / 255, 32)
@@ -228,10 +240,10 @@ def test_shared_noise_makes_identical_frames_identical(models, tmp_path):
 
     pipe = load_pipeline(models / "mvrun")
     cond = np.full((32, 32, 3), 0.5, np.float32)
-    o = LiftOptions(**FAST)
+    o = LiftOptions(**FAST, draws=1)
     a = generate_views(pipe, cond, o, initial_noise(pipe, 0))
     b = generate_views(pipe, cond, o, initial_noise(pipe, 0))
-    c = generate_views(pipe, cond, LiftOptions(**{**FAST, "seed": 1}), initial_noise(pipe, 1))
+    c = generate_views(pipe, cond, LiftOptions(**{**FAST, "seed": 1}, draws=1), initial_noise(pipe, 1))
     assert a.shape == (6, 32, 32, 3)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-3
@@ -365,3 +377,68 @@ def test_cli_lift_frames_folder_with_masks(models, tmp_path, capsys):
     assert "1 frames" in capsys.readouterr().out
     rc = main(["lift", str(tmp_path / "frames"), "--mvdiff", str(tmp_path / "x"), "--lrm", "y", "--out", "z"])
     assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_cli_defaults_are_the_measured_settings_and_facelift_is_one_flag(monkeypatch, capsys):
+    """`lift` passes first_view="input", draws=5 to the chain by default; --facelift passes FaceLift's
+    ("generated", 1); explicit options that agree with --facelift are accepted, ones that contradict it
+    are a one-line error before anything runs."""
+    import gausslift.lift
+    from gausslift.cli import main
+
+    seen = []
+
+    def fake(inp, mvdiff, lrm, out, opts):
+        seen.append((opts.first_view, opts.draws))
+        m = dict(mean_psnr=1.0, mean_iou=0.5, unseen_psnr=1.0, unseen_iou=0.5)
+        return dict(lrm_metrics=m, frames=[{}], kind="image", views=[f"cam_{k:03d}" for k in range(6)])
+
+    monkeypatch.setattr(gausslift.lift, "lift", fake)
+    base = ["lift", "x.png", "--mvdiff", "m", "--lrm", "l", "--out", "o"]
+    for extra, want in [
+        ([], ("input", 5)),
+        (["--facelift"], ("generated", 1)),
+        (["--facelift", "--draws", "1", "--first-view", "generated"], ("generated", 1)),
+        (["--draws", "3"], ("input", 3)),
+        (["--first-view", "generated"], ("generated", 5)),
+    ]:
+        assert main(base + extra) == 0, extra
+        assert seen.pop() == want, extra
+    assert "over the unseen views 1-5" in capsys.readouterr().out
+    for extra, clash in [
+        (["--facelift", "--draws", "5"], "--draws 5"),
+        (["--facelift", "--first-view", "input"], "--first-view input"),
+    ]:
+        assert main(base + extra) == 1, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--facelift means --first-view generated --draws 1" in err
+        assert f"contradicts {clash}" in err
+    assert not seen
+    assert LiftOptions().first_view == "input" and LiftOptions().draws == 5  # the library's defaults too
+
+
+def test_lift_help_states_the_defaults_and_their_cost(capsys):
+    from gausslift.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["lift", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--first-view input --draws 5" in text and "--facelift" in text
+    assert "18 s against 4 s per mouse" in text and "5x slower" in text
+
+
+def test_sequence_unseen_metrics_are_the_frames_mean(models, tmp_path):
+    """A sequence's lift.json unseen_* is the mean over frames of each frame's views 1-5 (FaceLift's
+    behaviour here: one draw per frame keeps it quick)."""
+    (tmp_path / "frames").mkdir()
+    for i in range(2):
+        _disc(tmp_path / "frames" / f"f{i}.png", centre=(34 + 3 * i, 50))
+    out = tmp_path / "o"
+    res = lift(tmp_path / "frames", models / "mvrun", models / "lrm", out, LiftOptions(**FAST, **FACELIFT))
+    assert (res["options"]["first_view"], res["options"]["draws"]) == ("generated", 1)
+    for key in ("psnr", "iou"):
+        per_frame = []
+        for f in ("f0", "f1"):
+            m = json.loads((out / f / "metrics.json").read_text())[key]
+            per_frame.append(sum(m[f"cam_{k:03d}"] for k in range(1, 6)) / 5)
+        assert res["lrm_metrics"][f"unseen_{key}"] == pytest.approx(sum(per_frame) / 2, rel=1e-9)

@@ -464,3 +464,31 @@ def test_view_classes_tell_every_resnet_block_its_view(tmp_path):
     assert pipe.unet.class_embedding.weight.grad.abs().sum() > 0
     loaded = from_pretrained(save_pretrained(pipe, tmp_path / "p"))
     assert loaded.unet.config.num_class_embeds == 6 and loaded.view_labels(None, 6) is not None
+
+
+def test_config_records_what_the_init_weights_carry(tmp_path):
+    """--init PIPE: config.yaml says the loaded model's view classes, widths and resolution (not the tiny
+    defaults); a resume, by the CLI (the saved config) or by the library (a config of defaults), is not
+    refused for them and records the same values."""
+    import yaml
+
+    from gausslift.cli import main
+    from gausslift.mvdiff.loading import save_pretrained
+    from gausslift.mvdiff.tiny import tiny_pipeline
+    from gausslift.mvdiff.train import MVDiffTrainConfig, options, train
+
+    data, init, run = _samples(tmp_path / "data", n=1), tmp_path / "init", tmp_path / "run"
+    save_pretrained(tiny_pipeline(size=32, channels=(16, 16, 32, 32), tokens=2, view_classes=True), init)
+    want = dict(init=str(init), size=32, channels=[16, 16, 32, 32], view_classes=True)
+    base = ["mvdiff", "train", "--out", str(run), "--batch", "1", "--threads", "1", "--workers", "0"]
+    base.append("--quiet")
+    assert main([*base, str(data), "--init", str(init), "--steps", "1"]) == 0
+    saved = lambda: yaml.safe_load((run / "config.yaml").read_text())
+    assert {k: saved()[k] for k in want} == want
+    assert MVDiffTrainConfig().view_classes is False and MVDiffTrainConfig().size != 32  # not the defaults
+    assert main([*base, "--steps", "2", "--resume"]) == 0
+    assert {k: saved()[k] for k in want} == want
+    cfg = MVDiffTrainConfig(data=[str(data)], init=str(init), batch=1, workers=0)  # tiny-only keys: defaults
+    res = train(cfg, run, options(cfg, iters=3, resume=True, quiet=True), device="cpu")
+    assert res["steps"] == 3 and {k: saved()[k] for k in want} == want
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["config"]["view_classes"] is True

@@ -8,8 +8,11 @@ sheet; for a sequence per-frame outputs, a 4D turntable and the flicker figures.
 
 - :mod:`gausslift.lift.inputs`: input kinds, foreground, framing;
 - :mod:`gausslift.lift.chain`: models, generation, the output layout, :func:`lift`.
+
+Defaults: the framed input as view 0 and five diffusion draws (the best measured settings); ``FACELIFT``
+(``LiftOptions(**FACELIFT)``) is FaceLift's exact behaviour.
 """
 
-from gausslift.lift.chain import LiftOptions, lift
+from gausslift.lift.chain import FACELIFT, LiftOptions, lift
 
-__all__ = ["LiftOptions", "lift"]
+__all__ = ["FACELIFT", "LiftOptions", "lift"]

@@ -23,12 +23,22 @@ un-composited (1 - (1 - rgb) / alpha), so compositing the sample over white, as 
 gives back exactly the generated image (up to 8-bit rounding), while the alpha is a usable silhouette.
 
 First view: the diffusion model regenerates view 0, the one the input was framed for. With
-``first_view="input"`` the GS-LRM gets the framed input itself there instead (resized to the views'
-resolution, its own alpha as the mask), so the one view that was observed reaches the Gaussians
-unchanged; ``"generated"`` keeps FaceLift's behaviour (all six views generated).
+``first_view="input"`` (the default) the GS-LRM gets the framed input itself there instead (resized to
+the views' resolution, its own alpha as the mask), so the one view that was observed reaches the
+Gaussians unchanged; ``"generated"`` keeps FaceLift's behaviour (all six views generated).
 
-Consensus: with ``draws`` > 1 the diffusion model makes that many draws (one batched call) and the views
-are their per-pixel median (``mvdiff.pipeline.consensus_views``), a majority vote of the silhouettes.
+Consensus: with ``draws`` > 1 (default 5) the diffusion model makes that many draws (one batched call)
+and the views are their per-pixel median (``mvdiff.pipeline.consensus_views``), a majority vote of the
+silhouettes.
+
+The defaults, ``first_view="input"`` and ``draws=5``, are the best measured settings (docs/benchmarks.md,
+"Lift", sixth chain run: mask IoU 0.704 against 0.611 for FaceLift's behaviour, five held-out mice); five
+draws make the diffusion stage about 5x slower (18 s against 4 s per mouse, measured). ``FACELIFT``
+holds FaceLift's exact behaviour (``LiftOptions(**FACELIFT)``, ``gausslift lift --facelift``).
+
+``lift.json``'s ``lrm_metrics`` hold the renders' PSNR and mask IoU against the views GS-LRM was given,
+averaged over all views (``mean_*``) and over the unseen views 1.. alone (``unseen_*``: every view but
+view 0, which with ``first_view="input"`` is the input itself); for a sequence, means over the frames.
 
 Temporal coherence: one fixed seed; the initial noise (``initial_noise``, every draw's) is drawn once
 and shared by every frame, and the generator is re-seeded before each frame, so scheduler noise (eta)
@@ -38,6 +48,7 @@ Random numbers come from a CPU generator: the same views on every device, up to 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -57,6 +68,7 @@ ALPHA_RAMP = 0.1
 METRICS = ("mean_psnr", "mean_iou", "n_gaussians", "temporal_psnr_var", "background_change")
 WHITE = np.ones(3, np.float32)
 FIRST_VIEWS = ("generated", "input")
+FACELIFT = {"first_view": "generated", "draws": 1}  # FaceLift's exact behaviour (the defaults: input, 5)
 
 
 @dataclass
@@ -69,8 +81,8 @@ class LiftOptions:
     view: str | None = None  # sample / sequence input: which view (default: the first)
     mask: str | None = None  # a given mask (image; mask video or folder for sequences)
     view_embeds: str | None = None  # FaceLift's clr_embeds.pt when it is not in the pipeline folder
-    first_view: str = "generated"  # view 0 for the GS-LRM: "generated" (FaceLift) or "input" (docstring)
-    draws: int = 1  # diffusion draws fused by their per-pixel median (docstring)
+    first_view: str = "input"  # view 0 for the GS-LRM: "input" or "generated" (FaceLift) (docstring)
+    draws: int = 5  # diffusion draws fused by their per-pixel median (FaceLift: 1) (docstring)
     hull_tolerance: int | None = None  # hull-depth GS-LRM: views a hull point may miss (None: as trained)
     cameras: str | None = None  # the generated views' cameras (sample folder / opencv_cameras.json)
     frame_size: int = 512  # size of the framed input
@@ -257,6 +269,22 @@ def _write_rgba(path: Path, rgba: np.ndarray) -> None:
             raise OSError(f"could not write {path}")
 
 
+def unseen_means(metrics: dict, names: list[str]) -> dict:
+    """``unseen_psnr`` / ``unseen_iou``: the mean over views ``names[1:]`` (all but view 0, the input's
+    view) of a ``metrics.json``'s per-view ``psnr`` / ``iou``; None where it has none of them."""
+    out = {}
+    for key in ("psnr", "iou"):
+        per_view = metrics.get(key) or {}
+        vals = [per_view[n] for n in names[1:] if per_view.get(n) is not None]
+        out[f"unseen_{key}"] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def _frames_mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # the chain
 def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
@@ -331,19 +359,23 @@ def lift(input_path, mvdiff, lrm, out, opts: LiftOptions | None = None) -> dict:
     if inp.is_sequence:
         atomic_write_json(out / "manifest.json", {"samples": samples, "source": str(inp.path)})
         lrm_result = predict_sequence(model, out, out, popts)
+        per_frame = []
         for f in frames:
             contact_sheet(out / f["id"], names, opts.sheet_tile)
+            per_frame.append(unseen_means(json.loads((out / f["id"] / "metrics.json").read_text()), names))
+        unseen = {k: _frames_mean(per_frame, k) for k in ("unseen_psnr", "unseen_iou")}
     else:
         lrm_result = predict_sample(model, out / "views", out, popts)
         lrm_result.pop("_renders", None)
         contact_sheet(out, names, opts.sheet_tile)
+        unseen = unseen_means(lrm_result, names)
     seconds["lrm"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
     summary = dict(
         input=str(inp.path), kind=inp.kind, frames=frames, skipped=skipped,
         mvdiff=str(pipeline_folder(mvdiff)), lrm=dict(lrm_info), device=str(device), views=names,
         options={k: v for k, v in asdict(opts).items() if k != "verbose"}, seconds=seconds,
-        lrm_metrics={k: lrm_result.get(k) for k in METRICS},
+        lrm_metrics={**{k: lrm_result.get(k) for k in METRICS}, **unseen},
     )  # fmt: skip
     atomic_write_json(out / "lift.json", summary)
     _say(opts, f"done in {seconds['total']:.1f} s: {out}")

@@ -61,9 +61,11 @@ STREAM_NOISE = 3  # mvdata.step_seed stream of the per-step generator (1, 2: the
 class MVDiffTrainConfig:
     data: list[str] = field(default_factory=list)
     init: str = "tiny"  # a pipeline folder (FaceLift pipeckpts or a run's pipeline/) or "tiny"
-    size: int = 64  # tiny only: view resolution
-    channels: tuple[int, ...] = (32, 64, 96, 128)  # tiny only: UNet block widths
-    view_classes: bool = False  # tiny only: each view's index as a class embedding in every ResNet block
+    # size, channels, view_classes: set for tiny; with a pipeline folder, the run records the loaded
+    # model's own values here (`record_loaded`), so config.yaml says what the weights carry
+    size: int = 64  # tiny: view resolution
+    channels: tuple[int, ...] = (32, 64, 96, 128)  # tiny: UNet block widths
+    view_classes: bool = False  # tiny: each view's index as a class embedding in every ResNet block
     view_mode: str = ""  # "", "learned" or "camera": convert the loaded view embeddings
     trainable: str = "all"  # "all" (UNet + view embeddings) or "views"
     batch: int = 2  # objects per step and rank
@@ -99,6 +101,18 @@ def build_pipeline(cfg: MVDiffTrainConfig):
         if cfg.view_mode and cfg.view_mode != pipe.views.config.mode:
             pipe.views = convert_views(pipe.views, cfg.view_mode)
     return pipe
+
+
+def record_loaded(cfg: MVDiffTrainConfig, pipe) -> None:
+    """With a pipeline folder as ``init``: write the loaded model's resolution, UNet block widths and view
+    classes (``num_class_embeds``) into ``cfg``, in place of the tiny-only settings, which do not apply
+    to it. Not shape keys for such a run (``MVDiffTask.shape_keys``), and a resume records the same values
+    from the same folder, so a resume is not refused for them."""
+    if cfg.init == "tiny":
+        return
+    cfg.size = int(pipe.resolution)
+    cfg.channels = tuple(int(c) for c in pipe.unet.config.block_out_channels)
+    cfg.view_classes = bool(pipe.unet.config.num_class_embeds)
 
 
 def trainable_parameters(pipe, which: str) -> dict[str, torch.nn.Parameter]:
@@ -266,6 +280,7 @@ class MVDiffTask(Task):
         if cfg.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise InputError(None, f"precision must be auto, fp32, bf16 or fp16, not {cfg.precision!r}")
         pipe = build_pipeline(cfg).to(dev)
+        record_loaded(cfg, pipe)  # before the loop writes config.yaml
         samples = mvdata.find_samples(cfg.data, pipe.num_views)
         shard = self.dist.shard(samples)
         if not shard:
