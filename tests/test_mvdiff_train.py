@@ -140,6 +140,9 @@ def test_snr_weights_three_prediction_types_and_facelift():
     assert torch.allclose(snr_weights(sched, t, 5.0), torch.tensor(want["v_prediction"]))  # the config's type
     with pytest.raises(InputError, match="snr_weighting"):
         snr_weights(sched, t, 5.0, weighting="paper")
+    from gausslift.mvdiff.train import MVDiffTrainConfig
+
+    assert MVDiffTrainConfig().snr_weighting == "facelift"  # the training default: it measured better
 
 
 def test_snr_weights_match_diffusers_train_text_to_image():

@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--condition-drop", type=float, help="default 0.05")
     t.add_argument("--snr-gamma", type=float, help="Min-SNR gamma (default 5; 0: unweighted)")
     t.add_argument("--snr-weighting", choices=("minsnr", "facelift"),
-                   help="minsnr (default): by prediction type, / (SNR + 1) for v-prediction; facelift: / SNR "
-                        "for every type, as FaceLift's train_diffusion.py")
+                   help="facelift (default): min(SNR, gamma) / SNR for every type, as FaceLift's "
+                        "train_diffusion.py (measured better here); minsnr: Min-SNR by prediction type, "
+                        "/ (SNR + 1) for v-prediction")
     t.add_argument("--timestep-bias", choices=("none", "later", "earlier"),
                    help="draw the last (later: high-noise) or first timesteps more often, as diffusers' SDXL "
                         "script's --timestep_bias_strategy (default none)")
