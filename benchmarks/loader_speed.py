@@ -117,7 +117,10 @@ def main(argv=None) -> int:
     set_threads(args.threads)
     check_same_batches(args)
     results, summary = [], {}
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+    modes = [m.strip() for m in args.modes.replace("both", "load,train").split(",") if m.strip()]
+    if not modes or set(modes) - {"load", "train"}:
+        ap.error(f"--modes must be load, train or both, not {args.modes!r}")
+    for mode in modes:
         rows = {True: [], False: []}
         for _ in range(args.repeats):
             for in_step in (True, False):
