@@ -393,7 +393,8 @@ def test_cli_unreadable_keypoint_file(toy_env, tmp_path, capsys):
 def test_stages_follow_the_planned_total(toy):
     """The stage split is a function of the planned total: the configured one for rigid_iters + iters,
     the same ratio for a planned (--minutes) total."""
-    from gausslift.track.optimize import Tracker, TrackTask, loop_options, lr_factor, sigma_factor
+    from gausslift.track.optimize import Tracker
+    from gausslift.track.task import TrackTask, loop_options, lr_factor, sigma_factor
 
     kmap = load_map("dannce", toy)
     obs, *_ = synthetic(toy, kmap, T=4, seed=1)
@@ -424,7 +425,7 @@ def _same_track(a, b):
 def test_killed_track_resumes_bit_identically(toy, tmp_path, monkeypatch, kill):
     import json
 
-    from gausslift.track.optimize import TrackTask
+    from gausslift.track.task import TrackTask
     from gausslift.train.loop import CHECKPOINT
 
     kmap = load_map("dannce", toy)
@@ -466,7 +467,7 @@ SMALL = ["--cameras", "cam0,cam1,cam2", "--iters", "40", "--set", "rigid_iters=1
 
 
 def test_cli_resumes_a_killed_track(toy, toy_env, tmp_path, capsys, monkeypatch):
-    from gausslift.track.optimize import TrackTask
+    from gausslift.track.task import TrackTask
 
     sess, X = _sleap_session(toy, tmp_path / "s")
     rc, out = _cli([str(sess), "--out", str(tmp_path / "a"), *SMALL], capsys)

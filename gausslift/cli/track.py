@@ -91,7 +91,7 @@ def run(args) -> int:
     from gausslift.preprocess.frames import parse_frames
     from gausslift.subjects import load_subject
     from gausslift.track import load_observations, require_cameras, track_session
-    from gausslift.track.optimize import loop_options
+    from gausslift.track.task import loop_options
     from gausslift.train.loop import CHECKPOINT
 
     out = Path(args.out)

@@ -5,8 +5,8 @@ Modules, one concept each: :mod:`~gausslift.track.skeleton` (keypoint maps: labe
 point), :mod:`~gausslift.track.observations` (the session's 2D labels per camera),
 :mod:`~gausslift.track.triangulate` (DLT), :mod:`~gausslift.track.init` (similarity initialisation),
 :mod:`~gausslift.track.posing` (cheap posing of the mapped points, projection),
-:mod:`~gausslift.track.optimize` (the fit: its Adam stages are a task of the one training loop,
-:mod:`gausslift.train.loop`), :mod:`~gausslift.track.metrics` and
+:mod:`~gausslift.track.optimize` (the fit: model and loss), :mod:`~gausslift.track.task` (its Adam
+stages as a task of the one training loop, :mod:`gausslift.train.loop`), :mod:`~gausslift.track.metrics` and
 :mod:`~gausslift.track.output` (files and report).
 """
 
@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from gausslift.track.observations import Observations, load_observations, require_cameras
-from gausslift.track.optimize import Tracker, TrackOptions, TrackResult, TrackTask, track
+from gausslift.track.optimize import Tracker, TrackOptions, TrackResult
 from gausslift.track.output import write_track
 from gausslift.track.skeleton import KeypointMap, auto_map, load_map
+from gausslift.track.task import TrackTask, run_tracker, track
 
 __all__ = ["Observations", "load_observations", "require_cameras", "TrackOptions", "TrackResult", "track",
            "Tracker", "TrackTask", "write_track", "KeypointMap", "auto_map", "load_map", "track_session"]
@@ -30,9 +31,9 @@ def track_session(obs: Observations, out: str | Path, subject, keypoints: str = 
     :meth:`Observations.select`); ``keypoints`` is ``auto`` | ``sleap`` | ``dannce`` | a YAML file;
     ``masks``: a ``gausslift ingest`` output of the same session, for the silhouette IoU report.
     ``out`` is the loop's run folder too (a new run refuses a non-empty one); ``loop``: the
-    :class:`gausslift.train.loop.LoopOptions` (default: :func:`gausslift.track.optimize.loop_options`
+    :class:`gausslift.train.loop.LoopOptions` (default: :func:`gausslift.track.task.loop_options`
     of ``opts``; ``resume=True`` continues a killed track there). The outputs are written when the
-    run ends (:meth:`gausslift.track.optimize.TrackTask.finish`)."""
+    run ends (:meth:`gausslift.track.task.TrackTask.finish`)."""
     opts = opts or TrackOptions()
     require_cameras(obs)
     kmap = auto_map(obs.names, subject) if keypoints == "auto" else load_map(keypoints, subject)
@@ -49,5 +50,5 @@ def track_session(obs: Observations, out: str | Path, subject, keypoints: str = 
         reports.append(write_track(out, subject, result, obs, opts, kmap.name, model_spec, extra))
         return reports[-1]
 
-    result = Tracker(subject, kmap, obs, opts).run(out, loop, write)
+    result = run_tracker(Tracker(subject, kmap, obs, opts), out, loop, write)
     return result, reports[-1]
