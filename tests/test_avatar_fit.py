@@ -26,15 +26,7 @@ from gausslift.subjects import FlameHead, load_subject
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny images: one thread is fastest (and much faster on a crowded machine)."""
-    from gausslift.train.device import set_threads
-
-    old = torch.get_num_threads()
-    set_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def teacher(subject, seed=0):

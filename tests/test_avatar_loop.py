@@ -37,14 +37,7 @@ SCHEDULE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    from gausslift.train.device import set_threads
-
-    old = torch.get_num_threads()
-    set_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
