@@ -33,6 +33,7 @@ LAYERS = {
     "avatar": 4,
     "track": 4,
     "lift": 5,
+    "video4d": 5,
     "cli": 6,
     "__main__": 7,
 }

@@ -96,14 +96,14 @@ def animate(
             cv2.imwrite(str(tmp), cv2.cvtColor(u8, cv2.COLOR_RGBA2BGRA))
         frames.append(u8[..., :3])
         if ply:
-            _save_ply(av, verts, out / f"frame_{t:04d}.ply")
+            save_avatar_ply(av, verts, out / f"frame_{t:04d}.ply")
     from gausslift.viz.video import write_video
 
     video = write_video(frames, out / "animation.mp4", fps=fps)
     return {"frames": T, "video": str(video), "camera": camera, "ply": ply}
 
 
-def _save_ply(av: LoadedAvatar, verts: torch.Tensor, path: Path) -> None:
+def save_avatar_ply(av: LoadedAvatar, verts: torch.Tensor, path: Path) -> None:
     from gausslift.splats import Splats, save_ply
 
     with torch.no_grad():

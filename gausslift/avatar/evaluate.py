@@ -2,7 +2,9 @@
 
 * **novel views**: the training frames (with the fine-tuned parameters) seen from the held-out cameras;
 * **self-reenactment**: the held-out frames (their own, never-trained parameters) from the held-out
-  cameras (from the training cameras when no camera was held out).
+  cameras (from the training cameras when no camera was held out);
+* **reenactment_train_cameras** (``train_camera_reenactment=True`` and cameras were held out): the
+  held-out frames from the training cameras, so that held-out time and held-out views can be told apart.
 
 Per split: PSNR, SSIM, LPIPS (VGG; ``None`` when its weights are not available), mask IoU (render
 alpha vs the mask, both at 0.5), and the flicker figures of :mod:`gausslift.metrics.flicker` per
@@ -99,8 +101,12 @@ def evaluate_run(
     lpips_weights=None,
     max_frames: int = 0,
     subject=None,
+    per_view: bool = False,
+    train_camera_reenactment: bool = False,
 ) -> dict:
-    """The metrics dict of a run (``subject``: an already built model instead of the run's spec)."""
+    """The metrics dict of a run (``subject``: an already built model instead of the run's spec;
+    ``per_view``: also ``out["per_view"]``, one row per rendered view: split, frame, camera and its
+    figures)."""
     av = LoadedAvatar(run, device, backend, subject)
     seq, info = av.seq, av.info
     wfs = torch.as_tensor(seq.world_from_subject, dtype=torch.float32)
@@ -111,8 +117,10 @@ def evaluate_run(
         "novel_view": (info["train_frames"], test_cams),
         "reenactment": (info["test_frames"], test_cams),
     }
+    if train_camera_reenactment and info["test_cameras"]:
+        splits["reenactment_train_cameras"] = (info["test_frames"], info["train_cameras"])
     out = {"num_gaussians": int(len(av.binding)), "lpips_available": lp is not None}
-    times = []
+    times, views = [], []
     for name, (frames, cams) in splits.items():
         if not frames or not cams:
             continue
@@ -140,6 +148,8 @@ def evaluate_run(
                 if m is not None:
                     row["mask_iou"] = float(metrics.mask_iou(alpha, m))
                 rows.append(row)
+                if per_view:
+                    views.append({"split": name, "frame": int(t), "camera": seq.camera_names[c], **row})
                 seq_r.append(rgb.cpu().numpy())
                 seq_g.append(gt.cpu().numpy())
                 for tab, dst in ((av.table, tr), (gt_table, tr_gt)):
@@ -161,4 +171,6 @@ def evaluate_run(
     out["render_fps"] = float(1.0 / np.median(times)) if times else None
     out["train_seconds"] = info.get("train_seconds")
     out["peak_rss_mb"] = info.get("peak_rss_mb")
+    if per_view:
+        out["per_view"] = views
     return out

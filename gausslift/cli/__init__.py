@@ -12,7 +12,8 @@ from gausslift.errors import GaussliftError
 
 VERBS = (
     "demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view",
-    "synth", "lrm", "mvdiff", "lift", "avatar", "track",
+    "synth", "lrm", "mvdiff", "lift", "avatar", "track", "video4d",
+    "subjects",
 )
 
 

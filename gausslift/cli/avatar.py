@@ -114,17 +114,18 @@ def run(args) -> int:
         from gausslift.avatar.evaluate import evaluate_run
         from gausslift.ioutil import atomic_write_json
 
-        res = evaluate_run(args.run, args.device, args.backend, args.weights, args.max_frames)
+        res = evaluate_run(args.run, args.device, args.backend, args.weights, args.max_frames,
+                           train_camera_reenactment=True)
         atomic_write_json(Path(args.run) / "eval.json", res)
         if args.json:
             print(json.dumps(res, indent=1))
         else:
-            for split in ("novel_view", "reenactment"):
+            for split in ("novel_view", "reenactment", "reenactment_train_cameras"):
                 if split in res:
                     r = res[split]
                     lp = f"{r['lpips']:.4f}" if "lpips" in r else "n/a (no weights)"
                     print(
-                        f"{split:12s} PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  LPIPS {lp}  "
+                        f"{split:25s} PSNR {r['psnr']:.2f}  SSIM {r['ssim']:.4f}  LPIPS {lp}  "
                         f"IoU {r.get('mask_iou', float('nan')):.4f}  PSNR var {r['psnr_var']:.4f}  "
                         f"({r['views']} views)"
                     )
