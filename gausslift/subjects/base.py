@@ -12,7 +12,9 @@ model's own (``Subject.units``): ICT FaceKit is in cm, FLAME in m, the MAMMAL mo
 (about 1.4 from nose to tail tip).
 
 Model files are never bundled: :func:`find_model_file` looks for them at a user-given path, in
-``$GAUSSLIFT_MESHES``, or in ``../shared/data/meshes`` next to the working directory or the repo.
+``$GAUSSLIFT_MESHES``, in :func:`user_meshes_dir` (``gausslift subjects pack`` builds them there
+from the official repositories), or in ``../shared/data/meshes`` next to the working directory or
+the repo.
 """
 
 from __future__ import annotations
@@ -179,11 +181,26 @@ def num_keyframes(frames: int, key_every: int) -> int:
 
 
 # ---------------------------------------------------------------------- files
+# the command that builds each model file from a checkout of its official repository
+PACK_COMMANDS = {
+    "ict_facekit.npz": "gausslift subjects pack ict ICT-FaceKit/ (github.com/ICT-VGL/ICT-FaceKit)",
+    "mammal_mouse.npz": "gausslift subjects pack mammal MAMMAL_mouse/ (github.com/anl13/MAMMAL_mouse)",
+}
+
+
+def user_meshes_dir() -> Path:
+    """Where ``gausslift subjects pack`` writes by default: ``$XDG_DATA_HOME/gausslift/meshes``
+    (``~/.local/share/gausslift/meshes``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base).expanduser() / "gausslift" / "meshes"
+
+
 def _default_dirs() -> list[Path]:
     dirs = []
     env = os.environ.get(ENV_VAR)
     if env:
         dirs.append(Path(env))
+    dirs.append(user_meshes_dir())
     dirs.append(Path.cwd().parent / "shared" / "data" / "meshes")
     dirs.append(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "meshes")
     return dirs
@@ -191,8 +208,9 @@ def _default_dirs() -> list[Path]:
 
 def find_model_file(filename: str, path: str | Path | None = None) -> Path:
     """Where a model file is: ``path`` (the file itself or a folder holding ``filename``) when
-    given, else ``$GAUSSLIFT_MESHES/filename``, else ``../shared/data/meshes/filename`` relative to
-    the working directory, then to the repository. Raises InputError for a given path that does not
+    given, else ``$GAUSSLIFT_MESHES/filename``, else :func:`user_meshes_dir` (where ``gausslift
+    subjects pack`` writes), else ``../shared/data/meshes/filename`` relative to the working
+    directory, then to the repository. Raises InputError for a given path that does not
     exist and MissingWeightsError (naming the file and where to put it) when nothing is found."""
     if path is not None:
         p = Path(path).expanduser()
@@ -207,9 +225,11 @@ def find_model_file(filename: str, path: str | Path | None = None) -> Path:
         if p.is_file():
             return p
         tried.append(str(p))
+    make = PACK_COMMANDS.get(filename)
+    make = f"make it with: {make}; or " if make else ""
     raise MissingWeightsError(
-        f"model file {filename} not found; put it in a folder and set ${ENV_VAR} to that folder, "
-        f"or pass its path (looked in: {', '.join(tried)})")
+        f"model file {filename} not found; {make}put it in a folder and set ${ENV_VAR} to that "
+        f"folder, or pass its path (looked in: {', '.join(tried)})")
 
 
 def load_npz(path: Path, keys: list[str], what: str) -> dict[str, np.ndarray]:
