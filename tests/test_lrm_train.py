@@ -51,6 +51,16 @@ def test_presets_yaml_and_overrides(tmp_path):
         train_config("huge")
 
 
+def test_mouse_preset_carries_the_measured_recipe():
+    m, tiny = train_config("mouse"), train_config("tiny")
+    assert (m.model.hull_depth, m.model.pixel_mlp, m.model.scale_bias) == (0.2, 32, 3.9)
+    assert m.model.d == tiny.model.d and m.model.n_layers == tiny.model.n_layers  # the tiny network
+    assert (m.data.num_views, m.data.num_input_views, m.data.targets_include_inputs) == (8, 5, False)
+    assert (m.loss.mask, m.batch, m.lr, m.warmup_steps, m.precision) == (1.0, 2, 4e-4, 50, "auto")
+    assert tiny.model.hull_depth == 0 and tiny.data.targets_include_inputs  # FaceLift's stay as they were
+    assert train_config("mouse", ["batch=4"]).batch == 4
+
+
 def test_lr_warmup_then_cosine_over_the_planned_steps():
     cfg = LRMTrainConfig(lr=1e-3, warmup_steps=10)
     assert lr_at(cfg, 0, 100) == pytest.approx(1e-4)

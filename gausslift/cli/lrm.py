@@ -1,6 +1,6 @@
 """``gausslift lrm train|predict|eval``: the GS-LRM feed-forward reconstruction model.
 
-* ``train DATA... --out RUN [--config tiny|base|facelift|file.yaml] [--set KEY=VALUE]... [--steps N]
+* ``train DATA... --out RUN [--config tiny|base|facelift|mouse|file.yaml] [--set KEY=VALUE]... [--steps N]
   [--minutes M] [--resume] [--init CKPT] [--val SAMPLES]...`` (the flags every trainer shares,
   ``gausslift.cli._train``); under ``torchrun --nproc_per_node N -m gausslift lrm train ...`` the same
   command runs DDP.
@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     t = sub.add_parser("train", help="train from scratch or fine-tune (--init); torchrun for DDP")
     t.add_argument("data", nargs="+", help="sample folders, folders with data_train.txt, or .txt lists")
-    add_train_flags(t, config_help="tiny | base | facelift | a .yaml file (default tiny)")
+    add_train_flags(t, config_help="tiny | base | facelift | mouse (the measured mouse recipe) | a .yaml "
+                                   "file (default tiny: FaceLift's settings, small)")
     t.add_argument("--init", default=None, help="FaceLift's ckpt_*.pt, or a run / checkpoint of ours")
     t.add_argument("--val", action="append", default=None, metavar="SAMPLES",
                    help="held-out samples, repeatable (default: the data folders' data_val.txt)")  # fmt: skip

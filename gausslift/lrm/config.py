@@ -1,7 +1,9 @@
 """GS-LRM training configuration: one dataclass, written as ``config.yaml`` next to every run.
 
-``train_config("tiny"|"base"|"facelift"|"path.yaml", overrides)`` gives a :class:`LRMTrainConfig`:
-a preset name takes the network of ``gausslift.models.gslrm.PRESETS`` and the defaults below; a YAML
+``train_config("tiny"|"base"|"facelift"|"mouse"|"path.yaml", overrides)`` gives a
+:class:`LRMTrainConfig`: a network preset name takes the network of ``gausslift.models.gslrm.PRESETS``
+and the defaults below (FaceLift's training settings), ``mouse`` the measured mouse recipe
+(:func:`mouse_preset`); a YAML
 file is a (partial) dump of this dataclass (``model:``, ``data:``, ``loss:`` nested), e.g. a run's own
 ``config.yaml``. ``overrides`` are ``a.b=value`` strings (``gausslift.config.apply_overrides``).
 
@@ -12,7 +14,7 @@ one process or many (the DDP test holds this to 1e-5).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gausslift.config import apply_overrides, load_config
@@ -76,20 +78,35 @@ def preset(name: str) -> LRMTrainConfig:
     return LRMTrainConfig(model=gslrm_config(name))
 
 
+def mouse_preset() -> LRMTrainConfig:
+    """The measured mouse recipe (docs/benchmarks.md, "Mouse with the visual-hull depth"): the ``tiny``
+    network with the visual-hull depth, the per-pixel MLP and scale bias 3.9; 8 views a sample, 5 of them
+    inputs (evenly spaced), targets without the inputs; mask weight 1; batch 2, lr 4e-4, 50 warm-up
+    steps. ``precision`` stays ``auto`` (bf16 only where the CPU has it natively). FaceLift's own
+    settings stay ``--config facelift`` (the network) or ``tiny`` (its training defaults, small)."""
+    cfg = preset("tiny")
+    cfg.model = replace(cfg.model, hull_depth=0.2, pixel_mlp=32, scale_bias=3.9)
+    cfg.data = replace(cfg.data, num_views=8, num_input_views=5, targets_include_inputs=False,
+                       view_order="fixed")  # fmt: skip
+    cfg.loss = replace(cfg.loss, mask=1.0)
+    cfg.batch, cfg.lr, cfg.warmup_steps = 2, 4e-4, 50
+    return cfg
+
+
 # ``--config NAME`` of ``gausslift lrm train`` (``gausslift.cli._train.train_config(presets=...)``)
-TRAIN_PRESETS = {name: (lambda name=name: preset(name)) for name in PRESETS}
+TRAIN_PRESETS = {name: (lambda name=name: preset(name)) for name in PRESETS} | {"mouse": mouse_preset}
 
 
 def check_spec(spec: str) -> None:
     """A ``--config`` value must be a preset name or a YAML file (one line otherwise)."""
-    if spec not in PRESETS and not spec.endswith((".yaml", ".yml")) and not Path(spec).is_file():
-        raise InputError(spec, f"not a config: give one of {sorted(PRESETS)} or a .yaml file")
+    if spec not in TRAIN_PRESETS and not spec.endswith((".yaml", ".yml")) and not Path(spec).is_file():
+        raise InputError(spec, f"not a config: give one of {sorted(TRAIN_PRESETS)} or a .yaml file")
 
 
 def train_config(spec: str = "tiny", overrides: list[str] | None = None) -> LRMTrainConfig:
     """A preset name (tiny | base | facelift) or a YAML file, then ``key=value`` overrides."""
     check_spec(spec)
-    cfg = preset(spec) if spec in PRESETS else load_config(LRMTrainConfig, spec)
+    cfg = TRAIN_PRESETS[spec]() if spec in TRAIN_PRESETS else load_config(LRMTrainConfig, spec)
     cfg = apply_overrides(cfg, list(overrides or []))
     check_config(cfg)
     return cfg
