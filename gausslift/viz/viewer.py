@@ -4,6 +4,13 @@ and an initial orbit (``view.json``), served on 127.0.0.1 only.
 
 ``export_viewer(src, out_dir)`` writes the static folder (any static file server can host it; a
 browser will not ``fetch`` from ``file://``). ``make_server`` / ``serve`` serve such a folder.
+
+4D sequences (a folder of per-frame .ply files, see :mod:`gausslift.viz.frames`) get the same page
+with a frame slider, play/pause and an fps box: ``view.json`` lists ``frames/000000.ply``, ... and
+``fps``, and the page fetches each frame when it is first shown (a few ahead while playing) and keeps
+recent ones in a bounded cache; the camera stays put while frames change. ``export_viewer`` writes
+every frame; ``serve`` writes a frame only when the page first asks for it. ``max_splats`` and
+``sh_degree`` apply per frame; the initial orbit frames the first, middle and last frames together.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import functools
 import http.server
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from importlib import resources
@@ -22,12 +30,14 @@ import numpy as np
 from gausslift.errors import GaussliftError, InputError
 from gausslift.ioutil import atomic_write_json, atomic_write_text
 from gausslift.splats import Splats, load_ply, save_ply
+from gausslift.viz.frames import Sequence, check_ply_header, find_sequence
 from gausslift.viz.orbit import framing
 
 HOST = "127.0.0.1"  # never bind beyond this machine
 PAGE = "index.html"
 SCENE = "scene.ply"
 VIEW = "view.json"
+FRAMES = "frames"  # 4D: FRAMES/000000.ply, ... beside the page
 
 
 def viewer_page() -> str:
@@ -60,6 +70,31 @@ def resolve_ply(src: str | Path) -> Path:
     raise InputError(src, f"{found} here and no splats.ply; name the .ply to view")
 
 
+def _prepare(splats: Splats, max_splats: int | None, sh_degree: int | None, name) -> Splats:
+    """CPU copy at the SH degree shown (at most 3) with at most ``max_splats`` (the most opaque)."""
+    if len(splats) == 0:
+        raise InputError(name, "no splats to view")
+    degree = min(3, splats.sh_degree if sh_degree is None else max(0, sh_degree))
+    splats = splats.detach().to("cpu").with_sh_degree(min(degree, splats.sh_degree))
+    if max_splats is not None and len(splats) > max_splats:
+        keep = np.argsort(-splats.opacities.numpy(), kind="stable")[:max_splats]
+        splats = splats[np.sort(keep)]
+    return splats
+
+
+def _view(target, radius, elevation_deg, fov_deg, background, **extra) -> dict:
+    return {
+        "target": [float(v) for v in target],
+        "radius": float(radius),
+        "up": [0.0, 0.0, 1.0],
+        "azimuth_deg": 0.0,
+        "elevation_deg": float(elevation_deg),
+        "fov_deg": float(fov_deg),
+        "background": [float(c) for c in background],
+        **extra,
+    }
+
+
 def export_viewer(
     src: str | Path | Splats,
     out_dir: str | Path,
@@ -69,41 +104,103 @@ def export_viewer(
     background=(1.0, 1.0, 1.0),
     elevation_deg: float = 20.0,
     fov_deg: float = 50.0,
+    fps: float | None = None,
 ) -> Path:
     """Write ``index.html``, ``scene.ply`` and ``view.json`` into ``out_dir``; returns the page path.
 
     Splats with NaN/inf parameters are dropped. ``max_splats`` keeps the most opaque ones.
     ``sh_degree`` lowers the SH degree written (smaller file, no view-dependent colour at 0); the
     viewer uses at most degree 3.
+
+    A folder holding a 4D sequence (:func:`gausslift.viz.frames.find_sequence`) is written as
+    ``index.html``, ``view.json`` and ``frames/000000.ply``, ... instead (``fps`` overrides the
+    sequence's rate).
     """
+    seq = None if isinstance(src, Splats) else find_sequence(src)
+    if seq is not None:
+        site = SequenceSite(seq, out_dir, max_splats=max_splats, sh_degree=sh_degree, background=background,
+                            elevation_deg=elevation_deg, fov_deg=fov_deg, fps=fps)
+        site.write_all()
+        return site.page
     splats = src if isinstance(src, Splats) else load_ply(resolve_ply(src), drop_nonfinite=True)
-    if len(splats) == 0:
-        raise InputError(None if isinstance(src, Splats) else src, "no splats to view")
-    degree = min(3, splats.sh_degree if sh_degree is None else max(0, sh_degree))
-    splats = splats.detach().to("cpu").with_sh_degree(min(degree, splats.sh_degree))
-    if max_splats is not None and len(splats) > max_splats:
-        keep = np.argsort(-splats.opacities.numpy(), kind="stable")[:max_splats]
-        splats = splats[np.sort(keep)]
+    splats = _prepare(splats, max_splats, sh_degree, None if isinstance(src, Splats) else src)
     target, radius = framing(splats, fov_deg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_ply(splats, out / SCENE)
-    view = {
-        "target": [float(v) for v in target],
-        "radius": float(radius),
-        "up": [0.0, 0.0, 1.0],
-        "azimuth_deg": 0.0,
-        "elevation_deg": float(elevation_deg),
-        "fov_deg": float(fov_deg),
-        "background": [float(c) for c in background],
-        "count": len(splats),
-    }
+    view = _view(target, radius, elevation_deg, fov_deg, background, count=len(splats))
     atomic_write_json(out / VIEW, view)
     atomic_write_text(out / PAGE, viewer_page())
     return out / PAGE
 
 
+def frame_file(i: int) -> str:
+    return f"{FRAMES}/{i:06d}.ply"
+
+
+class SequenceSite:
+    """The viewer folder of a 4D sequence. The constructor checks every frame's header, frames the
+    first, middle and last frames and writes ``index.html`` and ``view.json``; frame files are
+    written by :meth:`frame` (on demand) or :meth:`write_all`."""
+
+    def __init__(self, seq: Sequence, out_dir, *, max_splats=None, sh_degree=None, background=(1.0, 1.0, 1.0),
+                 elevation_deg: float = 20.0, fov_deg: float = 50.0, fps: float | None = None):
+        self.seq, self.out = seq, Path(out_dir)
+        self.page = self.out / PAGE
+        self.max_splats, self.sh_degree = max_splats, sh_degree
+        self._lock = threading.Lock()
+        self._done: set[int] = set()
+        for p in seq.frames:
+            check_ply_header(p)
+        n = len(seq)
+        picks = sorted({0, n // 2, n - 1})
+        parts = [self._load(i) for i in picks]
+        self.out.mkdir(parents=True, exist_ok=True)
+        for i, s in zip(picks, parts):
+            save_ply(s, self.out / frame_file(i))
+            self._done.add(i)
+        target, radius = self._framing(parts, fov_deg)
+        view = _view(target, radius, elevation_deg, fov_deg, background,
+                     count=len(parts[0]), fps=float(fps or seq.fps),
+                     frames=[frame_file(i) for i in range(n)], numbers=list(seq.numbers),
+                     names=[p.name for p in seq.frames])
+        atomic_write_json(self.out / VIEW, view)
+        atomic_write_text(self.page, viewer_page())
+
+    def _load(self, i: int) -> Splats:
+        path = self.seq.frames[i]
+        return _prepare(load_ply(path, drop_nonfinite=True), self.max_splats, self.sh_degree, path)
+
+    @staticmethod
+    def _framing(parts: list[Splats], fov_deg: float):
+        g = np.random.default_rng(0)
+        sub = []
+        for s in parts:  # at most 20k splats of each sampled frame
+            s = s.with_sh_degree(0)
+            sub.append(s if len(s) <= 20000 else s[np.sort(g.choice(len(s), 20000, replace=False))])
+        return framing(Splats.cat(sub), fov_deg)
+
+    def frame(self, i: int) -> Path:
+        """Write frame ``i``'s file if it is not there yet (thread-safe); returns its path."""
+        if not 0 <= i < len(self.seq):
+            raise IndexError(i)
+        path = self.out / frame_file(i)
+        if i in self._done:
+            return path
+        with self._lock:
+            if i not in self._done:
+                save_ply(self._load(i), path)
+                self._done.add(i)
+        return path
+
+    def write_all(self) -> None:
+        for i in range(len(self.seq)):
+            self.frame(i)
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    site: SequenceSite | None = None  # set for a 4D sequence: frame files are written on first request
+
     def log_message(self, format, *args):  # noqa: A002 (signature of the base class)
         pass
 
@@ -111,10 +208,32 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         super().end_headers()
 
+    def _ensure_frame(self) -> bool:
+        m = re.fullmatch(rf"/{FRAMES}/(\d+)\.ply", self.path.split("?")[0])
+        if self.site is None or m is None or not 0 <= int(m.group(1)) < len(self.site.seq):
+            return True
+        try:
+            self.site.frame(int(m.group(1)))
+        except GaussliftError as e:
+            print(f"gausslift view: error: {e}", file=sys.stderr, flush=True)
+            self.send_error(500, str(e).replace("\n", " "))
+            return False
+        return True
 
-def make_server(directory: str | Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
-    """An HTTP server for ``directory`` bound to 127.0.0.1 (port 0: any free port). Not started."""
-    handler = functools.partial(_QuietHandler, directory=str(directory))
+    def do_GET(self):
+        if self._ensure_frame():
+            super().do_GET()
+
+    def do_HEAD(self):
+        if self._ensure_frame():
+            super().do_HEAD()
+
+
+def make_server(directory: str | Path, port: int = 8000, site: SequenceSite | None = None):
+    """An HTTP server for ``directory`` bound to 127.0.0.1 (port 0: any free port). Not started.
+    With ``site`` (a :class:`SequenceSite` writing into ``directory``) frames are written on demand."""
+    cls = type("_Handler", (_QuietHandler,), {"site": site}) if site is not None else _QuietHandler
+    handler = functools.partial(cls, directory=str(directory))
     try:
         server = http.server.ThreadingHTTPServer((HOST, int(port)), handler)
     except OSError as e:
@@ -128,14 +247,22 @@ def url_of(server: http.server.HTTPServer) -> str:
     return f"http://{host}:{port}/"
 
 
-def serve(src: str | Path, port: int = 8000, open_browser: bool = False, **export_kw) -> None:
-    """Export ``src`` to a temporary folder and serve it until Ctrl-C (then clean up)."""
+def serve(src: str | Path, port: int = 8000, open_browser: bool = False, fps: float | None = None,
+          **export_kw) -> None:
+    """Export ``src`` to a temporary folder and serve it until Ctrl-C (then clean up). A 4D sequence's
+    frames are written only when the page first asks for them."""
     tmp = Path(tempfile.mkdtemp(prefix="gausslift-view-"))
     try:
-        export_viewer(src, tmp, **export_kw)
-        server = make_server(tmp, port)
+        seq = find_sequence(src)
+        site = None
+        if seq is None:
+            export_viewer(src, tmp, **export_kw)
+        else:
+            site = SequenceSite(seq, tmp, fps=fps, **export_kw)
+        server = make_server(tmp, port, site=site)
         url = url_of(server)
-        print(f"gausslift view: serving {src} at {url} (Ctrl-C to stop)", flush=True)
+        what = "" if seq is None else f" ({len(seq)} frames at {fps or seq.fps:g} fps)"
+        print(f"gausslift view: serving {src}{what} at {url} (Ctrl-C to stop)", flush=True)
         if open_browser:
             import webbrowser
 
