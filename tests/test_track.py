@@ -368,7 +368,7 @@ def test_cli_tracks_a_sleap_session(toy, toy_env, tmp_path, capsys):
 def test_cli_session_without_keypoints(toy_env, tmp_path, capsys):
     sess = write_session(tmp_path / "s", cameras(3), ["a", "b", "c"])
     rc, out = _cli([str(sess), "--out", str(tmp_path / "t")], capsys)
-    assert rc == 1 and "masks alone" in out.err and "later step" in out.err
+    assert rc == 1 and "--masks INGEST_DIR" in out.err and "masks alone" in out.err
     assert len(out.err.strip().splitlines()) == 1
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from gausslift.cli._train import add_train_flags, apply_threads, train_config
 from gausslift.cli._train import loop_options as train_loop_options
 
-HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D keypoints"
+HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D keypoints and masks"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,7 +46,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-bad-cameras", action="store_true",
                    help="use cameras whose calibration fails the checks (as ingest)")
     p.add_argument("--masks", default=None, metavar="INGEST_DIR",
-                   help="a gausslift ingest output of the session: report the silhouette IoU per camera")
+                   help="a gausslift ingest output of the session: fit the mesh to its masks too (the "
+                        "silhouette term; --set silhouette=false to only measure) and report the "
+                        "silhouette IoU per camera; a session without keypoint files tracks from the "
+                        "masks alone")
 
 
 def build_config(args):
@@ -90,7 +93,7 @@ def run(args) -> int:
     from gausslift.io import read_scene
     from gausslift.preprocess.frames import parse_frames
     from gausslift.subjects import load_subject
-    from gausslift.track import load_observations, require_cameras, track_session
+    from gausslift.track import load_observations, mask_observations, require_cameras, track_session
     from gausslift.track.task import loop_options
     from gausslift.train.loop import CHECKPOINT
 
@@ -107,17 +110,24 @@ def run(args) -> int:
     opts = build_config(args)
     opts.check()
     scene = read_scene(args.session)
-    obs = load_observations(args.session, scene)
+    obs = load_observations(args.session, scene, required=args.masks is None)
+    keypoints = args.keypoints
+    subject = None
+    if obs is None:  # no keypoint files: track from the masks alone (a warning in obs.warnings)
+        subject = load_subject("mouse", args.model_path)
+        obs = mask_observations(args.session, scene, args.masks, list(subject.keypoint_names))
+        keypoints = "dannce" if keypoints == "auto" else keypoints
     names, excluded = _cameras(args, obs, scene)
     obs = obs.select(cameras=names, frames=parse_frames(args.frames, obs.num_frames))
     require_cameras(obs, excluded)
-    subject = load_subject("mouse", args.model_path)
+    subject = subject or load_subject("mouse", args.model_path)
     obs.warnings += [f"camera '{k}' not used: {v}" for k, v in excluded.items()]
     loop = train_loop_options(args, **loop_options(opts, resume=args.resume, quiet=args.quiet))
-    result, rep = track_session(obs, out, subject, args.keypoints, opts, masks=args.masks, loop=loop)
+    result, rep = track_session(obs, out, subject, keypoints, opts, masks=args.masks, loop=loop)
     for e in result.run.get("events", []):
         print(e, file=sys.stderr)
-    errs = ", ".join(f"{c} {d['median_px']} px" for c, d in rep["keypoint_error"].items())
+    errs = ", ".join(f"{c} {d['median_px']} px" for c, d in rep["keypoint_error"].items()
+                     if d.get("median_px") is not None) or "none (no labels)"
     print(f"tracked {rep['frames']} frames x {len(obs.cameras)} cameras ({', '.join(obs.cameras)}) in "
           f"{result.seconds:.1f} s; median keypoint error {errs} -> {args.out}")
     if rep.get("silhouette_iou"):

@@ -89,3 +89,132 @@ def similarity_init(rest_points: np.ndarray, points3d: np.ndarray, views: np.nda
             g = good_arr[np.argmin(np.abs(good_arr - f))]
             R[f], t[f] = R[g], t[g]
     return scale, R, t
+
+
+# ------------------------------------------------------------------------------ from masks alone
+def _triangulate_centroid(P: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """DLT of one point from 3x4 matrices P [C,3,4] and pixels uv [C,2]."""
+    A = np.concatenate([uv[:, :1] * P[:, 2] - P[:, 0], uv[:, 1:] * P[:, 2] - P[:, 1]])
+    X = np.linalg.svd(A)[2][-1]
+    return X[:3] / X[3]
+
+
+def _project(P: np.ndarray, X: np.ndarray) -> np.ndarray:
+    q = X @ P[:, :3].T + P[:, 3]
+    return q[:, :2] / np.maximum(q[:, 2:], 1e-9)
+
+
+def visual_hull(P: np.ndarray, masks: np.ndarray, grid: int = 32) -> np.ndarray:
+    """Points [N,3] of the visual hull of one frame: ``P`` [C,3,4] (world -> mask pixels), ``masks``
+    [C,H,W] bool (the cameras that saw the subject). The search cube is centred on the triangulated
+    mask centroids, its half-size 1.5x the largest mask radius back-projected at that depth."""
+    C, H, W = masks.shape
+    cent = []
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        cent.append([xs.mean() + 0.5, ys.mean() + 0.5])
+    cent = np.array(cent)
+    c = _triangulate_centroid(P, cent)
+    r = 0.0
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        rad = np.sqrt(((np.stack([xs, ys], 1) + 0.5 - cent[i]) ** 2).sum(1)).max()
+        # pixels per world unit at the centroid's depth (the largest over the axes)
+        d = _project(P[i], np.vstack([c, c + np.eye(3) * 1e-3]))
+        ppu = np.linalg.norm(d[1:] - d[0], axis=1).max() / 1e-3
+        r = max(r, 1.5 * rad / max(ppu, 1e-12))
+    g = np.linspace(-r, r, grid)
+    X = c + np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    inside = np.ones(len(X), bool)
+    for i, m in enumerate(masks):
+        uv = np.floor(_project(P[i], X)).astype(np.int64)
+        ok = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
+        hit = np.zeros(len(X), bool)
+        hit[ok] = m[uv[ok, 1], uv[ok, 0]]
+        inside &= hit
+    return X[inside]
+
+
+def _axes(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, principal axes [3,3] as columns by decreasing variance, right-handed; std along them)."""
+    mu = Y.mean(0)
+    w, V = np.linalg.eigh(np.cov((Y - mu).T))
+    V = V[:, ::-1]
+    if np.linalg.det(V) < 0:
+        V[:, 2] *= -1
+    return mu, V, np.sqrt(np.maximum(w[::-1], 0))
+
+
+def _align(B: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """The right-handed basis among B's signed column choices (the long axis stays first; the two
+    short ones may swap, as their variances are close) closest to ``prev``."""
+    best, score = B, -np.inf
+    for perm in ((0, 1, 2), (0, 2, 1)):
+        for s1 in (1, -1):
+            for s2 in (1, -1):
+                Q = B[:, perm] * np.array([s1, s2, 1.0])
+                if np.linalg.det(Q) < 0:
+                    Q[:, 2] *= -1
+                sc = float(np.trace(prev.T @ Q))
+                if sc > score:
+                    best, score = Q, sc
+    return best
+
+
+# the 8 right-handed ways of laying the model's axes (x left, y tail, z up) on a frame's principal axes
+# (b1 long): model y -> +-b1, model z -> +-b2 or +-b3
+def _candidates() -> list[np.ndarray]:
+    out = []
+    for sy in (1, -1):
+        for up in (1, 2):
+            for sz in (1, -1):
+                Q = np.zeros((3, 3))
+                Q[0, 1] = sy
+                Q[up, 2] = sz
+                Q[:, 0] = np.cross(Q[:, 1], Q[:, 2])
+                out.append(Q)
+    return out
+
+
+def mask_init(P: np.ndarray, present: np.ndarray, masks: np.ndarray, rest: np.ndarray,
+              grid: int = 32) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+    """Similarity candidates from masks alone: ``P`` [F,C,3,4], ``present`` [F,C], ``masks``
+    [F,C,H,W] (largest component), ``rest`` [n,3] the rest model's points (no tail). Per frame the
+    visual hull's principal axes and centroid; the scale (median over frames) matches the hull's spread
+    along its long axis with the model's along y. Returns (scale, 8 candidates (R [F,3,3], t [F,3])),
+    one per way of laying the model's axes on the hull's; the caller picks one (see
+    :meth:`gausslift.track.optimize.Tracker`)."""
+    F = P.shape[0]
+    mu_m, _, std_m = _axes(rest)
+    fits: list = [None] * F
+    for f in range(F):
+        cams = np.flatnonzero(present[f])
+        if len(cams) < 2:
+            continue
+        H = visual_hull(P[f, cams], masks[f, cams], grid)
+        if len(H) < 20:
+            continue
+        fits[f] = _axes(H)
+    good = [f for f in range(F) if fits[f] is not None]
+    if not good:
+        raise InputError(None, "cannot initialise the tracker from the masks: no frame has masks in two "
+                               "cameras whose visual hull is non-empty")
+    scale = float(np.median([fits[f][2][0] for f in good])) / max(float(rest[:, 1].std()), 1e-12)
+    B = np.zeros((F, 3, 3))
+    mu = np.zeros((F, 3))
+    prev = None
+    for f in good:
+        B[f] = fits[f][1] if prev is None else _align(fits[f][1], prev)
+        mu[f] = fits[f][0]
+        prev = B[f]
+    g = np.array(good)
+    for f in range(F):
+        if fits[f] is None:
+            n = g[np.argmin(np.abs(g - f))]
+            B[f], mu[f] = B[n], mu[n]
+    out = []
+    for Q in _candidates():
+        R = B @ Q
+        t = mu - scale * R @ mu_m
+        out.append((R, t))
+    return scale, out

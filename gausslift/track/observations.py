@@ -29,9 +29,11 @@ from gausslift.io import read_scene
 from gausslift.io.anipose import read_sleap_analysis
 from gausslift.subjects.mammal import DANNCE_KEYPOINTS
 
-NO_KEYPOINTS = ("no 2D keypoint files found (SLEAP <camera>/*.analysis.h5 or DANNCE labelData): "
-                "tracking from masks alone is not implemented yet (a later step); label keypoints "
-                "(e.g. with SLEAP) and rerun")
+NO_KEYPOINTS = ("no 2D keypoint files found (SLEAP <camera>/*.analysis.h5 or DANNCE labelData): give "
+                "--masks INGEST_DIR (a gausslift ingest output of the session) to track from the masks "
+                "alone, or label keypoints (e.g. with SLEAP) and rerun")
+MASKS_ONLY = ("no 2D keypoint files found: tracking from the masks of {masks} alone (initialised from "
+              "their visual hull; expect a coarser fit than with keypoints)")
 
 
 @dataclass
@@ -135,9 +137,10 @@ def _dannce_sample_ids(mat_path: Path, n: int) -> np.ndarray:
     return np.arange(n, dtype=np.int64) * 1000
 
 
-def load_observations(path: str | Path, scene=None) -> Observations:
+def load_observations(path: str | Path, scene=None, required: bool = True) -> Observations | None:
     """Every camera of the session that has 2D keypoints (see the module docstring); ``scene``: the
-    session already read by :func:`gausslift.io.read_scene`."""
+    session already read by :func:`gausslift.io.read_scene`. A session without keypoint files raises
+    :data:`NO_KEYPOINTS`, or gives None when not ``required`` (see :func:`mask_observations`)."""
     path = Path(path).expanduser()
     if not path.exists():
         raise InputError(path, "no such session folder")
@@ -164,6 +167,8 @@ def load_observations(path: str | Path, scene=None) -> Observations:
     else:
         names, pts, conf = None, {}, {}
     if not pts:
+        if not required:
+            return None
         raise InputError(root, NO_KEYPOINTS)
     cams = [v.name for v in scene.views if v.name in pts]
     F = min(pts[c].shape[0] for c in cams)
@@ -178,6 +183,25 @@ def load_observations(path: str | Path, scene=None) -> Observations:
         points2d=np.stack([pts[c][:F] for c in cams]), confidence=np.stack([conf[c][:F] for c in cams]),
         frame_ids=frame_ids, points3d=None if p3 is None else np.asarray(p3[:F], np.float64), root=root,
         format=scene.format, units=str(scene.meta.get("units", "")), files=files, warnings=warn)
+
+
+def mask_observations(path: str | Path, scene, ingest_dir: str | Path, names: list[str]) -> Observations:
+    """Observations without a single label, for tracking from masks alone: every camera of ``scene``,
+    the frames ``ingest_dir`` (a ``gausslift ingest`` output) wrote, and the nodes ``names`` (e.g. the
+    subject's own keypoints, so that the outputs still carry them)."""
+    from gausslift.track.masks import ingest_samples
+
+    root = Path(scene.root or path)
+    frames = np.array(sorted(ingest_samples(Path(ingest_dir))), np.int64)
+    if not len(frames):
+        raise InputError(Path(ingest_dir), "the ingest output has no frame samples")
+    cams = [v.name for v in scene.views]
+    C, F, K = len(cams), len(frames), len(names)
+    return Observations(
+        cameras=cams, camera_models=[scene.view(c).camera for c in cams], names=list(names),
+        points2d=np.full((C, F, K, 2), np.nan), confidence=np.zeros((C, F, K)), frame_ids=frames,
+        root=root, format=scene.format, units=str(scene.meta.get("units", "")),
+        warnings=list(scene.warnings) + [MASKS_ONLY.format(masks=ingest_dir)])
 
 
 def require_cameras(obs: Observations, excluded: dict[str, str] | None = None) -> None:

@@ -75,6 +75,14 @@ class TrackOptions:
     fit_offsets: bool = True
     max_offset: float = 0.05  # bound on each offset coordinate (model units, ~7 mm on a mouse)
     init: str = "dlt"  # dlt | points3d
+    # the silhouette term (with masks: gausslift.track.silhouette.SilhouetteTerm, see docs/track.md)
+    silhouette: bool = True  # fit to the masks when the track is given some (False: measure IoU only)
+    w_silhouette: float = 1.0  # weight of (outside + cover)
+    silhouette_px: float = 5.0  # its Cauchy scale, in ingest pixels (512 across)
+    silhouette_points: int = 1000  # model vertices posed for it (farthest-point sampled)
+    silhouette_tail: bool = False  # include the tail's vertices (ingest's masks miss the thin tail)
+    silhouette_res: int = 256  # working resolution of the masks' distance transforms
+    silhouette_samples: int = 96  # contour samples per mask
     log_every: int = 50  # history and log.jsonl rows
     # the loop (gausslift.train.loop): a wall-clock budget > 0 replaces the rigid_iters + iters steps by
     # a total planned from the step time, split in the ratio rigid_iters : iters
@@ -94,6 +102,10 @@ class TrackOptions:
             raise InputError(None, f"init must be dlt or points3d, got {self.init!r}")
         if self.robust_px <= 0:
             raise InputError(None, "robust_px must be positive")
+        if self.w_silhouette < 0 or self.silhouette_px <= 0 or self.silhouette_points < 10 \
+                or self.silhouette_res < 32 or self.silhouette_samples < 8:
+            raise InputError(None, "w_silhouette must be >= 0, silhouette_px > 0, silhouette_points >= 10, "
+                                   "silhouette_res >= 32 and silhouette_samples >= 8")
 
 
 @dataclass
@@ -129,28 +141,45 @@ def temporal_masks(frame_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class Tracker:
     """Holds the fit's tensors; :meth:`run` optimises them."""
 
-    def __init__(self, subject, kmap: KeypointMap, obs: Observations, opts: TrackOptions):
+    def __init__(self, subject, kmap: KeypointMap, obs: Observations, opts: TrackOptions, masks=None):
+        """``masks``: a :class:`gausslift.track.masks.MaskSet` of the same frames (None: keypoints
+        only); with ``opts.silhouette`` the fit uses it (:class:`SilhouetteTerm`). Observations without
+        any label track from the masks alone (initialised by :func:`gausslift.track.init.mask_init`)."""
         opts.check()
         self.subject, self.obs, self.opts = subject, obs, opts
         self.nodes = kmap.select(obs.names)
         self.obs = obs = obs.select(nodes=self.nodes)
-        self.km = KeypointModel(subject, kmap, self.nodes)
         F, K = obs.num_frames, len(self.nodes)
+        self.sil = None
+        if masks is not None and opts.silhouette and opts.w_silhouette > 0:
+            from gausslift.track.silhouette import SilhouetteTerm
+
+            if len(masks.frame_ids) != F or np.any(np.asarray(masks.frame_ids) != np.asarray(obs.frame_ids)):
+                raise InputError(masks.root, "the masks were loaded for other frames than the track's")
+            self.sil = SilhouetteTerm(subject, masks, opts.silhouette_points, opts.silhouette_tail,
+                                      opts.silhouette_px)
+        # one LBS call poses the keypoints' vertices and the silhouette's
+        self.km = KeypointModel(subject, kmap, self.nodes, None if self.sil is None else self.sil.vids)
         self.cams = [camera_tensors(c) for c in obs.camera_models]
         self.uv = torch.as_tensor(np.nan_to_num(obs.points2d), dtype=torch.float64)  # [C,F,K,2]
         self.w = torch.as_tensor(obs.confidence * np.isfinite(obs.points2d).all(-1), dtype=torch.float64)
-        if float(self.w.sum()) == 0:
+        self.masks_only = float(self.w.sum()) == 0
+        if self.masks_only and self.sil is None:
             raise InputError(obs.root, "no keypoint is labelled in the selected cameras and frames")
         # initialisation
-        X0, views = triangulate(obs.camera_models, obs.points2d, obs.confidence)
-        if opts.init == "points3d":
-            if obs.points3d is None:
-                raise InputError(obs.root, "init=points3d: the session has no 3D points (points3d.h5)")
-            X0 = np.where(np.isfinite(obs.points3d), obs.points3d, X0)
-            views = np.maximum(views, 2 * np.isfinite(obs.points3d).all(-1))
+        if self.masks_only:
+            X0 = np.full((F, K, 3), np.nan)
+            s0, R0, t0 = self._mask_init()
+        else:
+            X0, views = triangulate(obs.camera_models, obs.points2d, obs.confidence)
+            if opts.init == "points3d":
+                if obs.points3d is None:
+                    raise InputError(obs.root, "init=points3d: the session has no 3D points (points3d.h5)")
+                X0 = np.where(np.isfinite(obs.points3d), obs.points3d, X0)
+                views = np.maximum(views, 2 * np.isfinite(obs.points3d).all(-1))
+            rest = (self.km.rest_points + self.km.init_offsets).double().numpy()
+            s0, R0, t0 = similarity_init(rest, X0, views, torso_nodes(kmap, self.nodes, subject))
         self.init_points3d = X0
-        rest = (self.km.rest_points + self.km.init_offsets).double().numpy()
-        s0, R0, t0 = similarity_init(rest, X0, views, torso_nodes(kmap, self.nodes, subject))
         self.s0 = s0
         self.R0 = torch.as_tensor(R0, dtype=torch.float64)
         self.t0 = torch.as_tensor(t0, dtype=torch.float64)
@@ -172,6 +201,42 @@ class Tracker:
         self.triple = torch.as_tensor(triple, dtype=torch.float64)
         self.history: list[dict] = []
         self.sigma_factor = 1.0
+
+    def _mask_init(self, frames: int = 8, steps: int = 60) -> tuple[float, np.ndarray, np.ndarray]:
+        """The similarity from the masks alone: the 8 candidates of :func:`mask_init` (the hull's
+        principal axes; which end is the nose and which side is up are ambiguous), each refined by
+        ``steps`` Adam steps of the silhouette term on the rest pose at ``frames`` evenly spaced frames;
+        the one with the lowest loss wins."""
+        from gausslift.track.init import mask_init
+
+        m = self.sil.masks
+        s0, cands = mask_init(m.P.numpy(), m.present.reshape(m.num_frames, -1).numpy(), m.masks,
+                              self.sil.rest)
+        F = m.num_frames
+        sub = np.unique(np.linspace(0, F - 1, min(frames, F)).round().astype(np.int64))
+        sub = sub[m.present.reshape(F, -1)[sub].any(1).numpy()]
+        Xm = torch.as_tensor(self.sil.rest, dtype=torch.float64)
+        best, scores = None, []
+        for R, t in cands:
+            Rt, tt = torch.as_tensor(R[sub]), torch.as_tensor(t[sub])
+            om = torch.zeros(len(sub), 3, dtype=torch.float64, requires_grad=True)
+            ta = torch.zeros(len(sub), 3, dtype=torch.float64, requires_grad=True)
+            ls = torch.zeros((), dtype=torch.float64, requires_grad=True)
+            opt = torch.optim.Adam([om, ta, ls], lr=0.05)
+            for i in range(steps + 1):
+                Xw = s0 * torch.exp(ls) * Xm @ (_exp(om) @ Rt).transpose(-1, -2) + (tt + s0 * ta)[:, None]
+                terms = self.sil(Xw, torch.as_tensor(sub))
+                loss = terms["outside"] + terms["cover"]
+                if i == steps:
+                    break
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            scores.append(float(loss.detach()))
+        best = int(np.argmin(scores))
+        self.init_scores = scores
+        R, t = cands[best]
+        return s0, R, t
 
     # ------------------------------------------------------------------ model
     def subject_params(self) -> dict[str, torch.Tensor]:
@@ -199,12 +264,16 @@ class Tracker:
     def scale(self) -> torch.Tensor:
         return self.s0 * torch.exp(self.log_s)
 
-    def world_points(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(model points [F,K,3] in model units, world points [F,K,3])."""
-        Xm = self.km(self.subject_params(), self.offsets()).double()
-        s = self.scale()
-        t = self.t0 + self.s0 * self.tau
-        return Xm, s * Xm @ self.rotations().transpose(-1, -2) + t[:, None]
+    def world_points(self, silhouette: bool = False):
+        """(model points [F,K,3] in model units, world points [F,K,3]); ``silhouette``: and the
+        silhouette term's vertices in the world [F,n,3]."""
+        Xm, V = self.km(self.subject_params(), self.offsets(), extra=True)
+        Xm = Xm.double()
+        s, R = self.scale(), self.rotations().transpose(-1, -2)
+        t = (self.t0 + self.s0 * self.tau)[:, None]
+        if silhouette:
+            return Xm, s * Xm @ R + t, s * V.double() @ R + t
+        return Xm, s * Xm @ R + t
 
     # ------------------------------------------------------------------ loss
     def reprojection(self, Xw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,11 +289,22 @@ class Tracker:
             rho = torch.where(q < 1, q, 2 * torch.sqrt(q + 1e-12) - 1)
         return (self.w * rho).sum() / self.w.sum(), errs
 
+    def silhouette(self) -> dict[str, torch.Tensor]:
+        """The silhouette term's {"outside", "cover"} at the current parameters."""
+        return self.sil(self.world_points(True)[2])
+
     def loss(self, articulated: bool = True) -> tuple[torch.Tensor, dict]:
         o = self.opts
-        Xm, Xw = self.world_points()
-        rep, _ = self.reprojection(Xw)
-        terms = {"reprojection": rep}
+        use_sil = self.sil is not None and (articulated or self.masks_only)
+        Xm, Xw, *Vw = self.world_points(use_sil)
+        if self.masks_only:
+            terms = {"reprojection": Xw.sum() * 0}
+        else:
+            rep, _ = self.reprojection(Xw)
+            terms = {"reprojection": rep}
+        if use_sil:
+            sil = self.sil(Vw[0])
+            terms["silhouette"] = o.w_silhouette * (sil["outside"] + sil["cover"])
         if articulated:
             th = self.theta / self.L * self.axis_mask
             terms["pose"] = o.w_pose * (th ** 2).mean()

@@ -48,7 +48,9 @@ def _frames(tri: torch.Tensor) -> torch.Tensor:
 class KeypointModel(torch.nn.Module):
     """Model points of ``nodes`` (names of ``kmap``) for subject parameters, in model units."""
 
-    def __init__(self, subject, kmap: KeypointMap, nodes: list[str]):
+    def __init__(self, subject, kmap: KeypointMap, nodes: list[str], extra: np.ndarray | None = None):
+        """``extra``: vertex ids posed along with the points in the same LBS call (the silhouette
+        term's; :meth:`forward` with ``extra=True`` returns them too)."""
         super().__init__()
         self.subject, self.nodes = subject, list(nodes)
         faces = subject.faces.cpu().numpy()
@@ -71,11 +73,13 @@ class KeypointModel(torch.nn.Module):
         rest_pts = np.array(rest_pts)
         cent = rv[faces].mean(1)
         anchors = faces[np.argmin(((cent[None] - rest_pts[:, None]) ** 2).sum(-1), axis=1)]  # [K,3]
-        vids = np.unique(np.concatenate([np.asarray(vert_ids, np.int64), anchors.ravel()]))
+        extra = np.zeros(0, np.int64) if extra is None else np.asarray(extra, np.int64)
+        vids = np.unique(np.concatenate([np.asarray(vert_ids, np.int64), anchors.ravel(), extra]))
         self.sub = _subset_subject(subject, vids)
         if self.sub is None:  # pose every vertex
             self.sub, vids = subject, np.arange(rv.shape[0])
         pos = {int(v): i for i, v in enumerate(vids)}
+        self.register_buffer("extra", torch.as_tensor([pos[int(v)] for v in extra], dtype=torch.long))
         Mv = np.zeros((K, len(vids)))
         for k, ids in mv:
             for i in ids:
@@ -91,14 +95,17 @@ class KeypointModel(torch.nn.Module):
         self.register_buffer("fit_offset", torch.as_tensor(
             [kmap.nodes[n].fit_offset for n in nodes], dtype=torch.float32))
 
-    def forward(self, params: dict[str, torch.Tensor], offsets: torch.Tensor | None = None) -> torch.Tensor:
-        """Points [B, K, 3] (model units); ``offsets`` [K, 3] in the rest axes (default: the map's)."""
+    def forward(self, params: dict[str, torch.Tensor], offsets: torch.Tensor | None = None,
+                extra: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Points [B, K, 3] (model units); ``offsets`` [K, 3] in the rest axes (default: the map's);
+        ``extra``: (points, the posed ``extra`` vertices [B, E, 3])."""
         out = self.sub(params)
         pts = self.Mv @ out.vertices + self.Mj @ out.joints
         o = self.init_offsets if offsets is None else offsets
         tri = out.vertices[:, self.anchor]  # [B,K,3,3]
         R = _frames(tri) @ self.F_rest_T  # rest -> posed rotation of each anchor triangle
-        return pts + (R @ o[..., None])[..., 0]
+        pts = pts + (R @ o[..., None])[..., 0]
+        return (pts, out.vertices[:, self.extra]) if extra else pts
 
 
 def project(cam: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:

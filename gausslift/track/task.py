@@ -61,7 +61,7 @@ class TrackTask(Task):
     """
 
     name = "track"
-    columns = ("step", "stage", "loss", "reprojection", "lr", "sigma_px", "elapsed_s")
+    columns = ("step", "stage", "loss", "reprojection", "silhouette", "lr", "sigma_px", "elapsed_s")
     shape_keys = ("fit_offsets",)  # the articulated Adam's parameter list
 
     def __init__(self, tracker: Tracker, write: Callable[[TrackResult], dict] | None = None):
@@ -214,11 +214,12 @@ def _short(items: list, n: int = 6) -> str:
 
 
 def track(subject, kmap: KeypointMap, obs: Observations, opts: TrackOptions | None = None,
-          out: str | Path | None = None, resume: bool = False) -> TrackResult:
+          out: str | Path | None = None, resume: bool = False, masks=None) -> TrackResult:
     """Fit ``subject`` to ``obs`` (every camera and frame in it); see the module docstring. ``out``: the
-    run folder (checkpoint, config, logs; None: a temporary one); ``resume``: continue the run there."""
+    run folder (checkpoint, config, logs; None: a temporary one); ``resume``: continue the run there;
+    ``masks``: a :class:`gausslift.track.masks.MaskSet` of the same frames for the silhouette term."""
     opts = opts or TrackOptions()
-    tracker = Tracker(subject, kmap, obs, opts)
+    tracker = Tracker(subject, kmap, obs, opts, masks)
     return run_tracker(tracker, out, LoopOptions(**loop_options(opts, resume=resume)))
 
 
