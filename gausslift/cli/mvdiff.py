@@ -1,5 +1,6 @@
-"""``gausslift mvdiff train DATA... --init PIPE|tiny --out RUN --iters N|--minutes M [--resume]``: train or
-fine-tune the multi-view diffusion model (the shared trainer flags of ``gausslift.cli._train``, and its own);
+"""``gausslift mvdiff train DATA... --init PIPE|tiny --out RUN --iters N|--minutes M [--config mouse|facelift|
+FILE.yaml] [--resume]``: train or fine-tune the multi-view diffusion model (the shared trainer flags of
+``gausslift.cli._train``, and its own; ``--config mouse``: the measured mouse recipe);
 ``gausslift mvdiff generate IMAGE --pipe PIPE_OR_RUN --out DIR``: six views of one image, written as a
 FaceLift mvdiffusion sample (cam_000.png ... in the model's view order, view 0 the front);
 ``gausslift mvdiff eval PIPE_OR_RUN DATA... --out DIR``: unseen-view metrics against the truth."""
@@ -19,7 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = sub.add_parser("train", help="train (tiny, from scratch) or fine-tune (a pipeline folder)")
     t.add_argument("data", nargs="*", help="sample folders, folders of samples, or FaceLift .txt lists "
                                            "(on --resume: default, the run's own)")  # fmt: skip
-    add_train_flags(t, config_help="a YAML file of mvdiff training keys (MVDiffTrainConfig)")
+    add_train_flags(t, config_help="mouse (the measured mouse recipe: 64^2, view classes, batch 2, lr 2e-4, "
+                                   "white background, later x4 timesteps) | facelift (the defaults: "
+                                   "FaceLift's settings) | a YAML file of mvdiff training keys "
+                                   "(MVDiffTrainConfig)")  # fmt: skip
     # the trainer's own flags: None = not given (the config's value stays, e.g. the saved one on --resume)
     t.add_argument("--init", help="a pipeline folder (FaceLift pipeckpts, a run) or 'tiny' (default)")
     t.add_argument("--batch", type=int, help="objects per step and rank, each of 6 views (default 2)")
@@ -127,7 +131,7 @@ def _train(args) -> int:
 
     from gausslift.cli._train import apply_threads, loop_options, train_config
     from gausslift.errors import InputError
-    from gausslift.mvdiff.train import MVDiffTrainConfig, train
+    from gausslift.mvdiff.train import TRAIN_PRESETS, MVDiffTrainConfig, train
 
     apply_threads(args)
     given = {k: getattr(args, k) for k in TRAIN_FLAGS}
@@ -140,7 +144,10 @@ def _train(args) -> int:
     if args.data:
         given["data"] = list(args.data)
     flags = {k: json.dumps(v) for k, v in given.items() if v is not None}  # JSON: YAML that keeps strings
-    cfg = train_config(MVDiffTrainConfig, args, flags=flags)
+    spec = args.config
+    if spec and not args.resume and spec not in TRAIN_PRESETS and not Path(spec).is_file():
+        raise InputError(spec, f"not a config: give one of {sorted(TRAIN_PRESETS)} or a .yaml file")
+    cfg = train_config(MVDiffTrainConfig, args, presets=TRAIN_PRESETS, flags=flags)
     if not cfg.data:
         raise InputError(None, "give DATA: sample folders, folders of samples or .txt lists")
     opts = loop_options(args, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every)
