@@ -12,6 +12,7 @@ LAYERS = {
     "ioutil": 0,
     "_version": 0,
     "progress": 0,
+    "stages": 0,
     "cameras": 1,
     "splats": 1,
     "render": 1,
@@ -34,6 +35,7 @@ LAYERS = {
     "track": 4,
     "lift": 5,
     "video4d": 5,
+    "zoo": 5,
     "cli": 6,
     "__main__": 7,
 }

@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from gausslift.errors import InputError
-from gausslift.ioutil import atomic_write_json
+from gausslift.stages import StageRun, clean
 
 STAGES = ("ingest", "track", "sequence", "avatar", "eval", "outputs", "report")
 STATE = "video4d.json"
@@ -31,60 +28,11 @@ class Video4DOptions:
     keep_bad_cameras: bool = False
 
 
-class Run:
-    """The state file of one video4d folder."""
+class Run(StageRun):
+    """The state file of one video4d folder (:class:`gausslift.stages.StageRun`)."""
 
     def __init__(self, out: Path, session: Path, opts: Video4DOptions):
-        self.out, self.path = out, out / STATE
-        want = {"format": "gausslift-video4d", "session": str(session.resolve()), "options": asdict(opts)}
-        if self.path.is_file():
-            try:
-                state = json.loads(self.path.read_text())
-            except ValueError:
-                raise InputError(self.path, "unreadable (not a video4d state file)") from None
-            if state.get("session") != want["session"]:
-                raise InputError(
-                    self.path, f"this folder is the run of {state.get('session')}; use a new --out"
-                )
-            diff = sorted(k for k, v in want["options"].items() if state.get("options", {}).get(k) != v)
-            if diff:
-                raise InputError(
-                    self.path,
-                    f"options differ from the run's ({', '.join(diff)}); give the "
-                    "same ones to continue it, or use a new --out",
-                )
-            self.state = state
-        else:
-            if out.exists() and any(out.iterdir()):
-                raise InputError(out, "not empty and not a video4d run; use a new or empty --out")
-            out.mkdir(parents=True, exist_ok=True)
-            self.state = {**want, "stages": {}, "figures": {}}
-            self.save()
-
-    def save(self) -> None:
-        atomic_write_json(self.path, self.state, indent=1)
-
-    def done(self, stage: str) -> bool:
-        return bool(self.state["stages"].get(stage, {}).get("done"))
-
-    def seconds(self) -> float:
-        return sum(s.get("seconds", 0.0) for s in self.state["stages"].values())
-
-    def finish(self, stage: str, seconds: float, **extra) -> None:
-        prev = self.state["stages"].get(stage, {}).get("seconds_before", 0.0)
-        self.state["stages"][stage] = {"done": True, "seconds": round(prev + seconds, 2), **extra}
-        self.save()
-
-    def interrupted(self, stage: str, seconds: float) -> None:
-        """Time spent in a stage that did not finish counts towards the budget of the rerun."""
-        s = self.state["stages"].setdefault(stage, {})
-        s["seconds_before"] = round(s.get("seconds_before", 0.0) + seconds, 2)
-        s["seconds"] = s["seconds_before"]
-        self.save()
+        super().__init__(out, STATE, "video4d", {"session": str(session.resolve())}, asdict(opts))
 
 
-def _clean(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+_clean = clean
