@@ -1,10 +1,18 @@
 """The whole chain, ``gausslift lift``, on a held-out synthetic mouse and on the real mouse session.
 
     python3 benchmarks/lift_chain.py --mvdiff MVDIFF_RUN --lrm LRM_RUN --out /tmp/lift_chain
+    python3 benchmarks/lift_chain.py ... --synth-seeds 90001-90005 --skip real,video   # the acceptance mice
 
-1. **Synthetic, against the truth.** A held-out mouse (``gausslift synth mouse --n 1 --rig facelift6
-   --framing facelift --seed SEED``: the six views of FaceLift's inference rig, which are the cameras
-   ``lift`` gives its generated views; pick a seed the models were not trained on, or pass ``--sample``).
+Defaults are ``lift``'s own (the best measured settings): ``--first-view input --draws 5`` and a held-out
+mouse synthesised with ``--framing input``. ``--facelift`` runs FaceLift's exact behaviour instead (view 0
+generated, one draw; ``lift --facelift``). The unseen views are reported separately everywhere: with
+``--first-view input`` view 0 of the chain *is* the input, so the six-view mean flatters it. The acceptance
+(``ACCEPT_IOU``, ``ACCEPT_MIN``) is on the five unseen views: their mean over the mice, and each mouse.
+
+1. **Synthetic, against the truth.** Held-out mice (``gausslift synth mouse --n 1 --rig facelift6
+   --framing input --seed SEED`` for each of ``--synth-seeds``: the six views of FaceLift's inference rig,
+   which are the cameras ``lift`` gives its generated views; pick seeds the models were not trained on, or
+   pass ``--sample``).
    ``lift`` runs on its front view (cam_000, alpha = foreground). The ``.ply`` is rendered at the six
    truth cameras and its alpha compared with the true masks (mask IoU >= 0.5 binarised). Measured in the
    same run as references: the IoU of the generated views' own silhouettes (diffusion alone, before
@@ -20,11 +28,11 @@
 3. **Video.** ``lift`` on the ingested sequence (every ingested frame): per-frame ``.ply``, the flicker
    figures (``sequence.json``) and a 4D turntable.
 
-``--synth-framing input`` synthesises the held-out mouse with view 0 already framed as ``lift`` frames it
-(``synth --framing input``), so truth and ``.ply`` share one frame and both figures agree.
-``--first-view``, ``--draws`` and ``--hull-tolerance`` are passed to ``lift``. The recorded acceptance
-(``docs/benchmarks.md``, sixth chain run) used ``--synth-framing input --first-view input --draws 5
---steps 20 --guidance 1`` with the hull-depth GS-LRM.
+``--synth-framing input`` (the default) synthesises the held-out mouse with view 0 already framed as
+``lift`` frames it (``synth --framing input``), so truth and ``.ply`` share one frame and both figures
+agree; ``facelift`` was the earlier runs' setting. ``--first-view``, ``--draws`` and ``--hull-tolerance``
+are passed to ``lift``. The recorded acceptance (``docs/benchmarks.md``, sixth chain run) used
+``--synth-framing input --first-view input --draws 5 --steps 20 --guidance 1`` with the hull-depth GS-LRM.
 
 Everything goes to ``--out``; ``results.json`` holds the numbers, timings and the load average.
 ``--docs`` copies the two contact sheets to ``docs/img/lift_synth.png`` and ``docs/img/lift_real.png``.
@@ -43,7 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
-ACCEPT_IOU = 0.7
+ACCEPT_IOU = 0.7  # mean unseen-view IoU over the held-out mice (issue 25)
+ACCEPT_MIN = 0.65  # ... and each mouse's
 
 
 def _run(cmd: list[str]) -> float:
@@ -55,10 +64,11 @@ def _run(cmd: list[str]) -> float:
 
 def _lift(args, inp, out, extra=()) -> float:
     hull = [] if args.hull_tolerance is None else ["--hull-tolerance", str(args.hull_tolerance)]
+    views = ["--facelift"] if args.facelift else ["--first-view", args.first_view, "--draws", str(args.draws)]
     cmd = [sys.executable, "-m", "gausslift", "lift", str(inp), "--mvdiff", args.mvdiff, "--lrm", args.lrm,
            "--out", str(out), "--steps", str(args.steps), "--guidance", str(args.guidance), "--seed",
            str(args.seed), "--device", args.device, "--threads", str(args.threads), "--sheet-tile", "96",
-           "--first-view", args.first_view, "--draws", str(args.draws), *hull, *extra]  # fmt: skip
+           *views, *hull, *extra]  # fmt: skip
     return _run(cmd)
 
 
@@ -116,6 +126,14 @@ def truth_iou(sample: Path, lifted: Path, res: int) -> dict:
     return dict(per_view=rows, mean=mean, unseen_mean=unseen, framing=dict(scale=s, shift=delta.tolist()))
 
 
+def _seeds(spec: str) -> list[int]:
+    """A-B (inclusive) or a,b,c."""
+    if "-" in spec and "," not in spec:
+        a, b = (int(x) for x in spec.split("-"))
+        return list(range(a, b + 1))
+    return [int(x) for x in spec.split(",") if x]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mvdiff", required=True, help="the tiny multi-view diffusion run (or pipeline folder)")
@@ -123,8 +141,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="/tmp/lift_chain")
     ap.add_argument("--sample", default=None, help="a held-out synthetic mouse sample (default: synth one)")
     ap.add_argument("--synth-seed", type=int, default=90001, help="seed of the held-out mouse")
+    ap.add_argument("--synth-seeds", default=None,
+                    help="several held-out mice: A-B (inclusive) or a,b,c; overrides --synth-seed")
     ap.add_argument("--synth-size", type=int, default=256)
-    ap.add_argument("--synth-framing", choices=("facelift", "pixel", "input"), default="facelift",
+    ap.add_argument("--synth-framing", choices=("facelift", "pixel", "input"), default="input",
                     help="framing of the held-out mouse (facelift: its cameras are exactly lift's rig; "
                          "input: view 0 also framed as lift frames it, so truth and .ply share a frame)")
     ap.add_argument("--session", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -136,14 +156,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--first-view", choices=("generated", "input"), default="generated",
-                    help="lift's view 0 for GS-LRM: the generated one or the framed input")
-    ap.add_argument("--draws", type=int, default=1, help="lift's diffusion draws (per-pixel median)")
+    ap.add_argument("--first-view", choices=("generated", "input"), default="input",
+                    help="lift's view 0 for GS-LRM: the framed input (default, as lift) or the generated one")
+    ap.add_argument("--draws", type=int, default=5,
+                    help="lift's diffusion draws (per-pixel median; default 5, as lift)")
+    ap.add_argument("--facelift", action="store_true",
+                    help="FaceLift's exact behaviour (lift --facelift: view 0 generated, one draw)")
     ap.add_argument("--hull-tolerance", type=int, default=None, help="lift's --hull-tolerance")
     ap.add_argument("--res", type=int, default=128, help="resolution of the truth comparison")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: synth,real,video")
     ap.add_argument("--docs", action="store_true", help="copy the contact sheets into docs/img/")
     args = ap.parse_args(argv)
+    if args.facelift:  # recorded in results.json as what ran
+        args.first_view, args.draws = "generated", 1
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,25 +178,42 @@ def main(argv=None) -> int:
     docs = Path(__file__).resolve().parents[1] / "docs" / "img"
 
     if "synth" not in skip:
-        sample = Path(args.sample) if args.sample else None
-        if sample is None:
-            data = out / "synth_heldout"
-            if not (data / "mouse_000000" / "meta.json").is_file():
-                _run([*gl, "synth", "mouse", "--n", "1", "--rig", "facelift6", "--size", str(args.synth_size),
-                      "--framing", args.synth_framing, "--seed", str(args.synth_seed), "--workers", "1",
-                      "--out", str(data)])  # fmt: skip
-            sample = data / "mouse_000000"
-        secs = _lift(args, sample, out / "synth_lift", ["--view", "cam_000"])
-        iou = truth_iou(sample, out / "synth_lift", args.res)
-        results["synth"] = dict(sample=str(sample), seconds=secs, iou=iou,
-                                accept=iou["mean"]["chain_aligned"] >= ACCEPT_IOU)  # fmt: skip
-        print(f"synthetic: chain IoU {iou['mean']['chain_aligned']:.3f} aligned to lift's framing, "
-              f"{iou['mean']['chain']:.3f} unaligned (all six views; unseen five "
-              f"{iou['unseen_mean']['chain_aligned']:.3f} / {iou['unseen_mean']['chain']:.3f}), "
-              f"generated views {iou['mean']['generated']:.3f}, "
-              f"copy-the-input {iou['mean']['copy_input']:.3f}; target >= {ACCEPT_IOU}")  # fmt: skip
+        if args.sample and args.synth_seeds:
+            ap.error("give --sample or --synth-seeds, not both")
+        seeds = [None] if args.sample else _seeds(args.synth_seeds) if args.synth_seeds else [args.synth_seed]
+        mice = []
+        for seed in seeds:
+            tag = "" if len(seeds) == 1 else f"_{seed}"
+            sample = Path(args.sample) if args.sample else None
+            if sample is None:
+                data = out / f"synth_heldout{tag}"
+                if not (data / "mouse_000000" / "meta.json").is_file():
+                    _run([*gl, "synth", "mouse", "--n", "1", "--rig", "facelift6", "--size",
+                          str(args.synth_size), "--framing", args.synth_framing, "--seed", str(seed),
+                          "--workers", "1", "--out", str(data)])  # fmt: skip
+                sample = data / "mouse_000000"
+            secs = _lift(args, sample, out / f"synth_lift{tag}", ["--view", "cam_000"])
+            iou = truth_iou(sample, out / f"synth_lift{tag}", args.res)
+            u, m = iou["unseen_mean"], iou["mean"]
+            mice.append(dict(seed=seed, sample=str(sample), seconds=secs, iou=iou,
+                             unseen_aligned=u["chain_aligned"], unseen=u["chain"]))  # fmt: skip
+            print(f"synthetic (seed {seed}): unseen five views IoU {u['chain_aligned']:.3f} aligned to "
+                  f"lift's framing, {u['chain']:.3f} unaligned (generated views {u['generated']:.3f}, "
+                  f"copy-the-input {u['copy_input']:.3f}); all six views {m['chain_aligned']:.3f} / "
+                  f"{m['chain']:.3f} (view 0 is the input itself with --first-view input)")  # fmt: skip
+        unseen = [x["unseen_aligned"] for x in mice]
+        summary = dict(mice=len(mice), unseen_mean=float(np.mean(unseen)), unseen_min=float(np.min(unseen)),
+                       six_view_mean=float(np.mean([x["iou"]["mean"]["chain_aligned"] for x in mice])),
+                       copy_unseen_mean=float(np.mean([x["iou"]["unseen_mean"]["copy_input"] for x in mice])))
+        summary["accept"] = summary["unseen_mean"] >= ACCEPT_IOU and summary["unseen_min"] >= ACCEPT_MIN
+        results["synth"] = dict(mice=mice, summary=summary, **(mice[0] if len(mice) == 1 else {}))
+        print(f"synthetic, {len(mice)} mice: unseen-view IoU mean {summary['unseen_mean']:.3f}, lowest "
+              f"{summary['unseen_min']:.3f} (target mean >= {ACCEPT_IOU}, each >= {ACCEPT_MIN}: "
+              f"{'met' if summary['accept'] else 'not met'}); six-view mean {summary['six_view_mean']:.3f}, "
+              f"copy-the-input unseen {summary['copy_unseen_mean']:.3f}")  # fmt: skip
         if args.docs:
-            shutil.copy(out / "synth_lift" / "contact_sheet.png", docs / "lift_synth.png")
+            tag = "" if len(seeds) == 1 else f"_{seeds[0]}"
+            shutil.copy(out / f"synth_lift{tag}" / "contact_sheet.png", docs / "lift_synth.png")
 
     ingested = out / "ingest"
     if not {"real", "video"} <= skip and not (ingested / "manifest.json").is_file():

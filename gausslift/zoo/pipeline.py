@@ -41,12 +41,12 @@ from gausslift.stages import StageRun, clean
 STATE = "zoo.json"
 STAGES = ("data_lrm", "data_mvdiff", "lrm", "mvdiff", "check")
 LRM_MINUTES, MVDIFF_MINUTES = 60.0, 120.0  # the measured recipes' training times (docs/benchmarks.md)
-# seconds per synthetic mouse and synth process, measured on the 2-core EPYC of 2026-12-06 at one process
-# under load 5-6: 0.14 s (8 views of 128^2, random rig), 0.15 s (6 views of 64^2, input framing); the
-# docs' 17 s per 256 mice at 128^2 and 61-71 s per 2048 at 64^2 ran two processes on a quieter Xeon
-SYNTH_S_PER_MOUSE = {"lrm": 0.14, "mvdiff": 0.15}
-SYNTH_START_S = 6.0  # imports and the mouse model, per synth call
-CHECK_S = 90.0  # synth of one 256^2 mouse, lift with 5 draws of 20 steps (27 s on 2 threads, docs), scoring
+# seconds per synthetic mouse and synth process, measured by `zoo --minutes 6 --threads 1` on the 2-core
+# AMD EPYC of 2026-12-06 under load 6-8: 256 mice (8 views of 128^2, random rig) in 68 s, 2048 (6 views of
+# 64^2, input framing) in 226 s; the check (one 256^2 mouse, lift with 5 draws of 20 steps, scoring) 98 s
+SYNTH_S_PER_MOUSE = {"lrm": 0.24, "mvdiff": 0.11}
+SYNTH_START_S = 5.0  # imports and the mouse model, per synth call
+CHECK_S = 100.0
 
 
 @dataclass
