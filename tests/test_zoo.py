@@ -139,3 +139,35 @@ def test_budget_splits_as_the_measured_recipes():
     o = ZooOptions(minutes=6)
     assert (o.lrm_minutes(), o.mvdiff_minutes()) == pytest.approx((2.0, 4.0))
     assert ZooOptions().minutes == 180 and ZooOptions().lrm_minutes() == pytest.approx(60)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_cli_with_the_real_mouse_and_a_minutes_budget(shared_data, tmp_path, monkeypatch, capsys):
+    """The command as a user runs it (real MAMMAL mouse, trainers on the clock), shrunk: about 3 minutes."""
+    monkeypatch.setenv("GAUSSLIFT_MESHES", str(shared_data / "meshes"))
+    out = tmp_path / "zoo"
+    argv = [
+        "zoo",
+        "--out",
+        str(out),
+        "--minutes",
+        "0.75",
+        "--n-lrm",
+        "4",
+        "--n-mvdiff",
+        "4",
+        "--threads",
+        "1",
+        "--check-steps",
+        "2",
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert (
+        "zoo: plan" in printed.err
+        and f"use them: gausslift lift IMAGE --mvdiff {out / 'mvdiff'}" in printed.out
+    )
+    state = json.loads((out / "zoo.json").read_text())
+    assert state["stages"]["lrm"]["seconds"] < 15 + 30 and state["stages"]["mvdiff"]["seconds"] < 30 + 30
+    assert 0.0 <= state["figures"]["unseen_iou"] <= 1.0
