@@ -135,6 +135,18 @@ def test_cli_plan_and_bad_options(tmp_path, capsys):
         zoo(tmp_path / "full", _opts())
 
 
+def test_without_the_diffusion_extra_it_stops_before_anything_runs(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['diffusers'] = None\nfrom gausslift.cli import main\n" \
+        f"sys.exit(main(['zoo', '--out', {str(tmp_path / 'z')!r}]))"  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    err = res.stderr.strip()
+    assert res.returncode == 1 and "Traceback" not in err and err.count("\n") == 0, err
+    assert "optional extra 'diffusion'" in err and not (tmp_path / "z").exists()
+
+
 def test_budget_splits_as_the_measured_recipes():
     o = ZooOptions(minutes=6)
     assert (o.lrm_minutes(), o.mvdiff_minutes()) == pytest.approx((2.0, 4.0))

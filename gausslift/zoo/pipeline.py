@@ -400,6 +400,9 @@ def zoo(out: str | Path, opts: ZooOptions | None = None, quiet: bool = False, dr
             run = StageRun(out, STATE, "zoo", {}, asdict(opts), ignore=("threads",))
         print(format_plan(plan(opts, run), opts), file=sys.stderr, flush=True)
         return run.state if run is not None else {}
+    import importlib
+
+    importlib.import_module("diffusers")  # the diffusion extra, needed from the mvdiff stage on: fail first
     run = StageRun(out, STATE, "zoo", {}, asdict(opts), ignore=("threads",))
     if not quiet:
         print(format_plan(plan(opts, run), opts), file=sys.stderr, flush=True)
