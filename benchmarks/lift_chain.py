@@ -8,8 +8,9 @@ mouse synthesised with ``--framing input``. ``--facelift`` runs FaceLift's exact
 generated, one draw; ``lift --facelift``). The unseen views are reported separately everywhere: with
 ``--first-view input`` view 0 of the chain *is* the input, so the six-view mean flatters it. The acceptance
 (``ACCEPT_IOU``, ``ACCEPT_MIN``) is on the five unseen views: their mean over the mice, and each mouse.
-The chain runs recorded in ``docs/benchmarks.md`` before these defaults (the first five) used FaceLift's
-behaviour and a FaceLift-framed mouse: rerun them with ``--facelift --synth-framing facelift``.
+Commands recorded in ``docs/benchmarks.md`` before these defaults ran FaceLift's behaviour where they give
+no ``--first-view`` / ``--draws``, and a FaceLift-framed mouse where they give no ``--synth-framing``: add
+``--facelift`` and ``--synth-framing facelift`` there to rerun them as recorded.
 
 1. **Synthetic, against the truth.** Held-out mice (``gausslift synth mouse --n 1 --rig facelift6
    --framing input --seed SEED`` for each of ``--synth-seeds``: the six views of FaceLift's inference rig,
