@@ -164,7 +164,7 @@ def write_report(out: str | Path, state: dict) -> Path:
         for key, label in (("psnr", "PSNR dB"), ("mask_iou", "mask IoU")):
             ser: dict[str, list] = {}
             for r in pv:
-                ser.setdefault(f"{r['camera']} ({r['split'][:12]})", []).append(
+                ser.setdefault(f"{r['camera']} {SPLITS.get(r['split'], r['split'])[:3]}", []).append(
                     (r["frame"], r.get(key, float("nan")))
                 )
             parts.append(svg_plot(ser, f"held-out {label} per frame", label))
