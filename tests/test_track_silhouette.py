@@ -117,8 +117,11 @@ def _true_joints(subject, seq, drift):
         return subject(seq).joints.double().numpy() * SCALE + SHIFT + drift[:, None]
 
 
+# the toy's masks are 128 px (2 px Cauchy scale) and its mesh has 150 non-tail vertices: the term's weight
+# is 1 here (the real session's default, 0.2, was chosen against 1280x1024 SLEAP labels; at 0.2 the leg
+# below comes to 5.9 mm)
 OPTS = dict(rigid_iters=40, iters=200, silhouette_points=150, silhouette_res=MASK_SIZE,
-            silhouette_samples=48, silhouette_px=2.0)
+            silhouette_samples=48, silhouette_px=2.0, w_silhouette=1.0)
 
 
 # ---------------------------------------------------------------------- pieces
@@ -169,11 +172,13 @@ def test_silhouette_recovers_a_leg_the_keypoints_do_not_see(fat, tmp_path):
 
 # ---------------------------------------------------------------------- masks alone
 def test_masks_alone_recover_the_pose_roughly(fat, tmp_path):
-    """No keypoint at all: the similarity comes from the masks' visual hull (the nose end and the up
-    side chosen by the silhouette), then the term, priors and smoothness. The body's joints land within
-    4 mm (1.6 mm when written; the toy's body is ~85 mm long without the tail) and the nose points the
-    true way; the initialisation alone is further off (3.9 mm)."""
-    T = 6
+    """No keypoint at all: the similarity comes from the masks' visual hull (which of its 24 axis
+    layouts is chosen by the silhouette), then the term, priors and smoothness. The body's joints land
+    within 4 mm (1.6 mm when written; the toy's body is ~85 mm long without the tail) and the nose
+    points the true way. The choice matters: the other layouts put the body > 10 mm off."""
+    from gausslift.track.init import mask_init
+
+    T = 4
     kmap = load_map("dannce", fat)
     seq, drift = _sequence(fat, T, seed=2)
     obs = _keypoints(fat, kmap, seq, drift, drop=list(kmap.nodes))
@@ -182,17 +187,26 @@ def test_masks_alone_recover_the_pose_roughly(fat, tmp_path):
                    res=MASK_SIZE, samples=48)
     truth = _true_joints(fat, seq, drift)
     body = [i for i, n in enumerate(fat.joint_names) if not n.startswith("tail")]
-    out = {}
-    for name, kw in (("init", dict(rigid_iters=0, iters=0)), ("fit", {})):
-        res = track(fat, kmap, obs, TrackOptions(**{**OPTS, **kw}), masks=m)
-        fit = _joints_world(fat, res.params, res.world_from_subject)
-        out[name] = float(np.median(np.linalg.norm(fit[:, body] - truth[:, body], axis=-1)))
-        nose = fit[:, fat.joint_names.index("snout")] - fit[:, fat.joint_names.index("tail_0")]
-        true_nose = truth[:, fat.joint_names.index("snout")] - truth[:, fat.joint_names.index("tail_0")]
-        cos = (nose * true_nose).sum(-1) / np.linalg.norm(nose, axis=-1) / np.linalg.norm(true_nose, axis=-1)
-        assert cos.min() > 0.8, (name, cos)
-    print("body joint error (mm), initialisation / fit:", out)
-    assert out["fit"] < 4.0 and out["fit"] < 0.7 * out["init"], out
+    res = track(fat, kmap, obs, TrackOptions(**{**OPTS, "rigid_iters": 30, "iters": 120}, mask_init_steps=20),
+                masks=m)
+    fit = _joints_world(fat, res.params, res.world_from_subject)
+    err = float(np.median(np.linalg.norm(fit[:, body] - truth[:, body], axis=-1)))
+    sn, t0 = fat.joint_names.index("snout"), fat.joint_names.index("tail_0")
+    nose, true_nose = fit[:, sn] - fit[:, t0], truth[:, sn] - truth[:, t0]
+    cos = (nose * true_nose).sum(-1) / np.linalg.norm(nose, axis=-1) / np.linalg.norm(true_nose, axis=-1)
+    print("masks alone: body joint error (mm)", err, "nose direction cos", cos)
+    assert err < 4.0 and cos.min() > 0.8, (err, cos)
+    # the check can fail: the hull's axis layouts the silhouette did not choose are far off
+    from gausslift.track.silhouette import SilhouetteTerm
+
+    rest = SilhouetteTerm(fat, m, 150).rest
+    s0, cands = mask_init(m.P.numpy(), m.present.reshape(T, -1).numpy(), m.masks, rest)
+    rest_j = _joints_world(fat, {k: v.numpy() for k, v in fat.zero_params(T).items()}, np.eye(4)[None])
+    errs = []
+    for R, t in cands:
+        j = s0 * np.einsum("tij,tkj->tki", R, rest_j) + t[:, None]
+        errs.append(float(np.median(np.linalg.norm(j[:, body] - truth[:, body], axis=-1))))
+    assert sorted(errs)[len(errs) // 2] > 10.0, errs
 
 
 def test_cli_tracks_from_masks_alone_with_a_warning(fat, tmp_path, capsys, monkeypatch):
@@ -203,7 +217,8 @@ def test_cli_tracks_from_masks_alone_with_a_warning(fat, tmp_path, capsys, monke
     ing = _write_ingest(fat, seq, drift, tmp_path / "ingest")
     rc, out = _cli([str(sess), "--out", str(tmp_path / "t"), "--masks", str(ing), "--iters", "40",
                     "--set", "rigid_iters=20", "--set", f"silhouette_res={MASK_SIZE}",
-                    "--set", "silhouette_points=150", "--set", "silhouette_samples=48"], capsys)
+                    "--set", "silhouette_points=150", "--set", "silhouette_samples=48",
+                    "--set", "mask_init_steps=20"], capsys)
     assert rc == 0, out.err
     assert "warning: no 2D keypoint files found: tracking from the masks of" in out.err
     rep = json.loads((tmp_path / "t" / "report.json").read_text())

@@ -104,26 +104,34 @@ def _project(P: np.ndarray, X: np.ndarray) -> np.ndarray:
     return q[:, :2] / np.maximum(q[:, 2:], 1e-9)
 
 
+def _centre_and_reach(P: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(the triangulated mask centroids [3], the largest mask radius back-projected at that depth, the
+    largest spread (std) of a mask along its 2D principal axis, back-projected: world units)."""
+    cent, rad, spread = [], [], []
+    for m in masks:
+        ys, xs = np.nonzero(m)
+        uv = np.stack([xs, ys], 1) + 0.5
+        cent.append(uv.mean(0))
+        rad.append(np.sqrt(((uv - uv.mean(0)) ** 2).sum(1)).max())
+        spread.append(np.sqrt(np.linalg.eigvalsh(np.cov(uv.T))[-1]) if len(uv) > 2 else 0.0)
+    cent = np.array(cent)
+    c = _triangulate_centroid(P, cent)
+    r = sp = 0.0
+    for i in range(len(masks)):
+        # pixels per world unit at the centroid's depth (the largest over the axes: the in-plane one)
+        d = _project(P[i], np.vstack([c, c + np.eye(3) * 1e-3]))
+        ppu = max(np.linalg.norm(d[1:] - d[0], axis=1).max() / 1e-3, 1e-12)
+        r, sp = max(r, rad[i] / ppu), max(sp, spread[i] / ppu)
+    return c, r, sp
+
+
 def visual_hull(P: np.ndarray, masks: np.ndarray, grid: int = 32) -> np.ndarray:
     """Points [N,3] of the visual hull of one frame: ``P`` [C,3,4] (world -> mask pixels), ``masks``
     [C,H,W] bool (the cameras that saw the subject). The search cube is centred on the triangulated
     mask centroids, its half-size 1.5x the largest mask radius back-projected at that depth."""
     C, H, W = masks.shape
-    cent = []
-    for m in masks:
-        ys, xs = np.nonzero(m)
-        cent.append([xs.mean() + 0.5, ys.mean() + 0.5])
-    cent = np.array(cent)
-    c = _triangulate_centroid(P, cent)
-    r = 0.0
-    for i, m in enumerate(masks):
-        ys, xs = np.nonzero(m)
-        rad = np.sqrt(((np.stack([xs, ys], 1) + 0.5 - cent[i]) ** 2).sum(1)).max()
-        # pixels per world unit at the centroid's depth (the largest over the axes)
-        d = _project(P[i], np.vstack([c, c + np.eye(3) * 1e-3]))
-        ppu = np.linalg.norm(d[1:] - d[0], axis=1).max() / 1e-3
-        r = max(r, 1.5 * rad / max(ppu, 1e-12))
-    g = np.linspace(-r, r, grid)
+    c, r, _ = _centre_and_reach(P, masks)
+    g = np.linspace(-1.5 * r, 1.5 * r, grid)
     X = c + np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
     inside = np.ones(len(X), bool)
     for i, m in enumerate(masks):
@@ -146,10 +154,10 @@ def _axes(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _align(B: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """The right-handed basis among B's signed column choices (the long axis stays first; the two
-    short ones may swap, as their variances are close) closest to ``prev``."""
+    """The right-handed basis among B's signed and permuted columns closest to ``prev`` (principal axes
+    with close variances swap from frame to frame)."""
     best, score = B, -np.inf
-    for perm in ((0, 1, 2), (0, 2, 1)):
+    for perm in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
         for s1 in (1, -1):
             for s2 in (1, -1):
                 Q = B[:, perm] * np.array([s1, s2, 1.0])
@@ -161,18 +169,22 @@ def _align(B: np.ndarray, prev: np.ndarray) -> np.ndarray:
     return best
 
 
-# the 8 right-handed ways of laying the model's axes (x left, y tail, z up) on a frame's principal axes
-# (b1 long): model y -> +-b1, model z -> +-b2 or +-b3
+# the 24 right-handed ways of laying the model's axes (x left, y tail, z up) on a frame's principal
+# axes: model y -> +-b_i, model z -> +-b_j (j != i). All 24, not only y -> b1: from a few cameras on
+# the same side the hull is longest along their viewing direction, not along the body
 def _candidates() -> list[np.ndarray]:
     out = []
-    for sy in (1, -1):
-        for up in (1, 2):
-            for sz in (1, -1):
-                Q = np.zeros((3, 3))
-                Q[0, 1] = sy
-                Q[up, 2] = sz
-                Q[:, 0] = np.cross(Q[:, 1], Q[:, 2])
-                out.append(Q)
+    for ya in range(3):
+        for sy in (1, -1):
+            for up in range(3):
+                if up == ya:
+                    continue
+                for sz in (1, -1):
+                    Q = np.zeros((3, 3))
+                    Q[ya, 1] = sy
+                    Q[up, 2] = sz
+                    Q[:, 0] = np.cross(Q[:, 1], Q[:, 2])
+                    out.append(Q)
     return out
 
 
@@ -180,26 +192,28 @@ def mask_init(P: np.ndarray, present: np.ndarray, masks: np.ndarray, rest: np.nd
               grid: int = 32) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
     """Similarity candidates from masks alone: ``P`` [F,C,3,4], ``present`` [F,C], ``masks``
     [F,C,H,W] (largest component), ``rest`` [n,3] the rest model's points (no tail). Per frame the
-    visual hull's principal axes and centroid; the scale (median over frames) matches the hull's spread
-    along its long axis with the model's along y. Returns (scale, 8 candidates (R [F,3,3], t [F,3])),
-    one per way of laying the model's axes on the hull's; the caller picks one (see
-    :meth:`gausslift.track.optimize.Tracker`)."""
+    visual hull's principal axes (aligned from frame to frame) and the triangulated mask centroids
+    (the hull's own centroid slides along the cameras' common viewing direction). The scale (median over
+    frames) matches the largest back-projected 2D spread of a mask with the rest model's spread along
+    its body (y). Returns (scale, 24 candidates (R [F,3,3], t [F,3])), one per way of laying the
+    model's axes on the hull's; the caller picks one (see :meth:`gausslift.track.optimize.Tracker`)."""
     F = P.shape[0]
-    mu_m, _, std_m = _axes(rest)
+    mu_m = rest.mean(0)
     fits: list = [None] * F
     for f in range(F):
         cams = np.flatnonzero(present[f])
-        if len(cams) < 2:
+        if len(cams) < 2 or not all(masks[f, c].any() for c in cams):
             continue
+        c, _, spread = _centre_and_reach(P[f, cams], masks[f, cams])
         H = visual_hull(P[f, cams], masks[f, cams], grid)
         if len(H) < 20:
             continue
-        fits[f] = _axes(H)
+        fits[f] = (c, _axes(H)[1], spread)
     good = [f for f in range(F) if fits[f] is not None]
     if not good:
         raise InputError(None, "cannot initialise the tracker from the masks: no frame has masks in two "
                                "cameras whose visual hull is non-empty")
-    scale = float(np.median([fits[f][2][0] for f in good])) / max(float(rest[:, 1].std()), 1e-12)
+    scale = float(np.median([fits[f][2] for f in good])) / max(float(rest[:, 1].std()), 1e-12)
     B = np.zeros((F, 3, 3))
     mu = np.zeros((F, 3))
     prev = None

@@ -186,16 +186,23 @@ def load_observations(path: str | Path, scene=None, required: bool = True) -> Ob
 
 
 def mask_observations(path: str | Path, scene, ingest_dir: str | Path, names: list[str]) -> Observations:
-    """Observations without a single label, for tracking from masks alone: every camera of ``scene``,
-    the frames ``ingest_dir`` (a ``gausslift ingest`` output) wrote, and the nodes ``names`` (e.g. the
-    subject's own keypoints, so that the outputs still carry them)."""
+    """Observations without a single label, for tracking from masks alone: the cameras of ``scene``
+    that ``ingest_dir`` (a ``gausslift ingest`` output) used (its manifest's ``cameras``), the frames it
+    wrote, and the nodes ``names`` (e.g. the subject's own keypoints, so that the outputs still carry
+    them)."""
+    import json
+
     from gausslift.track.masks import ingest_samples
 
     root = Path(scene.root or path)
     frames = np.array(sorted(ingest_samples(Path(ingest_dir))), np.int64)
     if not len(frames):
         raise InputError(Path(ingest_dir), "the ingest output has no frame samples")
-    cams = [v.name for v in scene.views]
+    try:  # the cameras ingest used (it leaves out bad calibrations); default: every camera
+        used = json.loads((Path(ingest_dir) / "manifest.json").read_text()).get("cameras")
+    except (OSError, ValueError, AttributeError):
+        used = None
+    cams = [v.name for v in scene.views if not used or v.name in used]
     C, F, K = len(cams), len(frames), len(names)
     return Observations(
         cameras=cams, camera_models=[scene.view(c).camera for c in cams], names=list(names),

@@ -77,12 +77,14 @@ class TrackOptions:
     init: str = "dlt"  # dlt | points3d
     # the silhouette term (with masks: gausslift.track.silhouette.SilhouetteTerm, see docs/track.md)
     silhouette: bool = True  # fit to the masks when the track is given some (False: measure IoU only)
-    w_silhouette: float = 1.0  # weight of (outside + cover)
+    w_silhouette: float = 0.2  # weight of (outside + cover) next to keypoints (see docs/benchmarks.md)
+    w_silhouette_alone: float = 1.0  # its weight when there are no keypoints (masks alone)
     silhouette_px: float = 5.0  # its Cauchy scale, in ingest pixels (512 across)
     silhouette_points: int = 1000  # model vertices posed for it (farthest-point sampled)
     silhouette_tail: bool = False  # include the tail's vertices (ingest's masks miss the thin tail)
     silhouette_res: int = 256  # working resolution of the masks' distance transforms
     silhouette_samples: int = 96  # contour samples per mask
+    mask_init_steps: int = 60  # masks alone: Adam steps scoring each of the 24 initial orientations
     log_every: int = 50  # history and log.jsonl rows
     # the loop (gausslift.train.loop): a wall-clock budget > 0 replaces the rigid_iters + iters steps by
     # a total planned from the step time, split in the ratio rigid_iters : iters
@@ -102,10 +104,10 @@ class TrackOptions:
             raise InputError(None, f"init must be dlt or points3d, got {self.init!r}")
         if self.robust_px <= 0:
             raise InputError(None, "robust_px must be positive")
-        if self.w_silhouette < 0 or self.silhouette_px <= 0 or self.silhouette_points < 10 \
-                or self.silhouette_res < 32 or self.silhouette_samples < 8:
-            raise InputError(None, "w_silhouette must be >= 0, silhouette_px > 0, silhouette_points >= 10, "
-                                   "silhouette_res >= 32 and silhouette_samples >= 8")
+        if min(self.w_silhouette, self.w_silhouette_alone) < 0 or self.silhouette_px <= 0 \
+                or self.silhouette_points < 10 or self.silhouette_res < 32 or self.silhouette_samples < 8:
+            raise InputError(None, "w_silhouette(_alone) must be >= 0, silhouette_px > 0, silhouette_points "
+                                   ">= 10, silhouette_res >= 32 and silhouette_samples >= 8")
 
 
 @dataclass
@@ -151,7 +153,7 @@ class Tracker:
         self.obs = obs = obs.select(nodes=self.nodes)
         F, K = obs.num_frames, len(self.nodes)
         self.sil = None
-        if masks is not None and opts.silhouette and opts.w_silhouette > 0:
+        if masks is not None and opts.silhouette:
             from gausslift.track.silhouette import SilhouetteTerm
 
             if len(masks.frame_ids) != F or np.any(np.asarray(masks.frame_ids) != np.asarray(obs.frame_ids)):
@@ -169,7 +171,7 @@ class Tracker:
         # initialisation
         if self.masks_only:
             X0 = np.full((F, K, 3), np.nan)
-            s0, R0, t0 = self._mask_init()
+            s0, R0, t0 = self._mask_init(steps=max(1, int(opts.mask_init_steps)))
         else:
             X0, views = triangulate(obs.camera_models, obs.points2d, obs.confidence)
             if opts.init == "points3d":
@@ -203,10 +205,11 @@ class Tracker:
         self.sigma_factor = 1.0
 
     def _mask_init(self, frames: int = 8, steps: int = 60) -> tuple[float, np.ndarray, np.ndarray]:
-        """The similarity from the masks alone: the 8 candidates of :func:`mask_init` (the hull's
-        principal axes; which end is the nose and which side is up are ambiguous), each refined by
+        """The similarity from the masks alone: the 24 candidates of :func:`mask_init` (the ways of
+        laying the model's axes on the visual hull's principal axes), each refined by
         ``steps`` Adam steps of the silhouette term on the rest pose at ``frames`` evenly spaced frames;
-        the one with the lowest loss wins."""
+        the one with the lowest loss wins, with its refined scale, and its rotation and translation
+        changes carried to every frame from the nearest refined one."""
         from gausslift.track.init import mask_init
 
         m = self.sil.masks
@@ -216,7 +219,7 @@ class Tracker:
         sub = np.unique(np.linspace(0, F - 1, min(frames, F)).round().astype(np.int64))
         sub = sub[m.present.reshape(F, -1)[sub].any(1).numpy()]
         Xm = torch.as_tensor(self.sil.rest, dtype=torch.float64)
-        best, scores = None, []
+        scores, refined = [], []
         for R, t in cands:
             Rt, tt = torch.as_tensor(R[sub]), torch.as_tensor(t[sub])
             om = torch.zeros(len(sub), 3, dtype=torch.float64, requires_grad=True)
@@ -233,10 +236,15 @@ class Tracker:
                 loss.backward()
                 opt.step()
             scores.append(float(loss.detach()))
+            refined.append((om.detach(), ta.detach(), float(torch.exp(ls.detach()))))
         best = int(np.argmin(scores))
         self.init_scores = scores
         R, t = cands[best]
-        return s0, R, t
+        # the winner's refinement, carried to every frame from the nearest refined one
+        om, ta, k = refined[best]
+        near = np.abs(np.arange(F)[:, None] - sub[None]).argmin(1)
+        R = (_exp(om[near]) @ torch.as_tensor(R)).numpy()
+        return s0 * k, R, t + s0 * ta[near].numpy()
 
     # ------------------------------------------------------------------ model
     def subject_params(self) -> dict[str, torch.Tensor]:
@@ -304,7 +312,8 @@ class Tracker:
             terms = {"reprojection": rep}
         if use_sil:
             sil = self.sil(Vw[0])
-            terms["silhouette"] = o.w_silhouette * (sil["outside"] + sil["cover"])
+            w = o.w_silhouette_alone if self.masks_only else o.w_silhouette
+            terms["silhouette"] = w * (sil["outside"] + sil["cover"])
         if articulated:
             th = self.theta / self.L * self.axis_mask
             terms["pose"] = o.w_pose * (th ** 2).mean()
