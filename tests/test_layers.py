@@ -33,6 +33,7 @@ LAYERS = {
     "mvdiff": 4,
     "avatar": 4,
     "track": 4,
+    "stylize": 4,
     "lift": 5,
     "video4d": 5,
     "zoo": 5,

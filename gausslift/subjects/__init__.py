@@ -1,6 +1,6 @@
 """Parametric subjects: ``params -> vertices (+ joints, keypoints)``, differentiable and batched.
 
-``load_subject("ict" | "mouse" | "flame:/path/to/generic_model.pkl", path=None)``; see
+``load_subject("ict" | "mouse" | "flame:/path/to/generic_model.pkl" | "styled:STY", path=None)``; see
 :class:`~gausslift.subjects.base.Subject` for the interface and each model's module docstring for
 its parameter layout and units.
 """
@@ -14,9 +14,10 @@ from gausslift.subjects.base import Subject, SubjectOutput, axis_angle_to_matrix
 from gausslift.subjects.flame import FlameHead, read_flame_pickle
 from gausslift.subjects.ict import ICTHead
 from gausslift.subjects.mammal import MammalMouse
+from gausslift.subjects.styled import StyledSubject, load_styled
 
 __all__ = ["Subject", "SubjectOutput", "ICTHead", "FlameHead", "MammalMouse", "load_subject",
-           "axis_angle_to_matrix", "find_model_file", "read_flame_pickle"]
+           "axis_angle_to_matrix", "find_model_file", "read_flame_pickle", "StyledSubject"]
 
 
 def load_subject(spec: str, path: str | Path | None = None) -> Subject:
@@ -28,6 +29,10 @@ def load_subject(spec: str, path: str | Path | None = None) -> Subject:
         return MammalMouse(path or rest or None)
     if kind == "ict":
         return ICTHead(path or rest or None)
+    if kind == "styled":  # a model from 'gausslift stylize finetune' (STY folder): its base, stylised
+        if not (path or rest):
+            raise InputError(None, "a stylised subject needs its folder: use 'styled:STY'")
+        return load_styled(path or rest, load_subject)
     if kind == "flame":
         where = path or rest
         if not where:
