@@ -85,6 +85,8 @@ class TrackOptions:
     silhouette_res: int = 256  # working resolution of the masks' distance transforms
     silhouette_samples: int = 96  # contour samples per mask
     mask_init_steps: int = 60  # masks alone: Adam steps scoring each of the 24 initial orientations
+    mask_init_up: str = "cameras"  # masks alone: the animal's up points towards the cameras (they look down
+    # on the arena: keep the orientations whose up is within 60 deg of that) | any (score all 24)
     log_every: int = 50  # history and log.jsonl rows
     # the loop (gausslift.train.loop): a wall-clock budget > 0 replaces the rigid_iters + iters steps by
     # a total planned from the step time, split in the ratio rigid_iters : iters
@@ -100,6 +102,8 @@ class TrackOptions:
                                    "log_every >= 1")
         if self.robust not in ("gm", "cauchy", "huber"):
             raise InputError(None, f"robust must be gm, cauchy or huber, got {self.robust!r}")
+        if self.mask_init_up not in ("cameras", "any"):
+            raise InputError(None, f"mask_init_up must be cameras or any, got {self.mask_init_up!r}")
         if self.init not in ("dlt", "points3d"):
             raise InputError(None, f"init must be dlt or points3d, got {self.init!r}")
         if self.robust_px <= 0:
@@ -206,7 +210,8 @@ class Tracker:
 
     def _mask_init(self, frames: int = 8, steps: int = 60) -> tuple[float, np.ndarray, np.ndarray]:
         """The similarity from the masks alone: the 24 candidates of :func:`mask_init` (the ways of
-        laying the model's axes on the visual hull's principal axes), each refined by
+        laying the model's axes on the visual hull's principal axes; with ``mask_init_up="cameras"``
+        only those whose up is within 60 degrees of the direction towards the cameras), each refined by
         ``steps`` Adam steps of the silhouette term on the rest pose at ``frames`` evenly spaced frames;
         the one with the lowest loss wins, with its refined scale, and its rotation and translation
         changes carried to every frame from the nearest refined one."""
@@ -219,6 +224,12 @@ class Tracker:
         sub = np.unique(np.linspace(0, F - 1, min(frames, F)).round().astype(np.int64))
         sub = sub[m.present.reshape(F, -1)[sub].any(1).numpy()]
         Xm = torch.as_tensor(self.sil.rest, dtype=torch.float64)
+        if self.opts.mask_init_up == "cameras":  # the 3rd row of a projection is its viewing direction
+            P = m.P.reshape(-1, 3, 4)[m.present].numpy()
+            view = P[:, 2, :3] / np.linalg.norm(P[:, 2, :3], axis=1, keepdims=True)
+            up = -view.mean(0) / max(np.linalg.norm(view.mean(0)), 1e-12)
+            keep = [c for c in cands if np.median(c[0][:, :, 2] @ up) > 0.5]
+            cands = keep or cands
         scores, refined = [], []
         for R, t in cands:
             Rt, tt = torch.as_tensor(R[sub]), torch.as_tensor(t[sub])
