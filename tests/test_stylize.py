@@ -32,7 +32,7 @@ def _pretrained(toy, tmp_path, iters, **kw):
 def test_decoder_overfits_a_tiny_linear_model(toy, tmp_path, one_thread):
     """No ridge warm start: Adam alone must fit the toy model (held-out samples)."""
     before = holdout_check(toy, *_fresh(toy), 50)
-    check = _pretrained(toy, tmp_path / "a", 400, warm_samples=0, lr=3e-3, lr_linear=3e-2)
+    check = _pretrained(toy, tmp_path / "a", 250, warm_samples=0, lr=3e-3, lr_linear=3e-2)
     assert before["decoder_mm_mean"] > 5  # the template (mean of 64 samples) alone is far off
     assert check["decoder_mm_mean"] < 0.05 * before["decoder_mm_mean"]
     assert check["decoder_mm_mean"] < 1.0

@@ -18,14 +18,14 @@ from gausslift.stylize import model as M
 from gausslift.stylize.meshio import read_ply, write_ply
 from gausslift.stylize.styles import apply_style, subject_style
 from gausslift.subjects import load_subject
-from gausslift.subjects.styled import decode, read_style
+from gausslift.subjects.styled import read_style, style_change
 
 
 @torch.no_grad()
 def stylise_mesh(sty: dict, verts, faces) -> np.ndarray:
     X = torch.as_tensor(np.asarray(verts), dtype=torch.float32)[None]
     z = M.encode(sty["encoder"], M.points(X, torch.as_tensor(faces), *sty["enc_samples"]))
-    return (X + decode(sty["finetuned"], z) - decode(sty["pretrained"], z))[0].numpy()
+    return (X + style_change(sty["pretrained"], sty["finetuned"], z))[0].numpy()
 
 
 def apply_mesh(sty_dir, mesh, out) -> str:

@@ -30,14 +30,13 @@ from gausslift.stylize import model as M
 from gausslift.stylize.meshio import read_ply
 from gausslift.stylize.pretrain import mm_per_unit
 from gausslift.stylize.styles import apply_style, subject_style
-from gausslift.subjects.styled import decode
+from gausslift.subjects.styled import decode, style_change
 
 EVAL_SEED = 2_000_029
 
 
 def _change(sty: dict):
-    pre, ft = sty["pretrained"], sty["finetuned"]
-    return lambda z: decode(ft, z) - decode(pre, z)
+    return lambda z: style_change(sty["pretrained"], sty["finetuned"], z)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from gausslift.ioutil import atomic_path
 from gausslift.stylize import features as F
 from gausslift.stylize import losses as Ls
 from gausslift.stylize import model as M
-from gausslift.subjects.styled import FORMAT, STYLE_FILE, field
+from gausslift.subjects.styled import FORMAT, STYLE_FILE, field, query
 from gausslift.train.loop import Loop, LoopOptions, Task
 
 TERMS = ("vertex", "feature", "direction", "normal", "distill")
@@ -48,6 +48,7 @@ class FinetuneConfig:
     w_distill: float = 1.0
     field_points: int = 1024  # the style field's control points
     field_width: float = 0.7  # its Gaussian width, in control-point spacings
+    query: str = "canonical"  # canonical: the field is read on the mean identity; posed: on the mesh
     encoder: str = "pyramid"  # pyramid | clip
     clip: str = ""  # folder of CLIP vision weights (encoder: clip)
     views: int = 3
@@ -64,7 +65,7 @@ class FinetuneConfig:
 class FinetuneTask(Task):
     name = "stylize-finetune"
     columns = ("step", "loss", *TERMS, "elapsed_s")
-    shape_keys = ("train", "field_points")
+    shape_keys = ("train", "field_points", "query")
 
     def __init__(self, cfg: FinetuneConfig, base: dict, subject, neutral, styled, out):
         if cfg.train not in ("field", "all"):
@@ -86,6 +87,13 @@ class FinetuneTask(Task):
                 cfg.field_points,
                 cfg.field_width,
             )
+        if cfg.query == "canonical":  # the field is read on the mean identity with the same expression
+            canon = torch.zeros(M.latent_size(subject))
+            if "expression" in self.keys:
+                canon[-subject.param_shapes["expression"][0] :] = 1
+            self.pre["canon"] = canon
+        elif cfg.query != "posed":
+            raise InputError(None, f"query must be 'posed' or 'canonical', got {cfg.query!r}")
         self.enc, self.enc_samples = base["encoder"], tuple(base["enc_samples"])
         self.N = torch.as_tensor(np.asarray(neutral), dtype=torch.float32)
         self.S = torch.as_tensor(np.asarray(styled), dtype=torch.float32)
@@ -152,7 +160,8 @@ class FinetuneTask(Task):
             return M.decode(self.ft, z)
         with torch.no_grad():
             base = M.base_decode(self.pre, z)
-        return base + field(self.ft, base)
+            q = query(self.pre, z, base)
+        return base + field(self.ft, q)
 
     def loss(self, step: int):
         c, f, u = self.cfg, self.faces, self.unit

@@ -76,9 +76,30 @@ def field(w: dict, x: torch.Tensor, k: int = 12) -> torch.Tensor:
     return (W[..., None] * local).sum(1).reshape(x.shape)
 
 
+def query(w: dict, z: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """Where the field is read: the mesh itself, or (``canon`` [Z] in ``w``: 1 on the expression
+    entries, 0 on the identity ones) the mean identity's mesh with the same expression."""
+    return base if "canon" not in w else base_decode(w, z * w["canon"])
+
+
 def decode(w: dict, z: torch.Tensor) -> torch.Tensor:
     base = base_decode(w, z)
-    return base + field(w, base)
+    return base + field(w, query(w, z, base))
+
+
+BASE_KEYS = ("template", "L", "R", "dW1", "db1", "dW2", "db2")
+
+
+def style_change(pre: dict, ft: dict, z: torch.Tensor) -> torch.Tensor:
+    """``decode(ft, z) - decode(pre, z)``, sharing the latent part when both have the same one and
+    skipping a pretrained field that is zero (as pretraining leaves it)."""
+    bp = base_decode(pre, z)
+    same = all(torch.equal(pre[k], ft[k]) for k in BASE_KEYS)
+    bf = bp if same else base_decode(ft, z)
+    out = bf + field(ft, query(ft, z, bf)) - bp
+    if bool(pre["b"].any()) or bool(pre["A"].any()):
+        out = out - field(pre, query(pre, z, bp))
+    return out
 
 
 def latent(params: dict, keys) -> torch.Tensor:
@@ -129,8 +150,7 @@ class StyledSubject(Subject):
 
     def style_offset(self, params: dict) -> torch.Tensor:
         """decode_ft(z) - decode_pre(z): the style's change of the unposed mesh [B, V, 3]."""
-        z = latent(params, self.latent_keys).float()
-        return decode(self.ft, z) - decode(self.pre, z)
+        return style_change(self.pre, self.ft, latent(params, self.latent_keys).float())
 
     def forward(self, params: dict) -> SubjectOutput:
         self.check_params(params)
