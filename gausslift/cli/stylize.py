@@ -40,6 +40,7 @@ def add_arguments(parser) -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--out", help="write result.json (and result.md) here")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--pictures", action="store_true", help="with --out and --style: heat.png, turntable.png")
     p = sub.add_parser("make-pair", help="a (neutral, styled) example pair of a procedural style")
     p.add_argument("--subject", default="ict")
     p.add_argument("--style", required=True, help="goblin | cartoon")
@@ -129,6 +130,10 @@ def _eval(args) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_json(Path(args.out) / "result.json", res)
         atomic_write_text(Path(args.out) / "result.md", markdown(res) + "\n")
+    if args.out and args.style and args.pictures:
+        from gausslift.stylize.pictures import write_pictures
+
+        write_pictures(sty, subject, args.style, args.out)
     print(json.dumps(res, indent=2) if args.json else markdown(res))
     return 0
 
