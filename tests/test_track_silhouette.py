@@ -118,8 +118,8 @@ def _true_joints(subject, seq, drift):
 
 
 # the toy's masks are 128 px (2 px Cauchy scale) and its mesh has 150 non-tail vertices: the term's weight
-# is 1 here (the real session's default, 0.2, was chosen against 1280x1024 SLEAP labels; at 0.2 the leg
-# below comes to 5.9 mm)
+# is 1 here (the real session's default, 0.3, was chosen against 1280x1024 SLEAP labels; at 0.2 the leg
+# below came to 5.9 mm)
 OPTS = dict(rigid_iters=40, iters=200, silhouette_points=150, silhouette_res=MASK_SIZE,
             silhouette_samples=48, silhouette_px=2.0, w_silhouette=1.0)
 

@@ -77,7 +77,7 @@ class TrackOptions:
     init: str = "dlt"  # dlt | points3d
     # the silhouette term (with masks: gausslift.track.silhouette.SilhouetteTerm, see docs/track.md)
     silhouette: bool = True  # fit to the masks when the track is given some (False: measure IoU only)
-    w_silhouette: float = 0.2  # weight of (outside + cover) next to keypoints (see docs/benchmarks.md)
+    w_silhouette: float = 0.3  # weight of (outside + cover) next to keypoints (see docs/benchmarks.md)
     w_silhouette_alone: float = 1.0  # its weight when there are no keypoints (masks alone)
     silhouette_px: float = 5.0  # its Cauchy scale, in ingest pixels (512 across)
     silhouette_points: int = 1000  # model vertices posed for it (farthest-point sampled)
