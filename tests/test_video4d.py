@@ -225,3 +225,58 @@ def test_bad_input_gives_one_line(env, tmp_path, capsys):
     (busy / "x").write_text("x")
     assert main(["video4d", str(env["session"]), "--out", str(busy)]) == 1
     assert "not empty and not a video4d run" in capsys.readouterr().err
+
+
+def _started(out, stage) -> bool:
+    """Has ``stage`` started (its first files exist) while not being recorded as done?"""
+    try:
+        state = json.loads((out / "video4d.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if state["stages"].get(stage, {}).get("done"):
+        return False
+    probe = {
+        "ingest": out / "ingest",
+        "track": out / "track" / "checkpoint.pt",
+        "avatar": out / "avatar" / "checkpoint.pt",
+        "outputs": out / "ply" / "frame_000000.ply",
+    }[stage]
+    return probe.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["ingest", "track", "avatar", "outputs"])
+def test_sigkill_in_each_stage_then_rerun_gives_the_same_outputs(env, tmp_path, stage):
+    """A SIGKILL while ``stage`` runs, then the same command again: the same track, avatar, figures and
+    per-frame .ply as an uninterrupted run."""
+    args = ["--size", "64", "--avatar-iters", "60", "--threads", "1", "--track-set", "iters=200",
+            "--track-set", "rigid_iters=40", "--track-set", "checkpoint_every=5", "--fps", "5",
+            "--avatar-set", "checkpoint_every=5", "--quiet"]  # fmt: skip
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    assert main(["video4d", str(env["session"]), "--out", str(ref), *args]) == 0
+    cmd = [sys.executable, "-m", "gausslift", "video4d", str(env["session"]), "--out", str(out), *args]
+    errs = open(tmp_path / "err", "w")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errs)
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline and not _started(out, stage):
+            time.sleep(0.005)
+        err = (tmp_path / "err").read_text()
+        assert proc.poll() is None, f"the run ended before {stage} was caught: {err}"
+    finally:
+        proc.kill()
+        proc.wait()
+        errs.close()
+    state = json.loads((out / "video4d.json").read_text())
+    assert not state["stages"].get(stage, {}).get("done")
+    assert main(["video4d", str(env["session"]), "--out", str(out), *args]) == 0
+    for f in ("track/params.npz",):
+        a, b = (np.load(r / f) for r in (ref, out))
+        assert all(np.array_equal(a[k], b[k]) for k in a.files), f
+    a, b = (torch.load(r / "avatar" / "avatar.pt", weights_only=False) for r in (ref, out))
+    assert all(torch.equal(a["params"][k], b["params"][k]) for k in a["params"])
+    ea, eb = (json.loads((r / "eval.json").read_text()) for r in (ref, out))
+    assert ea["per_view"] == eb["per_view"]
+    for t in (0, T - 1):
+        f = f"ply/frame_{t:06d}.ply"
+        assert (ref / f).read_bytes() == (out / f).read_bytes(), f
