@@ -280,3 +280,15 @@ def test_sigkill_in_each_stage_then_rerun_gives_the_same_outputs(env, tmp_path, 
     for t in (0, T - 1):
         f = f"ply/frame_{t:06d}.ply"
         assert (ref / f).read_bytes() == (out / f).read_bytes(), f
+
+
+def test_a_session_without_keypoints_tracks_from_the_masks(env, tmp_path):
+    import shutil
+
+    sess = tmp_path / "nokp"
+    shutil.copytree(env["session"], sess, ignore=shutil.ignore_patterns("*.analysis.h5"))
+    state = video4d(sess, tmp_path / "v", _opts(), quiet=True)
+    tr = state["stages"]["track"]
+    assert all(state["stages"][s]["done"] for s in STAGES)
+    assert any("mask" in w for w in tr["warnings"]), tr["warnings"]
+    assert min(tr["silhouette_iou"].values()) > 0.5, tr["silhouette_iou"]

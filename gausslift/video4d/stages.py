@@ -46,7 +46,13 @@ def stage_track(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> d
     from gausslift.io import read_scene
     from gausslift.preprocess.frames import parse_frames
     from gausslift.subjects import load_subject
-    from gausslift.track import TrackOptions, load_observations, require_cameras, track_session
+    from gausslift.track import (
+        TrackOptions,
+        load_observations,
+        mask_observations,
+        require_cameras,
+        track_session,
+    )
     from gausslift.track.task import loop_options
     from gausslift.train.loop import CHECKPOINT, LoopOptions
 
@@ -58,18 +64,23 @@ def stage_track(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> d
     topts.check()
     man = _ingest_manifest(run)
     scene = read_scene(session)
-    obs = load_observations(session, scene)
+    subject = load_subject("mouse")
+    keypoints = "auto"
+    obs = load_observations(session, scene, required=False)
+    if obs is None:  # no keypoint files: the masks alone (the track's warnings say so)
+        obs = mask_observations(session, scene, run.out / "ingest", list(subject.keypoint_names))
+        keypoints = "dannce"
     cams = [c for c in man["cameras"] if c in obs.cameras]
     obs = obs.select(cameras=cams, frames=parse_frames(opts.frames, obs.num_frames))
     require_cameras(obs)
-    subject = load_subject("mouse")
     loop = LoopOptions(**loop_options(topts, resume=resume, quiet=quiet))
-    result, rep = track_session(obs, dst, subject, "auto", topts, masks=run.out / "ingest", loop=loop)
+    result, rep = track_session(obs, dst, subject, keypoints, topts, masks=run.out / "ingest", loop=loop)
     sil = (rep.get("silhouette_iou") or {}).get("per_camera", {})
     return {
         "keypoint_median_px": {c: d["median_px"] for c, d in rep["keypoint_error"].items()},
         "silhouette_iou": {c: d["median"] for c, d in sil.items()},
         "resumed": resume,
+        "warnings": list(obs.warnings),
     }
 
 
