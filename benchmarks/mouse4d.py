@@ -63,6 +63,7 @@ def main() -> int:
 
     from gausslift.avatar.data import load_image, read_sequence
     from gausslift.fit.runs import load_splats
+    from gausslift.track.masks import ingest_samples
 
     run = Path(args.run)
     info = json.loads((run / "avatar" / "avatar.json").read_text())
@@ -77,8 +78,7 @@ def main() -> int:
         info["train_frames"][i]
         for i in np.linspace(0, len(info["train_frames"]) - 1, args.frames).astype(int)
     ]
-    man = json.loads((run / "ingest" / "manifest.json").read_text())
-    sample_of = {int(s["frame"]): run / "ingest" / s["path"] for s in man["samples"]}
+    sample_of = ingest_samples(run / "ingest")
     fid = json.loads((run / "sequence" / "meta.json").read_text())["frame_ids"]
     av_rows = {r["frame"]: r for r in ev["per_view"] if r["split"] == "novel_view"}
     rows = []

@@ -90,14 +90,14 @@ def read_sequence(path: str | Path) -> Sequence:
     )
 
 
-def _load_json(p: Path) -> dict:
+def load_json(p: Path) -> dict:
     try:
         return json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise InputError(p, f"unreadable JSON ({e})") from None
 
 
-def _load_npz(p: Path) -> dict[str, np.ndarray]:
+def load_npz(p: Path) -> dict[str, np.ndarray]:
     if not p.is_file():
         raise InputError(p, "parameter file not found")
     try:
@@ -108,14 +108,14 @@ def _load_npz(p: Path) -> dict[str, np.ndarray]:
 
 
 def _read_synth(root: Path) -> Sequence:
-    meta = _load_json(root / "meta.json")
-    z = _load_npz(root / "params.npz")
+    meta = load_json(root / "meta.json")
+    z = load_npz(root / "params.npz")
     frames = sorted(p for p in root.glob("frame_*") if p.is_dir())
     if not frames:
         raise InputError(root, "no frame_XXXX folders (not a synth video; use --frames T > 1)")
     cams, imgs, names0 = [], [], None
     for fr in frames:
-        js = _load_json(fr / "opencv_cameras.json")
+        js = load_json(fr / "opencv_cameras.json")
         names, row_c, row_i = [], [], []
         for f in js.get("frames", []):
             K = make_K(f["fx"], f["fy"], f["cx"], f["cy"])
@@ -152,7 +152,7 @@ def _read_vhap(root: Path) -> Sequence:
     files = sorted(root.glob("transforms_*.json")) or [root / "transforms.json"]
     rows: dict[tuple[int, int], dict] = {}
     for js in files:
-        d = _load_json(js)
+        d = load_json(js)
         for i, f in enumerate(d.get("frames", [])):
             if "timestep_index" not in f:
                 raise InputError(js, f"frame {i} has no timestep_index (not a VHAP/GaussianAvatars sequence)")
@@ -188,7 +188,7 @@ def _read_vhap(root: Path) -> Sequence:
         cams.append(rc)
         imgs.append(ri)
         masks.append(rm)
-    per = [_load_npz(p) for p in flame_files]
+    per = [load_npz(p) for p in flame_files]
     params = {}
     for src, dst in VHAP_KEYS.items():
         vals = []

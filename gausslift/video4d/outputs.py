@@ -74,12 +74,13 @@ def write_outputs(out: str | Path, fps: float = 25.0, device: str = "cpu", still
     videos, still_paths = {}, []
     pick = sorted({int(round(i)) for i in np.linspace(0, T - 1, max(1, stills))})
     (out / "report").mkdir(exist_ok=True)
+    vt = [verts(t, False) for t in range(T)]  # each frame posed once, rendered by every camera
     for c, name in enumerate(seq.camera_names):
         frames = []
         for t in range(T):
             cam = seq.cameras[t][c]
             rgb, _ = load_image(seq.images[t][c], seq.masks[t][c], cam)
-            ren = (av.render(verts(t, False), cam)[0].cpu().numpy() * 255 + 0.5).astype(np.uint8)
+            ren = (av.render(vt[t], cam)[0].cpu().numpy() * 255 + 0.5).astype(np.uint8)
             pair = np.concatenate([rgb, ren], 1)
             frames.append(pair)
             if t in pick:

@@ -18,34 +18,18 @@ Nothing in INGEST or TRACK is modified; every file is written atomically and ``m
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from gausslift.avatar.data import load_json, load_npz
 from gausslift.errors import InputError
 from gausslift.ioutil import atomic_path, atomic_write_json
+from gausslift.track.masks import ingest_samples
 
 PARAMS = ("pose", "bone_lengths", "scale", "translation")
-
-
-def _json(p: Path) -> dict:
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(p, f"unreadable JSON ({type(e).__name__})") from None
-
-
-def _npz(p: Path) -> dict[str, np.ndarray]:
-    if not p.is_file():
-        raise InputError(p, "not found (run gausslift track first)")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except Exception as e:
-        raise InputError(p, f"unreadable ({type(e).__name__})") from None
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -58,23 +42,13 @@ def _link(src: Path, dst: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def ingest_samples(ingest: Path) -> dict[int, Path]:
-    """Frame id -> sample folder of a ``gausslift ingest`` output."""
-    man = ingest / "manifest.json"
-    if not man.is_file():
-        raise InputError(ingest, "not a gausslift ingest output (no manifest.json)")
-    d = _json(man)
-    try:
-        return {int(s["frame"]): ingest / s["path"] for s in d["samples"] if s.get("frame") is not None}
-    except (KeyError, TypeError, ValueError):
-        raise InputError(man, "unreadable ingest manifest (samples need frame and path)") from None
-
-
 def make_sequence(ingest: str | Path, track: str | Path, out: str | Path) -> dict:
     """Write SEQ (see the module docstring); returns its meta."""
     ingest, track, out = Path(ingest), Path(track), Path(out)
-    z = _npz(track / "params.npz")
-    meta_t = _json(track / "meta.json") if (track / "meta.json").is_file() else {}
+    if not (track / "params.npz").is_file():
+        raise InputError(track / "params.npz", "not found (run gausslift track first)")
+    z = load_npz(track / "params.npz")
+    meta_t = load_json(track / "meta.json") if (track / "meta.json").is_file() else {}
     ids = meta_t.get("frame_ids")
     if ids is None:
         raise InputError(track / "meta.json", "missing or without frame_ids (not a gausslift track output)")
@@ -89,7 +63,7 @@ def make_sequence(ingest: str | Path, track: str | Path, out: str | Path) -> dic
     wfs, kps, names0 = [], [], None
     for i, (t, fid) in enumerate(rows):
         src = samples[fid]
-        js = _json(src / "opencv_cameras.json")
+        js = load_json(src / "opencv_cameras.json")
         wfc = js.get("world_from_capture")
         if wfc is None:
             raise InputError(src / "opencv_cameras.json", "no world_from_capture (not an ingest sample)")
