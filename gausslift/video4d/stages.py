@@ -8,15 +8,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from gausslift.config import apply_overrides
 from gausslift.errors import InputError
 from gausslift.ioutil import atomic_write_json
 from gausslift.video4d.state import Run, Video4DOptions, _clean
-
-
-def _sets(pairs: list[str], base):
-    from gausslift.config import apply_overrides
-
-    return apply_overrides(base, pairs) if pairs else base
 
 
 def stage_ingest(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> dict:
@@ -60,7 +55,7 @@ def stage_track(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> d
     resume = (dst / CHECKPOINT).is_file()
     if not resume:
         _clean(dst)
-    topts = _sets(opts.track_set, TrackOptions())
+    topts = apply_overrides(TrackOptions(), opts.track_set)
     topts.check()
     man = _ingest_manifest(run)
     scene = read_scene(session)
@@ -110,7 +105,7 @@ def avatar_config(run: Run, opts: Video4DOptions):
     else:
         left = opts.minutes - run.seconds() / 60 - opts.reserve_minutes
         cfg = replace(cfg, minutes=max(1.0, round(left, 2)))
-    return _sets(opts.avatar_set, cfg)
+    return apply_overrides(cfg, opts.avatar_set)
 
 
 def stage_avatar(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> dict:
