@@ -280,3 +280,35 @@ def test_options_from_a_config_by_name():
     assert (o.iters, o.minutes, o.log_every, o.quiet) == (500, 0.0, 7, True)
     o = L.LoopOptions.from_config(Cfg(minutes=3.0), log_every=1)
     assert (o.iters, o.minutes, o.log_every) == (0, 3.0, 1)  # a minutes budget overrides iters
+
+
+def test_replan_follows_a_load_that_falls_after_the_warm_up(tmp_path, monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+
+    def run(name, **kw):
+        clock["t"] = 0.0
+        t = Toy()
+        orig = t.loss
+
+        def tick(step):
+            clock["t"] += 1.0 if step < 16 else 0.25  # 4x faster once the warm-up has been timed
+            return orig(step)
+
+        t.loss = tick
+        return t, L.Loop(t, tmp_path / name, opts(iters=0, minutes=1.0, warmup_seconds=5, **kw)).run()
+
+    fixed, res0 = run("fixed")
+    assert len(fixed.planned) == 1 and res0["stopped_by"] == "steps"  # without: it ends early
+    t, res = run("replan", replan_at=(0.25, 0.5))
+    assert len(t.planned) >= 2 and t.planned[1] > 1.5 * t.planned[0]  # planned again, longer
+    assert res["steps"] > 1.5 * res0["steps"] and res["planned_steps"] == t.planned[-1]
+    assert any(e.startswith("re-planned") for e in res["events"])
+    # a steady machine keeps its plan (the change is under 10%)
+    clock["t"] = 0.0
+    steady = Toy()
+    steady.loss = lambda step: (clock.__setitem__("t", clock["t"] + 0.5), Toy.loss(steady, step))[1]
+    res2 = L.Loop(steady, tmp_path / "steady", opts(iters=0, minutes=1.0, warmup_seconds=5,
+                                                    replan_at=(0.25, 0.5))).run()  # fmt: skip
+    assert len(steady.planned) == 1 and not any(e.startswith("re-planned") for e in res2["events"])

@@ -54,7 +54,7 @@ from gausslift.ioutil import atomic_write_json
 from gausslift.train.checkpoint import load_checkpoint, save_checkpoint
 from gausslift.train.device import resolve_device, set_threads
 from gausslift.train.dist import Dist
-from gausslift.train.loop import CHECKPOINT, Loop, LoopOptions, Task
+from gausslift.train.loop import CHECKPOINT, REPLAN_AT, Loop, LoopOptions, Task
 
 CKPT, INFO = CHECKPOINT, "avatar.json"
 SH_C0 = 0.28209479177387814
@@ -206,7 +206,7 @@ class AvatarTrainer(Task):
     def loop_options(self, resume: bool = False, quiet: bool = False) -> LoopOptions:
         """The loop's options from the config: ``minutes > 0`` plans the length from the measured speed
         (``iters`` is then only the warm-up's stand-in), else ``iters`` steps."""
-        return LoopOptions.from_config(self.cfg, resume=resume, quiet=quiet)
+        return LoopOptions.from_config(self.cfg, resume=resume, quiet=quiet, replan_at=REPLAN_AT)
 
     def fit(self, resume: bool = False, progress: bool = True, out: str | Path | None = None) -> dict:
         """Train in ``out`` (default: the constructor's) on the one loop; returns ``avatar.json``."""

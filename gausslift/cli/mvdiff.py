@@ -132,6 +132,7 @@ def _train(args) -> int:
     from gausslift.cli._train import apply_threads, loop_options, train_config
     from gausslift.errors import InputError
     from gausslift.mvdiff.train import TRAIN_PRESETS, MVDiffTrainConfig, train
+    from gausslift.train.loop import REPLAN_AT
 
     apply_threads(args)
     given = {k: getattr(args, k) for k in TRAIN_FLAGS}
@@ -150,7 +151,8 @@ def _train(args) -> int:
     cfg = train_config(MVDiffTrainConfig, args, presets=TRAIN_PRESETS, flags=flags)
     if not cfg.data:
         raise InputError(None, "give DATA: sample folders, folders of samples or .txt lists")
-    opts = loop_options(args, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every)
+    opts = loop_options(args, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                        replan_at=REPLAN_AT)
     res = train(cfg, args.out, opts, device=args.device or "auto")
     if os.environ.get("RANK", "0") == "0":  # torchrun: one line, from the rank that wrote
         print(f"{res['run']}: {res['steps']} steps (stopped by {res['stopped_by']}), "

@@ -40,7 +40,7 @@ from gausslift.lrm.data import TrainData, batch_loader, held_out, validation_bat
 from gausslift.lrm.losses import LRMLoss
 from gausslift.models.gslrm import GSLRM, render_gaussians
 from gausslift.train.dist import setup_dist
-from gausslift.train.loop import CHECKPOINT, CONFIG, Loop, LoopOptions, Task
+from gausslift.train.loop import CHECKPOINT, CONFIG, REPLAN_AT, Loop, LoopOptions, Task
 from gausslift.train.loop import FORMAT as RUN_FORMAT
 
 CKPT = CHECKPOINT
@@ -411,7 +411,7 @@ def train(cfg: LRMTrainConfig | None, data, out, *, val=None, steps: int = 0, mi
     task = LRMTask(cfg, samples, val_samples, init=init, run_info={"data": names})
     opts = LoopOptions(iters=steps, minutes=minutes, resume=resume, quiet=not progress_bar,
                        log_every=max(1, cfg.log_every), checkpoint_every=cfg.checkpoint_every,
-                       max_nonfinite=cfg.max_nonfinite)  # fmt: skip
+                       max_nonfinite=cfg.max_nonfinite, replan_at=REPLAN_AT)  # fmt: skip
     try:
         Loop(task, run, opts, d).run()
     finally:

@@ -54,7 +54,7 @@ from gausslift.mvdiff import data as mvdata
 from gausslift.train.device import autocast_dtype
 from gausslift.train.dist import Dist, setup_dist
 from gausslift.train.guard import all_finite
-from gausslift.train.loop import Loop, LoopOptions, Task
+from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 
 PIPELINE = "pipeline"  # the run's export: the EMA weights in the FaceLift folder layout
 SNR_WEIGHTINGS = ("minsnr", "facelift")
@@ -453,7 +453,7 @@ class MVDiffTask(Task):
 
 def options(cfg: MVDiffTrainConfig, **kw) -> LoopOptions:
     """LoopOptions: the config's checkpoint and log intervals, then ``kw`` (iters, minutes, resume, ...)."""
-    return LoopOptions.from_config(cfg, **({"iters": 0, "minutes": 0.0} | kw))
+    return LoopOptions.from_config(cfg, **({"iters": 0, "minutes": 0.0, "replan_at": REPLAN_AT} | kw))
 
 
 def train(cfg: MVDiffTrainConfig, out, opts: LoopOptions | None = None, device: str | None = "auto",

@@ -15,9 +15,12 @@ What the loop gives every trainer:
 
 * **Budget.** ``iters`` steps, or ``minutes`` of wall clock: the loop times the first steps (after
   ``warmup_seconds``, JIT steps left out), plans the step count once from the median step time and the
-  task's :meth:`Task.speed_factor`, calls :meth:`Task.plan` and keeps that count fixed, so every schedule
-  is a function of the step alone, not of the machine's load. The budget is still a promise: a run whose
-  time is spent stops there (``stopped_by: "time"``). The plan and the time spent survive a resume.
+  task's :meth:`Task.speed_factor`, calls :meth:`Task.plan` and keeps that count, so every schedule is a
+  function of the step alone, not of the machine's load. A trainer may ask for re-plans at fractions of
+  the planned steps (``replan_at``): where the step time since the plan differs enough (the load fell
+  or rose) the count is planned again and :meth:`Task.plan` called with it. The budget is still a
+  promise: a run whose time is spent stops there (``stopped_by: "time"``). The plan, the re-plans done
+  and the time spent survive a resume.
 * **Run folder.** A fresh run refuses a non-empty ``RUN`` (one line: add ``--resume`` or choose another
   ``--out``). ``resume`` continues from ``RUN/checkpoint.pt`` and refuses, before writing anything, a
   config that differs from the saved one in a key of :attr:`Task.shape_keys` (keys that change the
@@ -69,6 +72,7 @@ CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.yaml"
 FORMAT = "gausslift-run"
 FAULT_ENV = "GAUSSLIFT_FAULT_NAN"
+REPLAN_AT = (0.25, 0.5)  # the re-plan points trainers with step-scheduled learning rates ask for
 
 
 @dataclass
@@ -88,6 +92,10 @@ class LoopOptions:
     # a minutes budget whose planned steps end early goes on at the schedules' end values (step >= total)
     # until the time is spent; the plan, and so every schedule, stays as it was (one process only)
     extend: bool = False
+    # a minutes budget re-plans the step count when it reaches these fractions of its planned steps, from
+    # the step time measured since the last plan, if the new count differs by more than 10% (a load that
+    # fell or rose after the warm-up); schedules follow the new count from there on
+    replan_at: tuple[float, ...] = ()
 
     @classmethod
     def from_config(cls, cfg: Any, **kw) -> LoopOptions:
@@ -183,6 +191,7 @@ class Loop:
         task.dist, task.loop = self.dist, self
         self.step, self.total = 0, 0  # total 0: not planned yet
         self.lr_scale, self.rollbacks, self.events = 1.0, 0, []
+        self.replans, self._planned_at = 0, 0  # re-plan points passed; index in ``times`` of the last plan
         self.budget = Budget(minutes=opts.minutes, steps=0)
         self.guard = NonFiniteGuard(opts.max_nonfinite)
         self.good: dict | None = None
@@ -232,6 +241,7 @@ class Loop:
             int(lp["rollbacks"]),
         )
         self.events = list(lp["events"])
+        self.replans = int(lp.get("replans", 0))
         self.budget.restore(lp["budget"])
         self.guard.restore(lp["guard"])
         set_rng_state(lp["rng"])
@@ -259,6 +269,7 @@ class Loop:
             "lr_scale": self.lr_scale,
             "rollbacks": self.rollbacks,
             "events": self.events,
+            "replans": self.replans,
             "budget": self.budget.state(),
             "guard": self.guard.state(),
             "rng": rng_state(),
@@ -331,7 +342,35 @@ class Loop:
         if self.dist.world > 1:  # every rank plans the same length: the smallest
             self.dist.all_reduce(total, torch.distributed.ReduceOp.MIN)
         self._plan(int(total.item()))
+        self._planned_at = len(times)
         self.events.append(f"planned {self.total} steps from {dt:.3f} s per step")
+
+    def _replan_due(self) -> bool:
+        """Whether this step is a re-plan point (a function of the step and the plan: the same on every
+        rank)."""
+        o = self.opts
+        if not (self.total and o.minutes > 0 and o.iters <= 0) or self.replans >= len(o.replan_at):
+            return False
+        return self.step >= max(1, int(o.replan_at[self.replans] * self.total))
+
+    def _replan(self, times: list[float]) -> None:
+        """Re-plan from the step time since the last plan (every rank calls this at the same step)."""
+        self.replans += 1
+        recent = times[max(self._planned_at, 1):]
+        if len(recent) < 5:  # resumed just before the point: too few steps timed here, keep the plan
+            return
+        dt = float(np.median(np.diff(recent)))
+        left = max(self.budget.left() - self._reserve(), 0.0)
+        new = torch.tensor(float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
+                           device=self.dist.device)  # fmt: skip
+        if self.dist.world > 1:
+            self.dist.all_reduce(new, torch.distributed.ReduceOp.MIN)
+        new_total = int(new.item())
+        self._planned_at = len(times)
+        if abs(new_total - self.total) > 0.1 * self.total:
+            self.events.append(f"re-planned {self.total} -> {new_total} steps at step {self.step} "
+                               f"from {dt:.3f} s per step")  # fmt: skip
+            self._plan(new_total)
 
     def _extend(self) -> bool:
         """Whether a budgeted run that has done its planned steps goes on (``LoopOptions.extend``)."""
@@ -418,6 +457,9 @@ class Loop:
                     self._maybe_plan(times, plan_due)
                     if self.total:
                         bar.total = self.total
+                elif self._replan_due():
+                    self._replan(times)
+                    bar.total = self.total
                 if ok:
                     if o.snapshot_every > 0 and self.step % o.snapshot_every == 0:
                         if self.task.finite():

@@ -276,7 +276,7 @@ def _train_lrm(run: StageRun, opts: ZooOptions, quiet: bool) -> dict:
 def _train_mvdiff(run: StageRun, opts: ZooOptions, quiet: bool) -> dict:
     from gausslift.config import apply_overrides
     from gausslift.mvdiff.train import mouse_preset, train
-    from gausslift.train.loop import CHECKPOINT, LoopOptions
+    from gausslift.train.loop import CHECKPOINT, REPLAN_AT, LoopOptions
 
     dst = run.out / "mvdiff"
     resume = (dst / CHECKPOINT).is_file()
@@ -291,6 +291,7 @@ def _train_mvdiff(run: StageRun, opts: ZooOptions, quiet: bool) -> dict:
         quiet=quiet,
         checkpoint_every=cfg.checkpoint_every,
         log_every=cfg.log_every,
+        replan_at=REPLAN_AT,
     )
     res = train(cfg, dst, lopts, device="auto")
     return {
