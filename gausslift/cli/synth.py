@@ -16,7 +16,8 @@ def _kind_args(p: argparse.ArgumentParser) -> None:
                    help="subject model: ict (heads, default), flame:/path/generic_model.pkl, mouse")
     p.add_argument("--model-path", default=None, help="model file or its folder (default: lookup)")
     p.add_argument("--rig", default=None,
-                   help="facelift32 | facelift6 | ring:N:ELEV | random[:N[:ELMIN:ELMAX]] "
+                   help="facelift32 | facelift6 | ring:N:ELEV | frontal:N[:AZ[:ELMIN:ELMAX]] | "
+                        "random[:N[:ELMIN:ELMAX]] "
                         "(default: facelift32 for heads, random:32:20:60 for mice)")
     p.add_argument("--views", default=None, help="subset of the rig: a count (evenly spread) or i,j,k")
     p.add_argument("--size", type=int, default=512, help="image size (square), default 512")

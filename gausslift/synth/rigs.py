@@ -6,6 +6,9 @@ Spec strings (``--rig``):
 * ``facelift32``: FaceLift's 32-view training ring (elevation 20 deg, azimuths every 11.25 deg);
 * ``facelift6``: FaceLift's 6-view inference rig (front, front_right, right, back, left, front_left);
 * ``ring:N:ELEV``: N cameras evenly spaced in azimuth at elevation ELEV degrees;
+* ``frontal:N[:AZ[:ELMIN:ELMAX]]``: N cameras (N even) in two rows facing the subject's front (FaceLift's
+  front camera, azimuth 270 deg): N/2 azimuths evenly spread over +-AZ degrees (default 75) in each row,
+  rows at elevations ELMIN and ELMAX (default -5 and 30): a face rig that sees no back of the head;
 * ``random[:N[:ELMIN:ELMAX]]``: N cameras (default 32) with stratified random azimuths and elevations
   uniform in [ELMIN, ELMAX] degrees, drawn per sample from its seed. The default range is -10..40 for
   heads and 20..60 for mice (real mouse rigs look down on the arena from 20 to 60 degrees).
@@ -49,7 +52,7 @@ class RigSpec:
 
 
 def _bad(spec: str, why: str) -> InputError:
-    forms = "facelift32, facelift6, ring:N:ELEV or random[:N[:ELMIN:ELMAX]]"
+    forms = "facelift32, facelift6, ring:N:ELEV, frontal:N[:AZ[:ELMIN:ELMAX]] or random[:N[:ELMIN:ELMAX]]"
     return InputError(None, f"bad --rig {spec!r}: {why} (use {forms})")
 
 
@@ -80,6 +83,15 @@ def parse_rig(spec: str, subject: str = "head") -> RigSpec:
         if n < 1 or not -89 <= el <= 89:
             raise _bad(spec, "N must be >= 1 and ELEV within -89..89 degrees")
         return RigSpec("fixed", n, (el, el), spec, ring(n, elevation_deg=el).center)
+    if head == "frontal":
+        if len(parts) not in (2, 3, 5):
+            raise _bad(spec, "frontal takes N, N:AZ or N:AZ:ELMIN:ELMAX")
+        n = _num(spec, parts[1], int)
+        az = _num(spec, parts[2]) if len(parts) >= 3 else 75.0
+        lo, hi = (_num(spec, parts[3]), _num(spec, parts[4])) if len(parts) == 5 else (-5.0, 30.0)
+        if n < 2 or n % 2 or not 0 <= az <= 180 or not -89 <= lo <= hi <= 89:
+            raise _bad(spec, "N must be even and >= 2, AZ within 0..180, -89 <= ELMIN <= ELMAX <= 89")
+        return RigSpec("fixed", n, (lo, hi), spec, frontal_centres(n, az, lo, hi))
     if head == "random":
         if len(parts) not in (1, 2, 4):
             raise _bad(spec, "random takes N, or N:ELMIN:ELMAX")
@@ -91,6 +103,15 @@ def parse_rig(spec: str, subject: str = "head") -> RigSpec:
             raise _bad(spec, "N must be >= 1 and -89 <= ELMIN <= ELMAX <= 89")
         return RigSpec("random", n, (lo, hi), spec)
     raise _bad(spec, f"unknown rig {parts[0]!r}")
+
+
+def frontal_centres(n: int, az: float, lo: float, hi: float) -> np.ndarray:
+    """The ``frontal`` rig's centres [n,3]: row 0 at elevation ``lo``, row 1 at ``hi``, each with n/2
+    azimuths evenly over 270 +- ``az`` degrees (left to right as the subject sees it)."""
+    k = n // 2
+    azs = 270.0 + (np.linspace(-az, az, k) if k > 1 else np.zeros(1))
+    rows = [ring(k, elevation_deg=el, azimuths_deg=azs).center for el in (lo, hi)]
+    return np.concatenate(rows)
 
 
 def select_views(n: int, views: str | None) -> list[int]:
