@@ -34,6 +34,7 @@ LAYERS = {
     "avatar": 4,
     "track": 4,
     "stylize": 4,
+    "idfield": 5,  # imports avatar.binding (layer 4): see docs/idfield.md
     "lift": 5,
     "video4d": 5,
     "zoo": 5,

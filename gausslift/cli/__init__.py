@@ -13,7 +13,7 @@ from gausslift.errors import GaussliftError
 VERBS = (
     "demo", "inspect", "ingest", "fit", "render", "eval", "compare", "view",
     "synth", "lrm", "mvdiff", "lift", "avatar", "track", "video4d",
-    "subjects", "zoo", "stylize",
+    "subjects", "zoo", "stylize", "idfield",
 )
 
 

@@ -1,0 +1,189 @@
+"""``gausslift idfield prep DATA``: the seed's per-frame preprocessing of a multi-view sequence dataset.
+
+Input: a ``gausslift synth`` folder (``DATA/<id>/[frame_XXXX/]{params.npz, opencv_cameras.json,
+images/cam_XXX.png}``; ``params.npz`` holds the subject's parameters and ``world_from_subject``). Output,
+per frame, under ``OUT/<id>/<frame>/`` (default ``OUT = DATA/idfield``):
+
+* ``mesh.ply``: the posed mesh in the world (all triangles of the subject);
+* ``face.ply``: the face-region sub-mesh (the subject's ``face`` region triangles, vertices renumbered);
+* ``masks/cam_XXX.png``: the face region seen by each camera (uint8; the full mesh occludes it, helper
+  overlays such as ICT's eye occlusion layers do not), Gaussian-blurred by ``--blur`` pixels (sigma) when
+  given;
+* ``masked/cam_XXX.png``: the image times that mask (RGB, black elsewhere);
+* ``frame.json``: cameras (copied), subject parameters, the identity and the source folder.
+
+``OUT/prep.json`` lists the identities and frames. Each frame is assembled in a temporary folder and
+renamed into place; complete frames are skipped, inputs are only read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from gausslift.errors import InputError
+from gausslift.idfield.meshio import write_mesh
+from gausslift.ioutil import atomic_write_json
+
+OVERLAYS = ("eye_aux", "occlusion", "blend", "lacrimal")  # see-through helper geometry: never occludes
+PARAM_KEYS = ("identity", "expression", "eyes", "rotation", "translation")
+
+
+def rendered_faces(subject) -> np.ndarray:
+    """Indices of the triangles that occlude (all but the helper overlays, as synth renders)."""
+    faces = subject.faces.cpu().numpy()
+    keep = np.ones(len(faces), bool)
+    for name, m in subject.regions.items():
+        if any(o in name.lower() for o in OVERLAYS):
+            keep &= ~np.asarray(m)[faces].all(1)
+    return np.flatnonzero(keep)
+
+
+def find_frames(data: Path) -> list[tuple[str, str, Path]]:
+    """(identity, frame name, folder) of every frame folder (one with params.npz and opencv_cameras.json)."""
+    out = []
+    for cams in sorted(data.glob("*/opencv_cameras.json")) + sorted(data.glob("*/*/opencv_cameras.json")):
+        folder = cams.parent
+        if not (folder / "params.npz").is_file() or "idfield" in folder.parts[len(data.parts):]:
+            continue
+        rel = folder.relative_to(data).parts
+        out.append((rel[0], rel[1] if len(rel) > 1 else "frame_0000", folder))
+    return out
+
+
+def load_frame_params(folder: Path) -> dict:
+    """Subject parameters [1,...] and ``world_from_subject`` [4,4] of a frame folder."""
+    path = folder / "params.npz"
+    try:
+        with np.load(path) as d:
+            p = {k: np.asarray(d[k], np.float32).reshape(1, -1) for k in PARAM_KEYS if k in d}
+            T = np.asarray(d["world_from_subject"], np.float64).reshape(-1, 4, 4)[0]
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(path, f"not a synth frame's params.npz ({e})") from None
+    if "identity" not in p or "expression" not in p:
+        raise InputError(path, "params.npz has no identity/expression coefficients")
+    return {"params": p, "world_from_subject": T}
+
+
+def load_cameras(folder: Path) -> list[dict]:
+    path = folder / "opencv_cameras.json"
+    try:
+        frames = json.loads(path.read_text())["frames"]
+        for f in frames:
+            float(f["fx"]), np.asarray(f["w2c"], np.float64).reshape(4, 4)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(path, f"not a camera file with frames[fx, fy, cx, cy, w, h, w2c] ({e})") from None
+    return frames
+
+
+def K_of(f: dict) -> np.ndarray:
+    return np.array([[f["fx"], 0, f["cx"]], [0, f["fy"], f["cy"]], [0, 0, 1.0]])
+
+
+def posed_world(subject, params: dict, T: np.ndarray) -> np.ndarray:
+    import torch
+
+    p = {k: torch.as_tensor(v) for k, v in params.items()}
+    for k, shape in subject.param_shapes.items():
+        p.setdefault(k, torch.zeros(1, *shape))
+    with torch.no_grad():
+        v = subject(p).vertices[0].double().numpy()
+    return v @ T[:3, :3].T + T[:3, 3]
+
+
+def face_mask(verts: np.ndarray, faces: np.ndarray, occluders: np.ndarray, region: np.ndarray,
+              f: dict) -> np.ndarray:
+    """Bool [H,W]: pixels whose nearest occluding triangle is in ``region`` (bool over ``occluders``)."""
+    from gausslift.meshrender import render_mesh
+
+    fr = render_mesh(verts, faces[occluders], K_of(f), np.asarray(f["w2c"], np.float64), int(f["w"]),
+                     int(f["h"]), antialias=False)
+    return (fr.tri_id >= 0) & region[np.maximum(fr.tri_id, 0)]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise InputError(path, "cannot read the image")
+    if img.ndim == 2:
+        img = img[..., None].repeat(3, 2)
+    return img[..., 2::-1][..., :3] if img.shape[2] >= 3 else img[..., :1].repeat(3, 2)
+
+
+def prep_frame(subject, region_id: str, folder: Path, out: Path, blur: float, faces, occ, region) -> dict:
+    import cv2
+
+    fp = load_frame_params(folder)
+    cams = load_cameras(folder)
+    verts = posed_world(subject, fp["params"], fp["world_from_subject"])
+    rf = np.flatnonzero(region)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        (tmp / "masks").mkdir(parents=True)
+        (tmp / "masked").mkdir()
+        write_mesh(tmp / "mesh.ply", verts, faces)
+        used = np.unique(faces[rf])
+        remap = np.full(len(verts), -1, np.int64)
+        remap[used] = np.arange(len(used))
+        write_mesh(tmp / "face.ply", verts[used], remap[faces[rf]])
+        in_occ = region[occ]
+        for k, f in enumerate(cams):
+            m = face_mask(verts, faces, occ, in_occ, f).astype(np.float32)
+            if blur > 0:
+                m = cv2.GaussianBlur(m, (0, 0), float(blur))
+            name = Path(f.get("file_path", f"images/cam_{k:03d}.png")).name
+            rgb = read_rgb(folder / f.get("file_path", f"images/{name}"))
+            if rgb.shape[:2] != m.shape:
+                raise InputError(folder / f["file_path"], f"image {rgb.shape[1]}x{rgb.shape[0]} does not "
+                                 f"match its camera ({m.shape[1]}x{m.shape[0]})")
+            cv2.imwrite(str(tmp / "masks" / name), np.round(m * 255).astype(np.uint8))
+            masked = np.round(rgb.astype(np.float32) * m[..., None]).astype(np.uint8)
+            cv2.imwrite(str(tmp / "masked" / name), masked[..., ::-1])
+        info = {"identity": region_id, "frame": out.name, "source": str(folder.resolve()), "cameras": cams,
+                "params": {k: v.tolist() for k, v in fp["params"].items()},
+                "world_from_subject": fp["world_from_subject"].tolist(), "blur": blur}
+        (tmp / "frame.json").write_text(json.dumps(info) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return info
+
+
+def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "ict", region: str = "face",
+         blur: float = 0.0, progress_bar: bool = True) -> dict:
+    from gausslift.idfield.uvmap import region_faces
+    from gausslift.progress import progress
+    from gausslift.subjects import load_subject
+
+    data = Path(data)
+    if not data.is_dir():
+        raise InputError(data, "not a folder")
+    out = Path(out) if out else data / "idfield"
+    frames = find_frames(data)
+    if not frames:
+        raise InputError(data, "no frames (folders with params.npz and opencv_cameras.json) found")
+    subject = load_subject(subject_spec)
+    faces = subject.faces.cpu().numpy()
+    occ = rendered_faces(subject)
+    reg = np.zeros(len(faces), bool)
+    reg[region_faces(subject, region)] = True
+    listing = []
+    for ident, frame, folder in progress(frames, desc="idfield prep", disable=not progress_bar):
+        dst = out / ident / frame
+        if not (dst / "frame.json").is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            prep_frame(subject, ident, folder, dst, blur, faces, occ, reg)
+        listing.append(f"{ident}/{frame}")
+    summary = {"format": "gausslift-idfield-prep", "subject": subject_spec, "region": region, "blur": blur,
+               "source": str(data.resolve()), "identities": sorted({f[0] for f in frames}), "frames": listing}
+    atomic_write_json(out / "prep.json", summary)
+    return summary
