@@ -156,14 +156,14 @@ def two_ids(tiny_data, ict, tmp_path_factory):
     run = tmp_path_factory.mktemp("idf_run") / "run"
     frames = load_dataset(tiny_data)
     Loop(IdFieldTask(tiny_cfg(iters=300), frames, ict, run), run, LoopOptions(iters=300, quiet=True)).run()
-    return load_model(run, ict), frames
+    return load_model(run, ict), frames, run
 
 
 @pytest.mark.slow
 def test_tiny_model_learns_two_identities_and_tells_them_apart(two_ids):
     from gausslift.idfield import field as fd
 
-    model, frames = two_ids
+    model, frames, _ = two_ids
     assert len(model.names) == 2
     err = np.zeros((2, 2))  # err[true identity, code used]
     for f in frames:
@@ -183,7 +183,7 @@ def test_fit_recovers_a_known_code(two_ids):
     from gausslift.idfield import field as fd
     from gausslift.idfield.fit import FitConfig, Target, fit
 
-    model, frames = two_ids
+    model, frames, _ = two_ids
     f = [x for x in frames if x.identity == model.names[1]][0]
     k = 1
     true = model.codes[1].detach()
@@ -201,6 +201,27 @@ def test_fit_recovers_a_known_code(two_ids):
     ax = true - other
     lam = float((code - other) @ ax / (ax @ ax))
     assert lam > 0.85 and d_true < d_other and d_true < float((mean - true).norm()), (lam, d_true, d_other)
+
+
+@pytest.mark.slow
+def test_fit_and_animate_cli_write_their_outputs(two_ids, tiny_data, tmp_path):
+    from gausslift.cli import main
+
+    _, frames, run = two_ids
+    f = frames[0]
+    src = json.loads((f.folder / "frame.json").read_text())["source"]
+    fit = tmp_path / "fit"
+    assert main(["idfield", "fit", str(run), str(f.folder / "masked" / "cam_001.png"), "--mask",
+                 str(f.folder / "masks" / "cam_001.png"), "--camera", f"{src}/opencv_cameras.json",
+                 "--view", "1", "--iters", "10", "--out", str(fit), "--threads", "1"]) == 0
+    for name in ("gaussians.ply", "mesh.ply", "params.npz", "turntable.mp4", "render.png", "fit.json"):
+        assert (fit / name).stat().st_size > 0, name
+    with np.load(fit / "params.npz") as d:
+        assert d["code"].shape == (1, 8) and d["world_from_subject"].shape == (1, 4, 4)
+    anim = tmp_path / "anim"
+    assert main(["idfield", "animate", str(run), str(fit), "--params", f"{src}/../params.npz",
+                 "--out", str(anim), "--size", "32"]) == 0
+    assert len(list(anim.glob("frame_*.png"))) == 2 and (anim / "animation.mp4").is_file()
 
 
 @pytest.mark.slow

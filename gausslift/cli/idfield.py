@@ -1,4 +1,4 @@
-"""``gausslift idfield prep | train | fit | interpolate | eval`` (issue 22, docs/idfield.md)."""
+"""``gausslift idfield prep | train | fit | animate | interpolate | eval`` (issue 22, docs/idfield.md)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def add_arguments(parser) -> None:
     p.add_argument("--landmarks", help=".npy [68,2] pixel landmarks for the pose initialisation")
     p.add_argument("--iters", type=int, default=0, help="photometric steps (default: the fit config's)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--threads", type=int, default=0)
+    p = sub.add_parser("animate", help="reanimate a fitted head with per-frame parameters (PNGs + mp4)")
+    p.add_argument("run")
+    p.add_argument("fit", help="folder of 'idfield fit' (its params.npz)")
+    p.add_argument("--params", required=True, help=".npz of per-frame subject parameters [T, ...]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--camera", help="camera JSON (default: a frontal camera)")
+    p.add_argument("--view", type=int, default=0)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--ply", action="store_true", help="also write per-frame .ply")
     p.add_argument("--threads", type=int, default=0)
     p = sub.add_parser("interpolate", help="a video and per-step .ply between two training identities")
     p.add_argument("run")
@@ -80,6 +90,14 @@ def _fit(args) -> int:
     return 0
 
 
+def _animate(args) -> int:
+    from gausslift.idfield.pipeline import animate
+
+    res = animate(args.run, args.fit, args.params, args.out, args.camera, args.view, args.size, args.ply)
+    print(json.dumps(res))
+    return 0
+
+
 def _interpolate(args) -> int:
     from gausslift.idfield.interpolate import interpolate
 
@@ -98,5 +116,6 @@ def _eval(args) -> int:
 
 def run(args) -> int:
     apply_threads(args)
-    cmd = {"prep": _prep, "train": _train, "fit": _fit, "interpolate": _interpolate, "eval": _eval}
+    cmd = {"prep": _prep, "train": _train, "fit": _fit, "animate": _animate, "interpolate": _interpolate,
+           "eval": _eval}
     return cmd[args.idfield_cmd](args)
