@@ -73,11 +73,15 @@ def _prep(args) -> int:
 def _train(args) -> int:
     from gausslift.idfield.config import PRESETS, IdFieldConfig
     from gausslift.idfield.train import train
+    from gausslift.train.loop import REPLAN_AT
 
     cfg = train_config(IdFieldConfig, args, PRESETS)
+    # step-scheduled learning rates and the late scale regulariser: a minutes budget re-plans its step
+    # count at 25% and 50% when the shared machine's load changed
     res = train(cfg, args.data, args.out, loop_options(args, log_every=cfg.log_every,
                                                        checkpoint_minutes=cfg.checkpoint_minutes,
-                                                       checkpoint_every=cfg.checkpoint_every))
+                                                       checkpoint_every=cfg.checkpoint_every,
+                                                       replan_at=REPLAN_AT))
     print(json.dumps({k: res[k] for k in ("steps", "seconds", "stopped_by")}))
     return 0
 
