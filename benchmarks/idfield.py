@@ -183,7 +183,7 @@ def part_avatar(a, out: Path) -> dict:
         tp = {kk: torch.as_tensor(v) for kk, v in p.items()}
         p1 = {kk: torch.as_tensor(np.asarray(f1.params.get(kk, p[kk]), np.float32).reshape(1, -1))
               for kk in p}
-        p1["identity"] = tp["identity"]
+        p1[pose.id_key] = tp[pose.id_key]
         with torch.no_grad():
             row = {"identity": name, "avatar_fit_seconds": seconds,
                    "novel_view": score(f0, novel_cameras(len(f0.Ks), k), tp, T),

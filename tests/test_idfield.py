@@ -275,3 +275,38 @@ def test_frontal_rig_faces_the_front():
     assert np.allclose(np.degrees(np.arcsin(c[:, 2] / 2.7)), np.repeat([-5.0, 30.0], 8))
     with pytest.raises(InputError):
         parse_rig("frontal:15")
+
+
+def test_flame_takes_the_same_code_path(tmp_path):
+    """A tiny FLAME-layout model (shape instead of identity coefficients), given a planar UV layout: the
+    texel layout, the generator's Gaussians on the posed mesh and a few fitting steps run, and the fit
+    moves FLAME's shape coefficients."""
+    from _subjects_fixtures import write_tiny_flame
+
+    from gausslift.idfield.config import IdFieldConfig
+    from gausslift.idfield.fit import FitConfig, Target, fit
+    from gausslift.idfield.model import IdField
+    from gausslift.subjects.flame import FlameHead
+
+    s = FlameHead(write_tiny_flame(tmp_path), n_shape=4, n_expression=3, shape_block=4)
+    v = s.v_template.numpy()
+    s.uv = torch.as_tensor((v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], 0), dtype=torch.float32)
+    s.face_uv = s.faces.clone()
+    cfg = IdFieldConfig(subject="flame", region="skin", res=16, const_res=4, channels=[8, 8, 8], code_dim=4,
+                        w_dim=8)
+    world = {"scale": 10.0, "rotation": np.eye(3).tolist(), "distance": 2.7}
+    model = IdField.fresh(cfg, s, ["a", "b"], world)
+    assert model.layout.n > 10
+    from gausslift.cameras import look_at
+
+    vm = look_at(np.array([0.0, 0.0, 2.7]), up=(0.0, 1.0, 0.0))
+    K = np.array([[60.0, 0, 16], [0, 60.0, 16], [0, 0, 1]])
+    img = np.full((32, 32, 3), 0.5, np.float32)
+    mask = np.zeros((32, 32), np.float32)
+    mask[8:24, 8:24] = 1
+    res = fit(model, [Target(img * mask[..., None], mask, vm, K)], FitConfig(iters=3, origin_prior=0.0))
+    assert res["pose"].id_key == "shape" and "shape" in res["pose"].keys
+    assert float(res["pose"].coeffs["shape"].detach().abs().sum()) > 0
+    with torch.no_grad():
+        g = model.gaussians(res["code"], res["pose"].vertices()[0])
+    assert g["means"].shape == (model.layout.n, 3) and torch.isfinite(g["means"]).all()

@@ -77,7 +77,7 @@ def evaluate_identity(model: IdField, frames: list[Frame], cfg: FitConfig, basel
     pose = r["pose"]
     with torch.no_grad():
         verts, _ = pose.vertices()
-    ident = pose.coeffs["identity"].detach().numpy()
+    ident = pose.coeffs[pose.id_key].detach().numpy()
     res = {"identity": f0.identity, "input_camera": k, "fit_seconds": r["seconds"],
            "landmark_rms_px": r["landmark_rms_px"]}
 
@@ -96,7 +96,7 @@ def evaluate_identity(model: IdField, frames: list[Frame], cfg: FitConfig, basel
                  lm2d=None if f0.keypoints2d is None else f0.keypoints2d[k])
         with torch.no_grad():
             v2, _ = mv["pose"].vertices()
-        res["multiview"] = both(mv["code"], v2, mv["pose"].coeffs["identity"].detach().numpy())
+        res["multiview"] = both(mv["code"], v2, mv["pose"].coeffs[pose.id_key].detach().numpy())
         res["multiview_seconds"] = mv["seconds"]
     return res
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gausslift.idfield import field as fd
-from gausslift.idfield.model import IdField
+from gausslift.idfield.model import IdField, identity_key
 from gausslift.idfield.train import image_loss
 from gausslift.subjects.base import axis_angle_to_matrix
 
@@ -57,7 +57,8 @@ class Pose(torch.nn.Module):
     def __init__(self, subject, world: dict, t0: np.ndarray | None = None):
         super().__init__()
         self.subject = subject
-        self.keys = [k for k in ("identity", "expression") if k in subject.param_shapes]
+        self.id_key = identity_key(subject)
+        self.keys = [k for k in (self.id_key, "expression") if k in subject.param_shapes]
         self.coeffs = torch.nn.ParameterDict({k: torch.nn.Parameter(torch.zeros(1, *subject.param_shapes[k]))
                                               for k in self.keys})
         self.omega = torch.nn.Parameter(torch.zeros(3))
@@ -304,7 +305,7 @@ def reanimate(model: IdField, code: Tensor, identity: np.ndarray, params: dict, 
     for k in p:
         if k in params:
             p[k] = torch.as_tensor(np.asarray(params[k], np.float32).reshape(1, -1))
-    p["identity"] = torch.as_tensor(np.asarray(identity, np.float32).reshape(1, -1))
+    p[identity_key(s)] = torch.as_tensor(np.asarray(identity, np.float32).reshape(1, -1))
     with torch.no_grad():
         X = s(p).vertices[0]
         T = torch.as_tensor(world_from_subject, dtype=torch.float32)

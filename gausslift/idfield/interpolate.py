@@ -64,7 +64,7 @@ def interpolate(run, a: str, b: str, steps: int, out, size: int = 128) -> dict:
         al = i / (steps - 1)
         with torch.no_grad():
             if ia is not None and ib is not None:
-                pose.coeffs["identity"].copy_(((1 - al) * ia + al * ib)[None])
+                pose.coeffs[pose.id_key].copy_(((1 - al) * ia + al * ib)[None])
             verts, _ = pose.vertices()
             g = model.gaussians((1 - al) * za + al * zb, verts)
             rgb, alpha = fd.render(g, vm_t, K_t, size, size)
@@ -82,7 +82,7 @@ def interpolate(run, a: str, b: str, steps: int, out, size: int = 128) -> dict:
     mid = (1 - 0.5) * za + 0.5 * zb
     with torch.no_grad():
         if ia is not None and ib is not None:
-            pose.coeffs["identity"].copy_((0.5 * (ia + ib))[None])
+            pose.coeffs[pose.id_key].copy_((0.5 * (ia + ib))[None])
         verts, _ = pose.vertices()
         g = model.gaussians(mid, verts)
         tv, tK = show_cameras(turntable_azimuths(36), size)

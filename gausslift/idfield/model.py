@@ -81,6 +81,11 @@ def load_model(run: str | Path, subject=None) -> IdField:
     return IdField(cfg, subject, d["generator"], d["codes"], d["names"], d["world"])
 
 
+def identity_key(subject) -> str:
+    """The subject's identity (shape) coefficients: ``identity`` (ICT) or ``shape`` (FLAME)."""
+    return "identity" if "identity" in subject.param_shapes else "shape"
+
+
 def world_stats(transforms: np.ndarray, distances: np.ndarray) -> dict:
     """Mean scale and rotation of the data's world_from_subject [M,4,4] (the fit's starting pose), and
     the mean camera distance."""

@@ -163,6 +163,7 @@ def animate(run, fit_dir, params_path, out, camera=None, view: int = 0, size: in
     import cv2
 
     from gausslift.idfield.fit import reanimate
+    from gausslift.idfield.model import identity_key
     from gausslift.splats import save_ply
     from gausslift.viz.video import write_video
 
@@ -192,7 +193,8 @@ def animate(run, fit_dir, params_path, out, camera=None, view: int = 0, size: in
     out.mkdir(parents=True, exist_ok=True)
     frames = []
     for t in range(T):
-        g = reanimate(model, code, fit_p["identity"], {k: seq[k][t:t + 1] for k in keys}, wfs[t])
+        ident = fit_p[identity_key(model.subject)]
+        g = reanimate(model, code, ident, {k: seq[k][t:t + 1] for k in keys}, wfs[t])
         with torch.no_grad():
             rgb, _ = fd.render(g, torch.as_tensor(vm, dtype=torch.float32)[None],
                                torch.as_tensor(K, dtype=torch.float32)[None], size, size)

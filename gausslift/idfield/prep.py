@@ -30,7 +30,7 @@ from gausslift.idfield.meshio import write_mesh
 from gausslift.ioutil import atomic_write_json
 
 OVERLAYS = ("eye_aux", "occlusion", "blend", "lacrimal")  # see-through helper geometry: never occludes
-PARAM_KEYS = ("identity", "expression", "eyes", "rotation", "translation")
+NOT_PARAMS = ("world_from_subject", "keypoints3d", "keypoints2d", "keypoints_visible")
 
 
 def rendered_faces(subject) -> np.ndarray:
@@ -60,12 +60,12 @@ def load_frame_params(folder: Path) -> dict:
     path = folder / "params.npz"
     try:
         with np.load(path) as d:
-            p = {k: np.asarray(d[k], np.float32).reshape(1, -1) for k in PARAM_KEYS if k in d}
+            p = {k: np.asarray(d[k], np.float32).reshape(1, -1) for k in d.files if k not in NOT_PARAMS}
             T = np.asarray(d["world_from_subject"], np.float64).reshape(-1, 4, 4)[0]
     except (OSError, ValueError, KeyError) as e:
         raise InputError(path, f"not a synth frame's params.npz ({e})") from None
-    if "identity" not in p or "expression" not in p:
-        raise InputError(path, "params.npz has no identity/expression coefficients")
+    if "expression" not in p or not ({"identity", "shape"} & set(p)):
+        raise InputError(path, "params.npz has no identity (or shape) and expression coefficients")
     return {"params": p, "world_from_subject": T}
 
 
@@ -87,7 +87,8 @@ def K_of(f: dict) -> np.ndarray:
 def posed_world(subject, params: dict, T: np.ndarray) -> np.ndarray:
     import torch
 
-    p = {k: torch.as_tensor(v) for k, v in params.items()}
+    p = {k: torch.as_tensor(v).reshape(1, *subject.param_shapes[k]) for k, v in params.items()
+         if k in subject.param_shapes}
     for k, shape in subject.param_shapes.items():
         p.setdefault(k, torch.zeros(1, *shape))
     with torch.no_grad():

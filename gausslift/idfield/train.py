@@ -22,7 +22,7 @@ from gausslift.avatar.binding import scale_reg
 from gausslift.idfield import field as fd
 from gausslift.idfield.config import IdFieldConfig
 from gausslift.idfield.data import Frame, load_dataset
-from gausslift.idfield.model import MODEL_FILE, IdField, world_stats
+from gausslift.idfield.model import MODEL_FILE, IdField, identity_key, world_stats
 from gausslift.metrics import ssim as ssim_fn
 from gausslift.train.loop import Loop, LoopOptions, Task
 
@@ -64,8 +64,9 @@ class IdFieldTask(Task):
                          for f in self.frames[:50]])
         world = world_stats(T, dist)
         # each training identity's mesh coefficients (interpolation poses the in-between meshes with them)
-        world["identity_coeffs"] = {f.identity: f.params["identity"].reshape(-1).tolist() for f in self.frames
-                                    if "identity" in f.params}
+        key = identity_key(self.subject)
+        world["identity_coeffs"] = {f.identity: f.params[key].reshape(-1).tolist() for f in self.frames
+                                    if key in f.params}
         self.model = IdField.fresh(c, self.subject, self.names, world)
         self._optim()
 
