@@ -12,8 +12,16 @@ from dataclasses import dataclass, field
 
 @dataclass
 class StrategyConfig:
-    """gsplat DefaultStrategy semantics; iteration values refer to the reference run length."""
+    """Density control; iteration values refer to the reference run length.
 
+    ``kind``: ``default`` (gsplat DefaultStrategy: clone / split / prune, opacity resets; today's
+    behaviour until issue 26), ``mcmc`` (3DGS-MCMC relocation with a hard cap ``cap_max``, gsplat
+    MCMCStrategy; :mod:`gausslift.fit.mcmc`) or ``budget`` (clone / split of the highest-gradient
+    Gaussians towards ``cap_max`` along a fixed count schedule, Taming-3DGS-like;
+    :mod:`gausslift.fit.budget`). See docs/fit_speed.md.
+    """
+
+    kind: str = "default"
     prune_opa: float = 0.005
     grow_grad2d: float = 0.0002
     grow_scale3d: float = 0.01
@@ -26,6 +34,20 @@ class StrategyConfig:
     max_resets: int = 3  # opacity resets in a run at most (short runs cannot recover from many)
     max_gaussians: int = 250_000  # growth stops at this count (CPU budgets)
     revised_opacity: bool = False
+    # adam | selective_adam (only the Gaussians the step's camera saw are updated, gsplat SelectiveAdam) |
+    # auto: adam for the default kind, selective_adam for the others
+    optimizer: str = "auto"
+    # mcmc / budget kinds: the Gaussian count never exceeds cap_max
+    cap_max: int = 60_000
+    mcmc_refine_stop_iter: int = 25000
+    mcmc_min_opacity: float = 0.005
+    mcmc_grow_rate: float = 0.05
+    mcmc_noise_lr: float = 5e5
+    mcmc_opacity_reg: float = 0.01
+    mcmc_scale_reg: float = 0.01
+    mcmc_init_opacity: float = 0.5  # replace init_opacity / init_scale for an mcmc fit (gsplat's values)
+    mcmc_init_scale: float = 0.1
+    budget_curve: float = 1.0  # budget kind: target count n0 + (cap - n0) * t^curve over the refine span
 
 
 @dataclass

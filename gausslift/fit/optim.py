@@ -26,8 +26,15 @@ def base_lrs(cfg: FitConfig, extent: float) -> dict[str, float]:
     }
 
 
-def make_optimizers(params: dict[str, torch.Tensor], lrs: dict[str, float]) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter; on CUDA the fused kernel (one launch per step instead of a dozen)."""
+def make_optimizers(params: dict[str, torch.Tensor], lrs: dict[str, float],
+                    selective: bool = False) -> dict[str, torch.optim.Optimizer]:  # fmt: skip
+    """One Adam per parameter; on CUDA the fused kernel (one launch per step instead of a dozen).
+    ``selective``: :class:`gausslift.fit.selective_adam.SelectiveAdam` (set ``.visible`` per step)."""
+    if selective:
+        from gausslift.fit.selective_adam import SelectiveAdam
+
+        return {k: SelectiveAdam([{"params": [params[k]], "lr": lrs[k], "name": k}], lr=lrs[k])
+                for k in params}  # fmt: skip
     return {
         k: torch.optim.Adam([{"params": [params[k]], "lr": lrs[k], "name": k}], eps=1e-15,
                             fused=True if params[k].is_cuda else None)  # fmt: skip
@@ -86,3 +93,15 @@ def load_optimizer_state(optimizers: dict[str, torch.optim.Optimizer], state: di
             dict(g, fused=cur.get("fused")) for g, cur in zip(sd["param_groups"], o.param_groups)
         ]
         o.load_state_dict(sd)
+
+
+def uses_selective_adam(cfg: FitConfig) -> bool:
+    """``strategy.optimizer``: adam | selective_adam | auto (selective for every kind but default)."""
+    opt = cfg.strategy.optimizer
+    if opt == "auto":
+        return cfg.strategy.kind != "default"
+    if opt not in ("adam", "selective_adam"):
+        from gausslift.errors import InputError
+
+        raise InputError(None, f"strategy.optimizer must be auto, adam or selective_adam, got '{opt}'")
+    return opt == "selective_adam"

@@ -61,6 +61,14 @@ class DefaultStrategy:
         self.schedule = schedule
         self.scene_scale = float(scene_scale)
 
+    def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
+        """This strategy's schedule for a run of ``total`` steps."""
+        return scaled_schedule(self.cfg, total, ref_iters)
+
+    def regularizer(self, params) -> dict:
+        """Loss terms the strategy needs (none here; MCMC's opacity and scale penalties)."""
+        return {}
+
     def initialize_state(self, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {"grad2d": torch.zeros(n, device=device), "count": torch.zeros(n, device=device)}
 
@@ -75,7 +83,7 @@ class DefaultStrategy:
             return out
         self._update_state(state, info)
         if step > sch.refine_start and step % sch.refine_every == 0:
-            out["dupli"], out["split"] = self._grow(params, optimizers, state)
+            out["dupli"], out["split"] = self._grow(params, optimizers, state, step)
             out["prune"] = self._prune(params, optimizers, state, step)
             state["grad2d"].zero_()
             state["count"].zero_()
@@ -113,7 +121,7 @@ class DefaultStrategy:
         """Linear world scales [N,3] the size tests read (rigged strategies override)."""
         return params["scales"].detach().exp()
 
-    def _grow(self, params, optimizers, state) -> tuple[int, int]:
+    def _grow(self, params, optimizers, state, step: int = 0) -> tuple[int, int]:
         cfg = self.cfg
         # the growth score: mean 2D gradient, weighted per Gaussian (1 here; regions in rigged strategies)
         score = state["grad2d"] / state["count"].clamp_min(1) * self._grow_weights(state)
@@ -209,3 +217,20 @@ class DefaultStrategy:
             lambda _k, v: torch.zeros_like(v),
             names=("opacities",),
         )
+
+
+def make_strategy(cfg: StrategyConfig, schedule: Schedule, scene_scale: float) -> DefaultStrategy:
+    """The strategy ``cfg.kind`` names: default | mcmc | budget."""
+    if cfg.kind == "default":
+        return DefaultStrategy(cfg, schedule, scene_scale)
+    if cfg.kind == "mcmc":
+        from gausslift.fit.mcmc import MCMCStrategy
+
+        return MCMCStrategy(cfg, schedule, scene_scale)
+    if cfg.kind == "budget":
+        from gausslift.fit.budget import BudgetStrategy
+
+        return BudgetStrategy(cfg, schedule, scene_scale)
+    from gausslift.errors import InputError
+
+    raise InputError(None, f"strategy.kind must be default, mcmc or budget, got '{cfg.kind}'")

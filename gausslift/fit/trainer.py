@@ -53,9 +53,11 @@ from gausslift.fit.optim import (
     means_lr,
     optimizer_state,
     set_lr,
+    uses_selective_adam,
 )
 from gausslift.fit.runs import LOG_COLUMNS, PLY, clean_partial, save_splats, write_info
-from gausslift.fit.strategy import DefaultStrategy, Schedule, scaled_schedule
+from gausslift.fit.selective_adam import visible_rows
+from gausslift.fit.strategy import Schedule, make_strategy
 from gausslift.scene import Scene
 from gausslift.train.device import resolve_device
 from gausslift.train.dist import Dist
@@ -89,7 +91,8 @@ class Trainer(Task):
         self.perceptual = Perceptual(cfg, self.device) if cfg.lambda_perceptual > 0 else None
         self.run_info = dict(run_info or {})
         self.gen = torch.Generator().manual_seed(cfg.seed)
-        self.strategy = DefaultStrategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
+        self.selective = uses_selective_adam(cfg)
+        self.strategy = make_strategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self.levels: dict[int, list] = {}  # downscale factor -> the views on self.device
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
@@ -118,9 +121,13 @@ class Trainer(Task):
         images = [d.image for d in self.data]
         masks = [d.mask for d in self.data] if self.has_masks else None
         pts = self.scene.points3d
-        params = init_params(self.cams, images, masks, cfg, self.gen, pts, self.scene.points_rgb)
+        icfg = cfg
+        if cfg.strategy.kind == "mcmc":  # gsplat's MCMC initial opacity and scale
+            icfg = dataclasses.replace(cfg, init_opacity=cfg.strategy.mcmc_init_opacity,
+                                       init_scale=cfg.strategy.mcmc_init_scale)  # fmt: skip
+        params = init_params(self.cams, images, masks, icfg, self.gen, pts, self.scene.points_rgb)
         self.params = {k: torch.nn.Parameter(v.detach().to(self.device)) for k, v in params.items()}
-        self.optimizers = make_optimizers(self.params, base_lrs(cfg, self.extent))
+        self.optimizers = make_optimizers(self.params, base_lrs(cfg, self.extent), self.selective)
         self.sstate = self.strategy.initialize_state(len(self.params["means"]), self.device)
         self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen, device="cpu"), 0
 
@@ -128,7 +135,7 @@ class Trainer(Task):
         """The run's length: scale the reference schedules to it (once; a resume plans the same)."""
         ref = self.cfg.schedule_ref_iters
         self.total = int(total)
-        self.strategy.schedule = scaled_schedule(self.cfg.strategy, self.total, ref)
+        self.strategy.schedule = self.strategy.plan_schedule(self.total, ref)
         self.sh_interval = max(1, round(self.cfg.sh_degree_interval * self.total / ref))
 
     def state_dict(self) -> dict:
@@ -151,7 +158,7 @@ class Trainer(Task):
             )
         dev = self.device
         self.params = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in st["params"].items()}
-        self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent))
+        self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent), self.selective)
         load_optimizer_state(self.optimizers, st["optim"])  # Adam moves it to dev
         self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
         if not self._drawing:  # a resume continues the saved draws; a rollback goes on to new batches
@@ -215,6 +222,9 @@ class Trainer(Task):
         )
         gt = composite(v.image, v.mask, bg)
         loss, parts = compute_loss(cfg, renders[0], alphas[0], gt, v.mask, self.params, self.perceptual)
+        for k, term in self.strategy.regularizer(self.params).items():  # e.g. MCMC's penalties
+            loss = loss + term
+            parts[f"strategy_{k}"] = term.detach()
         info = dict(meta, width=w, height=h, n_cameras=1)
         self.strategy.step_pre_backward(self.params, self.optimizers, self.sstate, step, info)
         self._batch = (renders[0].detach(), gt, info, sh)
@@ -227,6 +237,10 @@ class Trainer(Task):
         for k, o in self.optimizers.items():
             set_lr(o, lrs[k] * lr_scale)
         loss.backward()
+        if self.selective:  # only the Gaussians this view saw move (SelectiveAdam)
+            rows = visible_rows(info["radii"])
+            for o in self.optimizers.values():
+                o.visible = rows
         for o in self.optimizers.values():
             o.step()
             o.zero_grad(set_to_none=True)

@@ -1,0 +1,237 @@
+"""The fit-speed strategies (issue 26): MCMC relocation and budgeted growth keep their invariants.
+
+The cap is never exceeded, pruning or relocation never leaves a fit without Gaussians, a relocated
+Gaussian keeps valid parameters (finite, normalisable quaternion, opacity in (0, 1), positive scales)
+and consistent Adam moments, and both kinds fit a tiny capture end to end."""
+
+import dataclasses
+
+import pytest
+import torch
+from test_fit_support import blob_scene, rasterizer  # noqa: F401  (fixture)
+
+from gausslift.errors import InputError
+from gausslift.fit.budget import BudgetStrategy
+from gausslift.fit.config import FitConfig, StrategyConfig
+from gausslift.fit.mcmc import MCMCStrategy, relocation
+from gausslift.fit.optim import make_optimizers
+from gausslift.fit.strategy import DefaultStrategy, Schedule, make_strategy
+
+
+def _params(n=20, seed=0, opac=None):
+    g = torch.Generator().manual_seed(seed)
+    raw = {
+        "means": torch.randn(n, 3, generator=g),
+        "quats": torch.randn(n, 4, generator=g),
+        "scales": torch.log(torch.rand(n, 3, generator=g) * 0.05 + 0.001),
+        "opacities": torch.randn(n, generator=g) if opac is None else torch.logit(opac),
+        "sh0": torch.randn(n, 1, 3, generator=g),
+        "shN": torch.randn(n, 15, 3, generator=g),
+    }
+    params = {k: torch.nn.Parameter(v) for k, v in raw.items()}
+    opts = make_optimizers(params, {k: 1e-3 for k in params})
+    for k, p in params.items():  # every row gets a recognisable non-zero Adam moment: 1 + its index
+        p.grad = torch.ones_like(p)
+        opts[k].step()
+        st = opts[k].state[p]
+        row = torch.arange(1, n + 1, dtype=torch.float32).reshape((n,) + (1,) * (p.dim() - 1))
+        st["exp_avg"] = row.expand_as(p).clone()
+        st["exp_avg_sq"] = row.expand_as(p).clone()
+        p.grad = None
+    return params, opts
+
+
+def _cfg(**kw):
+    return StrategyConfig(**kw)
+
+
+def _check_valid(params, opts):
+    n = len(params["means"])
+    for k, p in params.items():
+        assert p.shape[0] == n, k
+        assert torch.isfinite(p).all(), k
+        assert opts[k].param_groups[0]["params"][0] is p, k
+        st = opts[k].state[p]
+        assert st["exp_avg"].shape == p.shape and st["exp_avg_sq"].shape == p.shape, k
+        assert torch.isfinite(st["exp_avg"]).all() and (st["exp_avg_sq"] >= 0).all(), k
+    assert (params["quats"].norm(dim=-1) > 1e-6).all()
+    o = torch.sigmoid(params["opacities"])
+    assert ((o > 0) & (o < 1)).all()
+    assert (params["scales"].exp() > 0).all()
+
+
+# -- relocation ---------------------------------------------------------------------------------------
+def test_relocation_keeps_the_composited_opacity_and_is_identity_for_one_copy():
+    o = torch.tensor([0.1, 0.5, 0.9, 0.99])
+    s = torch.rand(4, 3) + 0.1
+    same_o, same_s = relocation(o, s, torch.ones(4, dtype=torch.long))
+    assert torch.allclose(same_o, o, atol=1e-6) and torch.allclose(same_s, s, atol=1e-5)
+    for n in (2, 3, 7):
+        new_o, new_s = relocation(o, s, torch.full((4,), n))
+        assert torch.allclose(1 - (1 - new_o) ** n, o, atol=1e-5)  # n copies composite to the old opacity
+        assert (new_o < o).all() and (new_s > 0).all() and torch.isfinite(new_s).all()
+
+
+def test_relocated_gaussians_keep_valid_parameters_and_fresh_moments():
+    torch.manual_seed(0)
+    n = 20
+    opac = torch.full((n,), 0.6)
+    dead = torch.tensor([1, 4, 9, 15])
+    opac[dead] = 0.001  # below mcmc_min_opacity (0.005)
+    params, opts = _params(n, opac=opac)
+    s = MCMCStrategy(_cfg(kind="mcmc"), Schedule(0, 100, 10, 1 << 40), 1.0)
+    before = {k: v.detach().clone() for k, v in params.items()}
+    assert s.relocate(params, opts, {}) == len(dead)
+    _check_valid(params, opts)
+    o = torch.sigmoid(params["opacities"].detach())
+    assert (o > s.cfg.mcmc_min_opacity).all()  # nothing dead is left
+    alive = torch.ones(n, dtype=torch.bool)
+    alive[dead] = False
+    # each relocated row is a copy of a live row that was drawn (which got the same new values)
+    for d in dead.tolist():
+        same = (params["means"].detach() == params["means"].detach()[d]).all(-1) & alive
+        assert same.any(), d
+        src = int(torch.where(same)[0][0])
+        for k in params:
+            assert torch.equal(params[k].detach()[d], params[k].detach()[src]), k
+            assert (opts[k].state[params[k]]["exp_avg"][[d, src]] == 0).all(), k
+    # untouched rows keep their parameters and moments
+    changed = (params["opacities"].detach() != before["opacities"]) | ~alive
+    for k, p in params.items():
+        m = opts[k].state[p]["exp_avg"].reshape(n, -1)[:, 0]
+        keep = ~changed & ~(m == 0)
+        assert keep.sum() >= n - 2 * len(dead)
+        assert torch.equal(p.detach()[keep], before[k][keep]), k
+        assert torch.equal(m[keep], (torch.arange(n) + 1.0)[keep]), k
+
+
+def test_relocation_with_every_gaussian_dead_changes_nothing():
+    params, opts = _params(8, opac=torch.full((8,), 0.001))
+    s = MCMCStrategy(_cfg(kind="mcmc"), Schedule(0, 100, 10, 1 << 40), 1.0)
+    assert s.relocate(params, opts, {}) == 0
+    assert len(params["means"]) == 8
+
+
+def test_mcmc_growth_never_exceeds_the_cap():
+    torch.manual_seed(1)
+    params, opts = _params(50)
+    cap = 77
+    cfg = _cfg(kind="mcmc", cap_max=cap, mcmc_grow_rate=0.3)
+    s = MCMCStrategy(cfg, Schedule(0, 10_000, 10, 1 << 40), 1.0)
+    counts = []
+    for step in range(10, 200, 10):
+        s.step_post_backward(params, opts, {}, step, {})
+        counts.append(len(params["means"]))
+        assert counts[-1] <= cap
+        _check_valid(params, opts)
+    assert counts[0] > 50 and counts[-1] == cap  # it grew, to the cap and no further
+
+
+def test_mcmc_noise_moves_only_transparent_gaussians():
+    torch.manual_seed(2)
+    opac = torch.tensor([0.999, 0.999, 0.001, 0.001])
+    params, opts = _params(4, opac=opac)
+    before = params["means"].detach().clone()
+    MCMCStrategy(_cfg(kind="mcmc"), Schedule(0, 10, 10, 1 << 40), 1.0).inject_noise(params, 10.0)
+    moved = (params["means"].detach() - before).norm(dim=-1)
+    assert (moved[2:] > 1e-6).all() and (moved[:2] < 1e-6 * moved[2:].min()).all()
+
+
+# -- budgeted growth -----------------------------------------------------------------------------------
+def _grads(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return {"grad2d": torch.rand(n, generator=g), "count": torch.ones(n)}
+
+
+def test_budget_growth_follows_its_schedule_and_never_exceeds_the_cap():
+    torch.manual_seed(3)
+    params, opts = _params(30)
+    cap = 90
+    s = BudgetStrategy(_cfg(kind="budget", cap_max=cap, prune_opa=0.0), Schedule(10, 110, 10, 1 << 40), 1.0)
+    counts = []
+    for step in range(20, 140, 10):
+        st = _grads(len(params["means"]), step)
+        s._grow(params, opts, st, step)
+        n = len(params["means"])
+        counts.append(n)
+        assert n <= cap and n <= s._target(step, n) + 1  # a split adds one net, never more than planned
+        _check_valid(params, opts)
+    assert counts == sorted(counts) and counts[-1] == cap and counts[0] < 50  # steady growth to the cap
+
+
+def test_pruning_never_removes_every_gaussian():
+    for cls in (DefaultStrategy, BudgetStrategy):
+        params, opts = _params(10, opac=torch.full((10,), 0.001))
+        s = cls(_cfg(prune_opa=0.5), Schedule(0, 100, 10, 1 << 40), 1.0)
+        st = {"grad2d": torch.zeros(10), "count": torch.zeros(10)}
+        assert s._prune(params, opts, st, 50) == 9
+        assert len(params["means"]) == 1 and len(st["grad2d"]) == 1
+        _check_valid(params, opts)
+
+
+def test_make_strategy_kinds():
+    sch = Schedule(0, 10, 10, 100)
+    assert type(make_strategy(_cfg(kind="default"), sch, 1.0)) is DefaultStrategy
+    assert isinstance(make_strategy(_cfg(kind="mcmc"), sch, 1.0), MCMCStrategy)
+    assert isinstance(make_strategy(_cfg(kind="budget"), sch, 1.0), BudgetStrategy)
+    with pytest.raises(InputError):
+        make_strategy(_cfg(kind="nope"), sch, 1.0)
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return blob_scene(tmp_path_factory.mktemp("blob"), n_views=6, size=16)
+
+
+@pytest.mark.parametrize("kind", ["mcmc", "budget"])
+def test_fit_with_each_kind_learns_within_its_cap(scene, tmp_path, rasterizer, kind):  # noqa: F811
+    import json
+
+    from test_fit_trainer import _loaded, _psnr_all
+
+    from gausslift.fit.trainer import Trainer
+
+    cfg = FitConfig(iters=60, init_num_points=150, log_every=5, snapshot_every=10, checkpoint_minutes=100,
+                    schedule_ref_iters=600)  # fmt: skip
+    cfg.strategy = dataclasses.replace(cfg.strategy, kind=kind, cap_max=260, refine_start_iter=50,
+                                       refine_every=50, min_refine_every=5)  # fmt: skip
+    tr = Trainer(scene, cfg, tmp_path / "a")
+    tr.start()
+    before = _psnr_all(tr)
+    res = Trainer(scene, cfg, tmp_path / "a").fit(progress=False)
+    assert res["finished"] and 150 < res["num_gaussians"] <= 260  # it grew, within its cap
+    rows = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert max(r["num_gaussians"] for r in rows if "num_gaussians" in r) <= 260
+    assert _psnr_all(_loaded(scene, tmp_path / "a", cfg)) > before + 1.0
+
+
+# -- selective Adam ----------------------------------------------------------------------------------------
+def test_selective_adam_matches_adam_on_visible_rows_and_freezes_the_others():
+    from gausslift.fit.selective_adam import SelectiveAdam, visible_rows
+
+    torch.manual_seed(4)
+    p0 = torch.randn(9, 5)
+    a = torch.nn.Parameter(p0.clone())
+    b = torch.nn.Parameter(p0.clone())
+    ref = torch.optim.Adam([a], lr=0.01, eps=1e-15)
+    sel = SelectiveAdam([b], lr=0.01)
+    radii = torch.zeros(1, 9, 2, dtype=torch.int32)
+    radii[0, [0, 2, 3, 7]] = 3
+    radii[0, 5, 0] = 2  # one axis only: not visible (as the strategy's statistics)
+    rows = visible_rows(radii)
+    assert rows.tolist() == [0, 2, 3, 7]
+    for it in range(3):
+        g = torch.randn(9, 5)
+        a.grad, b.grad = g.clone(), g.clone()
+        ref.step()
+        sel.visible = None if it == 0 else rows  # the first step: every row (plain Adam)
+        sel.step()
+        if it == 0:
+            assert torch.allclose(a, b, atol=1e-6)
+            frozen_p, frozen_m = b.detach().clone(), sel.state[b]["exp_avg"].clone()
+    hidden = [1, 4, 5, 6, 8]
+    assert torch.equal(b.detach()[hidden], frozen_p[hidden])  # invisible rows did not move ...
+    assert torch.equal(sel.state[b]["exp_avg"][hidden], frozen_m[hidden])  # ... nor did their moments
+    assert not torch.equal(b.detach()[rows], frozen_p[rows])
+    assert float(sel.state[b]["step"]) == 3
