@@ -19,7 +19,9 @@ from gausslift.train.loop import CHECKPOINT, Loop, LoopOptions
 
 def _cfg(**kw):
     cfg = FitConfig(iters=40, init_num_points=150, log_every=10, snapshot_every=10, checkpoint_minutes=100)
-    cfg.strategy = dataclasses.replace(cfg.strategy, max_gaussians=400)
+    # the tests of this file check the default strategy's state and edits (the kind before issue 26;
+    # the MCMC kind, today's default, is tested in test_strategy_speed.py and in the resume test here)
+    cfg.strategy = dataclasses.replace(cfg.strategy, max_gaussians=400, kind="default")
     return dataclasses.replace(cfg, **kw)
 
 
@@ -72,10 +74,16 @@ def test_training_improves_and_writes_a_run(scene, tmp_path, rasterizer):  # noq
     assert all(math.isfinite(float(x)) for r in rows[1:] for x in r.split(","))
 
 
-def test_resume_matches_an_uninterrupted_run(scene, tmp_path, rasterizer):  # noqa: F811
-    full = Trainer(scene, _cfg(iters=20), tmp_path / "a")
+@pytest.mark.parametrize("kind", ["mcmc", "default"])  # today's default, and the one before issue 26
+def test_resume_matches_an_uninterrupted_run(scene, tmp_path, rasterizer, kind):  # noqa: F811
+    def cfg(**kw):
+        c = _cfg(**kw)
+        c.strategy = dataclasses.replace(c.strategy, kind=kind)
+        return c
+
+    full = Trainer(scene, cfg(iters=20), tmp_path / "a")
     full.fit(progress=False)
-    cut = Trainer(scene, _cfg(iters=20, checkpoint_every=8), tmp_path / "b")
+    cut = Trainer(scene, cfg(iters=20, checkpoint_every=8), tmp_path / "b")
     update = cut.update
 
     def dies(loss, step, lr_scale):
@@ -87,11 +95,13 @@ def test_resume_matches_an_uninterrupted_run(scene, tmp_path, rasterizer):  # no
     with pytest.raises(SystemExit):
         cut.fit(progress=False)
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["step"] == 8
-    resumed = Trainer(scene, _cfg(iters=20), tmp_path / "b")
+    resumed = Trainer(scene, cfg(iters=20), tmp_path / "b")
     assert resumed.fit(resume=True, progress=False)["iters"] == 20
     for k in full.params:
         assert torch.equal(full.params[k], resumed.params[k]), k  # bit for bit
-    assert torch.equal(full.sstate["grad2d"], resumed.sstate["grad2d"])
+    assert set(full.sstate) == set(resumed.sstate) == ({"grad2d", "count"} if kind == "default" else set())
+    for k in full.sstate:
+        assert torch.equal(full.sstate[k], resumed.sstate[k]), k
     assert [r["step"] for r in _rows(tmp_path / "b")] == [r["step"] for r in _rows(tmp_path / "a")]
 
 

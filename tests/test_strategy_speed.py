@@ -125,6 +125,13 @@ def test_mcmc_growth_never_exceeds_the_cap():
         assert counts[-1] <= cap
         _check_valid(params, opts)
     assert counts[0] > 50 and counts[-1] == cap  # it grew, to the cap and no further
+    s.cfg.max_gaussians = cap - 10  # every kind's ceiling binds too
+    s.step_post_backward(params, opts, {}, 10, {})
+    assert len(params["means"]) == cap  # nothing is removed ...
+    params2, opts2 = _params(50)
+    for step in range(10, 200, 10):
+        s.step_post_backward(params2, opts2, {}, step, {})
+        assert len(params2["means"]) <= cap - 10  # ... and a fresh fit stays under the lower ceiling
 
 
 def test_mcmc_noise_moves_only_transparent_gaussians():

@@ -8,8 +8,8 @@ a gradient threshold: at each refinement the count may rise to
 (n0: the count at the first refinement), and the Gaussians with the highest mean 2D gradient (the
 score; Taming's richer score needs per-pixel statistics our rasteriser does not return) are cloned
 (small) or split (large) to reach it. The count therefore grows steadily instead of early, keeping the
-early steps cheap, and never exceeds ``cap_max``. Pruning and opacity resets are the default's (a
-prune never removes every Gaussian).
+early steps cheap, and never exceeds ``min(cap_max, max_gaussians)``. Pruning and opacity resets are
+the default's (a prune never removes every Gaussian).
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ class BudgetStrategy(DefaultStrategy):
     n0: int | None = None
 
     def _target(self, step: int, n: int) -> int:
-        sch, cfg = self.schedule, self.cfg
+        sch, cap = self.schedule, min(self.cfg.cap_max, self.cfg.max_gaussians)
         if self.n0 is None:
-            self.n0 = min(n, cfg.cap_max)
+            self.n0 = min(n, cap)
         t = (step - sch.refine_start) / max(1, sch.refine_stop - sch.refine_start)
         t = min(max(t, 0.0), 1.0)
-        return int(self.n0 + (cfg.cap_max - self.n0) * t**cfg.budget_curve)
+        return int(self.n0 + (cap - self.n0) * t**self.cfg.budget_curve)
 
     def _grow(self, params, optimizers, state, step: int = 0) -> tuple[int, int]:
         cfg = self.cfg
         n = len(params["means"])
         score = state["grad2d"] / state["count"].clamp_min(1) * self._grow_weights(state)
-        room = min(self._target(step, n), cfg.cap_max) - n
+        room = min(self._target(step, n), cfg.cap_max, cfg.max_gaussians) - n
         seen = state["count"] > 0
         k = min(room, int(seen.sum()))
         if k <= 0:

@@ -34,10 +34,10 @@ class StrategyConfig:
     max_resets: int = 3  # opacity resets in a run at most (short runs cannot recover from many)
     max_gaussians: int = 250_000  # growth stops at this count (CPU budgets)
     revised_opacity: bool = False
-    # adam | selective_adam (only the Gaussians the step's camera saw are updated, gsplat SelectiveAdam) |
-    # auto: adam for the default kind, selective_adam for the others
-    optimizer: str = "auto"
-    # mcmc / budget kinds: the Gaussian count never exceeds cap_max
+    # adam | selective_adam (only the Gaussians the step's camera saw are updated, gsplat SelectiveAdam;
+    # no gain measured on lego's validation views: docs/fit_speed.md)
+    optimizer: str = "adam"
+    # mcmc / budget kinds: the Gaussian count never exceeds min(cap_max, max_gaussians)
     cap_max: int = 60_000
     mcmc_refine_stop_iter: int = 25000
     mcmc_min_opacity: float = 0.005
@@ -106,7 +106,10 @@ class FitConfig:
     snapshot_every: int = 200  # in-memory good state for NaN rollback
     nan_lr_factor: float = 0.5
     nan_skip_limit: int = 3  # non-finite losses in a row are skipped; this many -> roll back
-    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    # the fit's default since issue 26: MCMC relocation capped at cap_max. ``--set strategy.kind=default``
+    # is the behaviour before it (docs/fit_speed.md). StrategyConfig's own default kind stays
+    # ``default`` (the avatar's config embeds it; its strategy is the default's)
+    strategy: StrategyConfig = field(default_factory=lambda: StrategyConfig(kind="mcmc"))
 
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "random": (1.0, 1.0, 1.0)}

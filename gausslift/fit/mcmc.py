@@ -7,8 +7,9 @@ In place of clone / split / prune, every ``refine_every`` steps (between ``refin
   with probability proportional to opacity; a Gaussian drawn ``n - 1`` times becomes ``n`` copies whose
   opacities ``1 - (1 - o)^(1/n)`` and scales (the paper's binomial formula) keep the rendered sum
   approximately unchanged;
-* **grow** by ``mcmc_grow_rate`` (5 %) of the current count, drawn the same way, up to ``cap_max``:
-  the count never exceeds the cap, and nothing is ever removed (so a fit never loses every Gaussian).
+* **grow** by ``mcmc_grow_rate`` (5 %) of the current count, drawn the same way, up to
+  ``min(cap_max, max_gaussians)``: the count never exceeds the cap, and nothing is ever removed (so
+  a fit never loses every Gaussian).
 
 After every step, the means get noise scaled by the means' learning rate times ``mcmc_noise_lr``, by
 each Gaussian's covariance, and gated by a steep sigmoid of its transparency (so opaque Gaussians stay
@@ -63,6 +64,11 @@ class MCMCStrategy(DefaultStrategy):
     def __init__(self, cfg: StrategyConfig, schedule: Schedule, scene_scale: float):
         super().__init__(cfg, schedule, scene_scale)
 
+    @property
+    def cap(self) -> int:
+        """The count never exceeds min(cap_max, max_gaussians) (max_gaussians: every kind's ceiling)."""
+        return min(self.cfg.cap_max, self.cfg.max_gaussians)
+
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         return mcmc_schedule(self.cfg, total, ref_iters)
 
@@ -84,7 +90,7 @@ class MCMCStrategy(DefaultStrategy):
         sch, out = self.schedule, {}
         if sch.refine_start < step < sch.refine_stop and step % sch.refine_every == 0:
             out["relocated"] = self.relocate(params, optimizers, state)
-            out["added"] = self.grow(params, optimizers, state, self.cfg.cap_max)
+            out["added"] = self.grow(params, optimizers, state, self.cap)
         if self.cfg.mcmc_noise_lr > 0:
             lr = optimizers["means"].param_groups[0]["lr"] if "means" in optimizers else 0.0
             self.inject_noise(params, lr * self.cfg.mcmc_noise_lr)

@@ -96,12 +96,10 @@ def load_optimizer_state(optimizers: dict[str, torch.optim.Optimizer], state: di
 
 
 def uses_selective_adam(cfg: FitConfig) -> bool:
-    """``strategy.optimizer``: adam | selective_adam | auto (selective for every kind but default)."""
+    """``strategy.optimizer``: adam | selective_adam."""
     opt = cfg.strategy.optimizer
-    if opt == "auto":
-        return cfg.strategy.kind != "default"
     if opt not in ("adam", "selective_adam"):
         from gausslift.errors import InputError
 
-        raise InputError(None, f"strategy.optimizer must be auto, adam or selective_adam, got '{opt}'")
+        raise InputError(None, f"strategy.optimizer must be adam or selective_adam, got '{opt}'")
     return opt == "selective_adam"
