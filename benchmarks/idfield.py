@@ -36,7 +36,8 @@ import torch
 def part_eval(a, out: Path) -> dict:
     from gausslift.idfield.evaluate import evaluate
 
-    res = evaluate(a.run, a.heldout, a.identities, ("mean", "multiview"), progress_bar=False)
+    res = evaluate(a.run, a.heldout, a.identities, ("mean", "multiview"), progress_bar=False,
+                   on_row=lambda r: print(json.dumps(r), flush=True))
     print(res["summary_text"], flush=True)
     return res
 

@@ -128,7 +128,8 @@ def summary_text(s: dict) -> str:
 
 
 def evaluate(run, data, identities: int = 0, baselines=("mean", "multiview"), cfg: FitConfig | None = None,
-             lpips_weights=None, model: IdField | None = None, progress_bar: bool = True) -> dict:
+             lpips_weights=None, model: IdField | None = None, progress_bar: bool = True,
+             on_row=None) -> dict:
     from gausslift.progress import progress
 
     model = model or load_model(run)
@@ -144,6 +145,8 @@ def evaluate(run, data, identities: int = 0, baselines=("mean", "multiview"), cf
     t0 = time.perf_counter()
     for n in progress(names, desc="idfield eval", disable=not progress_bar):
         rows.append(evaluate_identity(model, groups[n], cfg, baselines, lpips))
+        if on_row is not None:
+            on_row(rows[-1])
     s = summarise(rows)
     return {"summary": s, "summary_text": summary_text(s), "rows": rows, "fit_config": asdict(cfg),
             "seconds": time.perf_counter() - t0, "run": str(run), "data": str(data)}
