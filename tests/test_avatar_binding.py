@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from gausslift.avatar import binding as B
+from gausslift import binding as B
 
 D = torch.float64
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from _subjects_fixtures import write_tiny_flame, write_tiny_ict
 
-from gausslift.avatar import binding as B
+from gausslift import binding as B
 from gausslift.avatar import model as M
 from gausslift.avatar.animate import animate
 from gausslift.avatar.data import check_against_subject, read_sequence

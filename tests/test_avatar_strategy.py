@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from gausslift.avatar import binding as B
+from gausslift import binding as B
 from gausslift.avatar.strategy import AvatarStrategy, face_weights, keep_one_per_face
 from gausslift.avatar.temporal import first_order, second_order, sequence_loss, temporal_terms
 from gausslift.fit.config import StrategyConfig

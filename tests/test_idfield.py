@@ -102,7 +102,7 @@ def test_uv_binding_matches_the_avatar_binding(ict):
     """Gaussians made on the face region's sub-mesh equal GaussianAvatars' local_to_world on the subject's
     full face list (the binding remapped to it), and a zero offset puts a Gaussian at its texel's
     barycentric surface point of the posed triangle."""
-    from gausslift.avatar.binding import face_frames, local_to_world
+    from gausslift.binding import face_frames, local_to_world
     from gausslift.idfield import field as fd
     from gausslift.idfield.uvmap import build_layout
 

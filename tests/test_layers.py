@@ -15,6 +15,7 @@ LAYERS = {
     "stages": 0,
     "cameras": 1,
     "splats": 1,
+    "binding": 1,
     "render": 1,
     "metrics": 1,
     "subjects": 1,
@@ -34,7 +35,7 @@ LAYERS = {
     "avatar": 4,
     "track": 4,
     "stylize": 4,
-    "idfield": 5,  # imports avatar.binding (layer 4): see docs/idfield.md
+    "idfield": 4,
     "lift": 5,
     "video4d": 5,
     "zoo": 5,

@@ -2,7 +2,7 @@
 
 ``AvatarModel.vertices(frame_params, world_from_subject)`` poses the subject (model units) and moves
 it to the sequence's world; ``AvatarModel.render(params, binding, verts, viewmats, Ks, W, H, ...)``
-places the Gaussians on that mesh (:mod:`gausslift.avatar.binding`) and rasterises them with
+places the Gaussians on that mesh (:mod:`gausslift.binding`) and rasterises them with
 ``gausslift.render.rasterize`` (any backend). Local parameters: ``means`` [N,3], ``quats`` [N,4],
 ``scales`` [N,3] (log, units of k), ``opacities`` [N] (logit), ``sh0`` [N,1,3], ``shN`` [N,K-1,3].
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gausslift.avatar.binding import face_frames, local_to_world
+from gausslift.binding import face_frames, local_to_world
 from gausslift.fit.model import render_geometry
 
 SHARED_KEYS = ("identity", "shape", "bone_lengths", "scale")  # per-subject, never per-frame

@@ -2,7 +2,7 @@
 
 :class:`AvatarStrategy` keeps gsplat ``DefaultStrategy``'s hooks and schedule
 (:mod:`gausslift.fit.strategy`) for parameters that live in triangle-local frames
-(:mod:`gausslift.avatar.binding`):
+(:mod:`gausslift.binding`):
 
 * the parent triangle ``binding`` is part of the strategy state, so clones, splits and prunes carry it
   with every other per-Gaussian tensor (children keep their parent's triangle);
@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gausslift.avatar.binding import split_local
+from gausslift.binding import split_local
 from gausslift.fit.config import StrategyConfig
 from gausslift.fit.optim import edit_rows
 from gausslift.fit.strategy import DefaultStrategy, Schedule

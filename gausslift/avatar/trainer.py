@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gausslift.avatar import binding as B
+from gausslift import binding as B
 from gausslift.avatar import model as M
 from gausslift.avatar.config import AvatarConfig
 from gausslift.avatar.data import Sequence, check_against_subject, load_image

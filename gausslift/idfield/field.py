@@ -7,7 +7,7 @@ wxyz added to the identity), ``opacity`` (1, logit, +2 at zero), ``colour`` (3, 
 
 Binding: the Gaussian's local mean is the texel's surface point (its barycentrics in the posed parent
 triangle) expressed in that triangle's GaussianAvatars frame, plus the offset; the world parameters then
-come from :func:`gausslift.avatar.binding.local_to_world`, so the Gaussians follow the mesh exactly as
+come from :func:`gausslift.binding.local_to_world`, so the Gaussians follow the mesh exactly as
 an avatar's do. Mesh vertices here are the *region's* vertices (``Layout`` keeps the remapped faces).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gausslift.avatar.binding import face_frames, local_to_world
+from gausslift.binding import face_frames, local_to_world
 from gausslift.idfield.uvmap import UVLayout
 
 Tensor = torch.Tensor

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gausslift.avatar.binding import scale_reg
+from gausslift.binding import scale_reg
 from gausslift.idfield import field as fd
 from gausslift.idfield.config import IdFieldConfig
 from gausslift.idfield.data import Frame, load_dataset
