@@ -2,13 +2,14 @@
 
 For every scene and repetition the configurations (``--configs``, default ``old new``) are fitted with a
 ``minutes`` budget (``gausslift.fit.trainer.Trainer`` on the one loop, as ``gausslift fit --minutes``),
-each in its own subprocess with ``--threads`` threads; ``--concurrent`` (default) runs them side by side
-so that they share the machine's load, else one after the other. During a fit the parameters are
+each in its own subprocess with ``--threads`` threads; they run side by side so that they share the
+machine's load (``--sequential``: one after the other). During a fit the parameters are
 written to disk at fixed wall-clock points (every ``--eval-every`` seconds of the fit's own clock and
-at its end); the time the writes take is given back to the fit's budget, so the fit is not slowed down
-by its own measurement. After the fit, in the same subprocess, each saved state is scored on the
-held-out views (``--split``: ``test`` for the figures, ``val`` to choose settings; lego_200 has both,
-the heads only a test split made by ``--holdout-every``), so evaluation time never counts.
+at its end); the time the writes take is given back to the fit's budget, so the fit is not slowed
+down by its own measurement. After the fit, in the same subprocess, each saved state is scored on the
+held-out views (``--split``: ``test`` for the figures, ``val`` to choose settings: lego_200's own val
+split, or for the heads every ``--val-every``-th training view, which is then left out of the fit and is apart
+from the test views), so evaluation time never counts.
 
 Reported per fit: the held-out PSNR at each point, the final PSNR, steps, Gaussians, and the peak RSS
 of the fitting process before evaluation (``ru_maxrss``). Per scene: the medians over repetitions, and
@@ -55,6 +56,17 @@ def parse_config(spec: str) -> tuple[str, list[str]]:
     return name, [s for s in sets.split(",") if s]
 
 
+def val_from_train(scene, k: int):
+    """Mark every k-th training view (in name order, from the second) 'val': a validation split apart
+    from the held-out test views, for captures without one (the heads); those views are not fitted."""
+    from dataclasses import replace
+
+    train = [i for i, v in enumerate(scene.views) if v.split == "train"]
+    train.sort(key=lambda i: scene.views[i].name)
+    val = {train[j] for j in range(1, len(train), k)}
+    return scene.subset([replace(v, split="val") if i in val else v for i, v in enumerate(scene.views)])
+
+
 # -- the worker: one fit in this process --------------------------------------------------------------
 def worker(a) -> None:
     import torch
@@ -69,6 +81,8 @@ def worker(a) -> None:
     set_threads(a.threads)
     out = Path(a.run)
     scene = load_scene(a.data_path, None, a.holdout_every)
+    if a.split == "val" and not any(v.split == "val" for v in scene.views):
+        scene = val_from_train(scene, a.val_every)
     cfg = apply_overrides(FitConfig(), [f"minutes={a.minutes}", f"holdout_every={a.holdout_every}",
                                         "device=cpu", "backend=cpu", *a.set])  # fmt: skip
     points = [t for t in range(int(a.eval_every), int(a.minutes * 60), int(a.eval_every))]
@@ -133,7 +147,7 @@ def launch(a, scene: str, cfg_name: str, sets: list[str], rep: int) -> tuple[sub
     run.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, __file__, "--worker", "--run", str(run), "--data-path", str(Path(a.data) / folder),
            "--minutes", str(minutes), "--holdout-every", str(hold), "--threads", str(a.threads),
-           "--eval-every", str(a.eval_every), "--split", a.split]  # fmt: skip
+           "--eval-every", str(a.eval_every), "--split", a.split, "--val-every", str(a.val_every)]  # fmt: skip
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -156,17 +170,21 @@ def driver(a) -> None:
             jobs, loads = [], []
             todo = [(n, s) for n, s in configs if f"{n}_r{rep}" not in results.get(scene, {})]
             for name, sets in todo:
+                done = Path(a.out) / f"{scene}_{name}_r{rep}" / "result.json"
+                if done.is_file():  # a worker that finished after its driver was stopped
+                    jobs.append((name, sets, None, done.parent))
+                    continue
                 p, run = launch(a, scene, name, sets, rep)
                 jobs.append((name, sets, p, run))
                 if not a.concurrent:
                     while p.poll() is None:
                         loads.append(load_avg())
                         time.sleep(10)
-            while any(p.poll() is None for _, _, p, _ in jobs):
+            while any(p is not None and p.poll() is None for _, _, p, _ in jobs):
                 loads.append(load_avg())
                 time.sleep(10)
             for name, sets, p, run in jobs:
-                if p.returncode != 0:
+                if p is not None and p.returncode != 0:
                     print(f"{scene} {name} rep {rep}: worker failed (see {run}/worker.log)", flush=True)
                     continue
                 r = json.loads((run / "result.json").read_text())
@@ -303,6 +321,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-every", type=float, default=60.0)
     p.add_argument("--split", default="test", choices=("test", "val"))
+    p.add_argument("--val-every", type=int, default=4,
+                   help="--split val on a capture without a val split: every K-th training view")  # fmt: skip
     p.add_argument("--sequential", dest="concurrent", action="store_false", help="one fit at a time")
     p.add_argument("--summarize", action="store_true", help="only rebuild the table and plot from OUT")
     # worker
