@@ -147,7 +147,8 @@ def launch(a, scene: str, cfg_name: str, sets: list[str], rep: int) -> tuple[sub
     run.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, __file__, "--worker", "--run", str(run), "--data-path", str(Path(a.data) / folder),
            "--minutes", str(minutes), "--holdout-every", str(hold), "--threads", str(a.threads),
-           "--eval-every", str(a.eval_every), "--split", a.split, "--val-every", str(a.val_every)]  # fmt: skip
+           "--eval-every", str(a.eval_every), "--split", a.split,
+           "--val-every", str(a.val_every)]  # fmt: skip
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
