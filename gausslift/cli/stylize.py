@@ -22,6 +22,11 @@ def add_arguments(parser) -> None:
     for t in ("vertex", "feature", "direction", "normal", "distill"):
         p.add_argument(f"--no-{t}", action="store_true", help=f"switch the {t} loss off")
     p.add_argument("--train", choices=("field", "all"), help="the weights fine-tuned (default field)")
+    p.add_argument(
+        "--style-model",
+        choices=("field", "jacobian"),
+        help="the style branch: an offset field (default) or per-triangle Jacobians + Poisson solve",
+    )
     p.add_argument("--clip", help="folder of CLIP vision weights: the rendered-feature loss then uses CLIP")
     add_train_flags(p, "YAML config (see STY/config.yaml of any run for the keys)")
     p = sub.add_parser("apply", help="stylise a mesh (.ply) or a parameter sequence (--params .npz)")
@@ -69,6 +74,7 @@ def _finetune(args) -> int:
         "neutral": str(Path(args.pair[0]).resolve()),
         "styled": str(Path(args.pair[1]).resolve()),
         "train": args.train,
+        "style_model": args.style_model,
     }
     flags |= {
         t: "false"
@@ -111,8 +117,8 @@ def _eval(args) -> int:
     from gausslift.errors import InputError
     from gausslift.ioutil import atomic_write_json, atomic_write_text
     from gausslift.stylize.evaluate import evaluate_style, evaluate_truth, markdown
+    from gausslift.stylize.jacobian import read_any as read_style
     from gausslift.subjects import load_subject
-    from gausslift.subjects.styled import read_style
 
     sty = read_style(args.sty)
     subject = load_subject(str(sty["base"]))

@@ -5,11 +5,17 @@ Held-out set (``--style NAME``): ``n`` random (identity, expression) samples of 
 method maps the input mesh ``X`` (latent ``z``) to a stylised mesh:
 
 * ``delta transfer``: ``X + (S - N)`` of the example pair;
+* ``deformation transfer``: the pair's per-triangle deformation gradients on ``X``'s triangles, then
+  the Poisson solve (:mod:`gausslift.stylize.transfer`);
 * ``pretrained (no fine-tune)``: ``X + P(z) - P(z)`` = ``X`` (and ``pretrained decoder``: ``P(z)``);
 * ``fine-tuned``: ``X + D(z) - P(z)`` (the style's change, as the stylised subject applies it), also
   ``fine-tuned decoder`` (``D(z)`` itself) and ``fine-tuned, encoded z`` (``z`` read by the encoder
   from ``X``, as ``apply MESH.ply`` does);
 * every ``--compare NAME=STY`` model the same way as ``fine-tuned``.
+
+A model of the gradient-domain branch (:mod:`gausslift.stylize.jacobian`) applies its Jacobians to
+``X``'s own triangles (``fine-tuned``, ``fine-tuned, encoded z``) or to ``P(z)``'s (``fine-tuned
+decoder``).
 
 Metrics (mm, degrees): per-vertex error (mean and 95th percentile over every vertex of every sample),
 the mean angle between vertex normals (skin vertices), and expression fidelity: the mean distance of
@@ -26,10 +32,12 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
+from gausslift.stylize import jacobian as J
 from gausslift.stylize import model as M
 from gausslift.stylize.meshio import read_ply
 from gausslift.stylize.pretrain import mm_per_unit
 from gausslift.stylize.styles import apply_style, subject_style
+from gausslift.stylize.transfer import DeformationTransfer
 from gausslift.subjects.styled import decode, style_change
 
 EVAL_SEED = 2_000_029
@@ -44,20 +52,32 @@ def _batched(fn, *xs, size: int = 10) -> torch.Tensor:
     return torch.cat([fn(*(x[i : i + size] for x in xs)) for i in range(0, len(xs[0]), size)])
 
 
-def methods(sty: dict, compare: dict[str, dict]) -> dict:
-    """name -> f(X, z, encoded z) -> stylised meshes."""
-    d = sty["pair"]["styled"] - sty["pair"]["neutral"]
+def _apply(sty: dict, faces):
+    """(f(X, z) -> stylised X, g(z) -> decoder output) of a model of either branch."""
+    if sty.get("format") == J.FORMAT_J:
+        m = J.Model(sty, faces)
+        return m.apply, m.decoder
     ch = _change(sty)
+    return (lambda X, z: X + ch(z)), (lambda z: decode(sty["finetuned"], z))
+
+
+def methods(sty: dict, compare: dict[str, dict], faces) -> dict:
+    """name -> f(X, z, encoded z) -> stylised meshes."""
+    N, S = sty["pair"]["neutral"], sty["pair"]["styled"]
+    d = S - N
+    dt = DeformationTransfer(N.double().numpy(), S.double().numpy(), faces)
+    app, dec = _apply(sty, faces)
     out = {
         "delta transfer": lambda X, z, ze: X + d,
+        "deformation transfer": lambda X, z, ze: dt(X),
         "pretrained (no fine-tune)": lambda X, z, ze: X,
         "pretrained decoder": lambda X, z, ze: decode(sty["pretrained"], z),
-        "fine-tuned": lambda X, z, ze: X + ch(z),
-        "fine-tuned decoder": lambda X, z, ze: decode(sty["finetuned"], z),
-        "fine-tuned, encoded z": lambda X, z, ze: X + ch(ze),
+        "fine-tuned": lambda X, z, ze: app(X, z),
+        "fine-tuned decoder": lambda X, z, ze: dec(z),
+        "fine-tuned, encoded z": lambda X, z, ze: app(X, ze),
     }
     for name, other in compare.items():
-        out[name] = (lambda c: lambda X, z, ze: X + c(z))(_change(other))
+        out[name] = (lambda a: lambda X, z, ze: a(X, z))(_apply(other, faces)[0])
     return out
 
 
@@ -96,7 +116,7 @@ def evaluate_style(sty: dict, subject, style: str, n: int = 100, compare: dict |
     expressive = motion >= motion.median()
     skin = torch.as_tensor(subject.regions.get("skin", np.ones(subject.num_vertices, bool)))
     table = {}
-    for name, f in methods(sty, compare or {}).items():
+    for name, f in methods(sty, compare or {}, faces).items():
         P, P0 = _batched(f, X, z, ze), _batched(f, X0, z0, ze0)
         table[name] = {
             "all": scores(P, T, faces, mm, skin, P0, T0),
@@ -129,7 +149,7 @@ def evaluate_truth(sty: dict, subject, folder: str | Path) -> dict:
     ze = _batched(enc, X)
     skin = torch.as_tensor(subject.regions.get("skin", np.ones(subject.num_vertices, bool)))
     table = {}
-    for name, f in methods(sty, {}).items():
+    for name, f in methods(sty, {}, faces).items():
         if name in ("pretrained decoder", "fine-tuned decoder", "fine-tuned"):
             continue  # these need the true latents
         table[name] = {"all": scores(_batched(f, X, ze, ze), T, faces, mm, skin)}

@@ -49,6 +49,9 @@ class FinetuneConfig:
     field_points: int = 1024  # the style field's control points
     field_width: float = 0.7  # its Gaussian width, in control-point spacings
     query: str = "canonical"  # canonical: the field is read on the mean identity; posed: on the mesh
+    style_model: str = "field"  # field (offset field) | jacobian (per-triangle Jacobians + Poisson solve)
+    jacobian_rank: int = 4  # jacobian: rank of the latent-conditioned correction
+    jacobian_init: str = "identity"  # jacobian: identity | transfer (the pair's deformation gradients)
     encoder: str = "pyramid"  # pyramid | clip
     clip: str = ""  # folder of CLIP vision weights (encoder: clip)
     views: int = 3
@@ -229,4 +232,9 @@ class FinetuneTask(Task):
 
 
 def finetune(cfg: FinetuneConfig, base: dict, subject, neutral, styled, out, opts: LoopOptions) -> dict:
-    return Loop(FinetuneTask(cfg, base, subject, neutral, styled, out), out, opts).run()
+    if cfg.style_model not in ("field", "jacobian"):
+        raise InputError(None, f"style_model must be 'field' or 'jacobian', got {cfg.style_model!r}")
+    task = FinetuneTask
+    if cfg.style_model == "jacobian":
+        from gausslift.stylize.finetune_jacobian import JacobianTask as task
+    return Loop(task(cfg, base, subject, neutral, styled, out), out, opts).run()

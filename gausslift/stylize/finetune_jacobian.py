@@ -1,0 +1,84 @@
+"""Fine-tuning the gradient-domain style branch (:mod:`gausslift.stylize.jacobian`) on one pair.
+
+The same task as the field branch (:class:`gausslift.stylize.finetune.FinetuneTask`: the loss terms
+``vertex``, ``feature``, ``direction``, ``normal`` with their switches and weights, the pair's target
+``S'``, the loop), with the decoder replaced: ``D(z)`` integrates the predicted per-triangle Jacobians
+applied to ``P(z)``'s triangles. Only the Jacobian branch is trained (``train: field``; ``distill``
+is then zero). ``jacobian_init``: ``identity`` (``C = 0``, ``D = P`` at the start) or ``transfer``
+(``C`` starts at the pair's deformation gradients minus ``I`` on the triangle's plane: deformation
+transfer without its normal column).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gausslift.errors import InputError
+from gausslift.ioutil import atomic_path
+from gausslift.stylize import jacobian as J
+from gausslift.stylize import model as M
+from gausslift.stylize.finetune import FinetuneTask
+from gausslift.stylize.transfer import deformation_gradients
+from gausslift.subjects.styled import STYLE_FILE
+
+
+class JacobianTask(FinetuneTask):
+    name = "stylize-finetune-jacobian"
+    shape_keys = ("style_model", "jacobian_rank")
+
+    def __init__(self, cfg, base, subject, neutral, styled, out):
+        if cfg.train != "field":
+            raise InputError(None, "style_model: jacobian fine-tunes only its branch (train: field)")
+        if cfg.jacobian_init not in ("identity", "transfer"):
+            raise InputError(None, f"jacobian_init must be identity or transfer, got {cfg.jacobian_init!r}")
+        super().__init__(cfg, base, subject, neutral, styled, out)
+        self.solver = J.solver(self.faces, self.N.double().numpy(), self.S.double().numpy())
+
+    def trainable(self) -> tuple[str, ...]:
+        return J.KEYS
+
+    def start(self) -> None:
+        torch.manual_seed(self.cfg.seed)
+        import numpy as np
+
+        self.rng = np.random.default_rng(self.cfg.seed)
+        w = J.init_jacobian(
+            self.N,
+            self.faces,
+            M.latent_size(self.subject),
+            self.cfg.jacobian_rank,
+            len(self.solver.components),
+            self.cfg.seed,
+        )
+        if self.cfg.jacobian_init == "transfer":
+            Q = deformation_gradients(self.N.double(), self.S.double(), self.faces)
+            w["C"] = ((Q - torch.eye(3, dtype=Q.dtype)) @ w["R"].double()).float()
+        self.ft = w
+        self._optim()
+
+    def _optim(self, state=None) -> None:
+        ps = [self.ft[k].requires_grad_(True) for k in J.KEYS]
+        self.opt = torch.optim.Adam(ps, lr=self.cfg.lr)
+        if state is not None:
+            self.opt.load_state_dict(state)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return J.decode(self.pre, self.ft, self.solver, self.faces, z, self.unit)
+
+    def save_outputs(self) -> None:
+        from gausslift.config import to_dict
+
+        data = {
+            "format": J.FORMAT_J,
+            "base": self.base["subject"],
+            "latent_keys": list(self.keys),
+            "pretrained": self.pre,
+            "jacobian": {k: v.detach().clone() for k, v in self.ft.items()},
+            "unit": self.unit,
+            "encoder": self.enc,
+            "enc_samples": list(self.enc_samples),
+            "pair": {"neutral": self.N, "styled": self.S, "latent": self.z_star[0]},
+            "config": to_dict(self.cfg),
+        }
+        with atomic_path(self.out / STYLE_FILE) as tmp:
+            torch.save(data, tmp)
