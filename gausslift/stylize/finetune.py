@@ -52,6 +52,8 @@ class FinetuneConfig:
     style_model: str = "field"  # field (offset field) | jacobian (per-triangle Jacobians + Poisson solve)
     jacobian_rank: int = 4  # jacobian: rank of the latent-conditioned correction
     jacobian_init: str = "identity"  # jacobian: identity | transfer (the pair's deformation gradients)
+    jacobian: bool = True  # jacobian branch: the Jacobians at z* against the pair's deformation gradients
+    w_jacobian: float = 1.0
     encoder: str = "pyramid"  # pyramid | clip
     clip: str = ""  # folder of CLIP vision weights (encoder: clip)
     views: int = 3

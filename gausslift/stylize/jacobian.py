@@ -3,18 +3,22 @@
 In the spirit of Neural Jacobian Fields (Aigerman et al. 2022), the fine-tuned decoder does not
 predict offsets but a 3x3 Jacobian per triangle, conditioned on the latent ``z``::
 
-    J_t(z)  = I + (C_t + sum_r a_r(z) E_{r,t}) R2_t^T,   a(z) = z @ U   (rank ``r`` latent correction)
+    J_t(z)  = I + (C_t + sum_r a_r(z) E_{r,t}) R2_t^T,   a(z) = (z - z*) @ U   (rank ``r`` correction)
     D(z)    = solve(J(z) * edges(P(z)); fixed vertices of P(z); component means of P(z) + unit * t)
 
 ``P`` is the pretrained decoder, ``solve`` the factorised Poisson solve
 (:mod:`gausslift.stylize.poisson`) with the pair's unmoved vertices fixed (as deformation transfer,
 :mod:`gausslift.stylize.transfer`), ``t`` one learned translation per unanchored component. With
 ``C = E = t = 0`` the solve returns ``P(z)`` exactly, so fine-tuning starts at the pretrained decoder.
-``R2_t`` [3, 2] holds the two in-plane axes (first edge, its perpendicular) of the pair's neutral
-triangle, ``C_t`` and ``E_{r,t}`` are [3, 2]: the correction acts on the triangle's plane and leaves
-its normal direction as it is. The pair's own edges show nothing about that direction; with a full
-3x3 ``C_t`` in world coordinates Adam's per-coordinate steps filled it with whatever the tiny
-out-of-plane components of ``P(z*)``'s edges suggested.
+The latent correction is centred at the pair's latent ``z*``: it is zero at the pair, so ``C`` alone
+fits the pair and ``E`` is learnt only from the terms on sampled latents (``direction``, ``normal``).
+Uncentred (``a(z) = z @ U``), ``C`` and ``E`` share the pair's fit, Adam splits it between them
+arbitrarily, and other latents see the split. ``R2_t`` [3, 2] holds the two in-plane axes (first
+edge, its perpendicular) of the pair's neutral triangle; ``C_t`` and ``E_{r,t}`` are [3, 2]: the
+correction acts on the triangle's plane and leaves its normal direction as it is. The pair's own
+edges show nothing about that direction; with a full 3x3 ``C_t`` in world coordinates Adam's
+per-coordinate steps filled it with whatever the tiny out-of-plane components of ``P(z*)``'s edges
+suggested.
 Applied to a mesh ``X`` (``stylise``), the Jacobians act on ``X``'s own triangles: a bigger nose has
 longer edges and moves by more, which the offsets of delta transfer cannot do.
 
@@ -48,23 +52,25 @@ def local_frames(N: torch.Tensor, faces) -> torch.Tensor:
     return torch.stack([u, torch.cross(n, u, dim=-1)], -1)
 
 
-def init_jacobian(N, faces, Z: int, rank: int, components: int, seed: int = 0) -> dict:
+def init_jacobian(N, faces, z0, rank: int, components: int, seed: int = 0) -> dict:
     """The branch at zero (``D = P``) for a pair with neutral mesh ``N`` [V, 3]."""
     g = torch.Generator().manual_seed(seed)
-    F = len(faces)
+    F, z0 = len(faces), torch.as_tensor(z0).reshape(-1).float()
+    Z = len(z0)
     return {
         "R": local_frames(torch.as_tensor(N, dtype=torch.float64), faces).float(),
         "C": torch.zeros(F, 3, 2),
         "E": torch.zeros(rank, F * 6),
         "U": torch.randn(Z, rank, generator=g) / np.sqrt(max(Z, 1)),
         "t": torch.zeros(components, 3),
+        "z0": z0,
     }
 
 
 def jacobians(w: dict, z: torch.Tensor) -> torch.Tensor:
     """[B, F, 3, 3] for latents [B, Z]."""
     F = w["C"].shape[0]
-    corr = w["C"] + ((z @ w["U"]) @ w["E"]).reshape(len(z), F, 3, 2)
+    corr = w["C"] + (((z - w["z0"].to(z)) @ w["U"].to(z)) @ w["E"]).reshape(len(z), F, 3, 2)
     return torch.eye(3) + corr @ w["R"].transpose(1, 2)
 
 

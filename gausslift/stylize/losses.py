@@ -12,7 +12,10 @@ and ``z*`` the pair's latent (the encoder's code of ``N``), the target is ``S' =
    flattened vector; smoothed at zero): every input should move the way the example did;
 4. ``normal``: sampled identities at the pair's expression: ``1 - <n(D(z)), n(S')>`` per vertex;
 5. ``distill``: the decoder's latent part (before the style field) stays the pretrained one on
-   sampled latents: mean squared distance (zero when only the field is fine-tuned).
+   sampled latents: mean squared distance (zero when only the field is fine-tuned);
+6. ``jacobian`` (the gradient-domain branch only): the branch's Jacobians at ``z*`` against the pair's
+   deformation gradients, on each triangle's plane (mean squared Frobenius distance), as Neural
+   Jacobian Fields train theirs.
 """
 
 from __future__ import annotations
@@ -48,3 +51,8 @@ def feature_loss(
 ) -> torch.Tensor:
     """Mean over views of ``distance(pred, target)`` (an encoder's distance of two [H, W, C] images)."""
     return sum(distance(p, t) for p, t in zip(pred_images, target_images)) / len(pred_images)
+
+
+def jacobian_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """In-plane Jacobians [..., F, 3, 2] against [F, 3, 2]: mean squared Frobenius distance."""
+    return ((pred - target) ** 2).sum((-2, -1)).mean()
