@@ -96,7 +96,6 @@ class _Solve(torch.autograd.Function):
         x[:, P.free_idx] = _back(sol[: P.nf], B, e)
         x[:, P.fixed_idx] = x_fixed.to(e)
         ctx.P, ctx.B = P, B
-        ctx.like = e
         return x
 
     @staticmethod
