@@ -138,7 +138,8 @@ def _heldout(toy, style, n=8):
 
 @pytest.mark.parametrize("style", ["goblin", "cartoon"])
 def test_finetune_on_one_pair_moves_heldout_meshes_towards_their_style(toy, tmp_path, one_thread, style):
-    from gausslift.stylize.finetune import FinetuneConfig, finetune
+    from gausslift.stylize.finetune import FinetuneConfig
+    from gausslift.stylize.finetuning import finetune
     from gausslift.subjects.styled import decode, read_style
 
     base = _base(toy, tmp_path)

@@ -107,7 +107,8 @@ def test_jacobian_branch_starts_at_the_input_and_has_a_gradient(toy):
 
 @pytest.mark.parametrize("style", ["goblin", "cartoon"])
 def test_jacobian_finetune_moves_heldout_meshes_towards_their_style(toy, tmp_path, one_thread, style):
-    from gausslift.stylize.finetune import FinetuneConfig, finetune
+    from gausslift.stylize.finetune import FinetuneConfig
+    from gausslift.stylize.finetuning import finetune
 
     base = _base(toy, tmp_path)
     N, S = _pair(toy, style)

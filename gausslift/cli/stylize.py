@@ -64,7 +64,8 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
-    from gausslift.stylize.finetune import FinetuneConfig, finetune
+    from gausslift.stylize.finetune import FinetuneConfig
+    from gausslift.stylize.finetuning import finetune
     from gausslift.stylize.meshio import read_ply
     from gausslift.stylize.pretrain import read_base
     from gausslift.subjects import load_subject

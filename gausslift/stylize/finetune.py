@@ -25,7 +25,7 @@ from gausslift.stylize import features as F
 from gausslift.stylize import losses as Ls
 from gausslift.stylize import model as M
 from gausslift.subjects.styled import FORMAT, STYLE_FILE, field, query
-from gausslift.train.loop import Loop, LoopOptions, Task
+from gausslift.train.loop import Task
 
 TERMS = ("vertex", "feature", "direction", "normal", "distill")
 
@@ -231,12 +231,3 @@ class FinetuneTask(Task):
         }
         with atomic_path(self.out / STYLE_FILE) as tmp:
             torch.save(data, tmp)
-
-
-def finetune(cfg: FinetuneConfig, base: dict, subject, neutral, styled, out, opts: LoopOptions) -> dict:
-    if cfg.style_model not in ("field", "jacobian"):
-        raise InputError(None, f"style_model must be 'field' or 'jacobian', got {cfg.style_model!r}")
-    task = FinetuneTask
-    if cfg.style_model == "jacobian":
-        from gausslift.stylize.finetune_jacobian import JacobianTask as task
-    return Loop(task(cfg, base, subject, neutral, styled, out), out, opts).run()
