@@ -229,22 +229,38 @@ def summarize(results: dict, names: list[str]) -> dict:
                 v["target_psnr"] = target
                 v["time_to_target"] = med(tt) if all(x is not None for x in tt) else None
                 v["ratio"] = round(v["time_to_target"] / t_ref, 3) if v["time_to_target"] and t_ref else None
+            # the same-run ratio: per repetition, the time to the reference's final PSNR of that repetition
+            # over the reference's own time to it; then the median over repetitions
+            for n, v in s.items():
+                per = []
+                for k, r in runs.items():
+                    name, rep = k.rsplit("_r", 1)
+                    rr = runs.get(f"{ref}_r{rep}")
+                    if name != n or rr is None:
+                        continue
+                    t_own, t = time_to(rr["curve"], rr["final_psnr"]), time_to(r["curve"], rr["final_psnr"])
+                    per.append(round(t / t_own, 3) if t is not None and t_own else None)
+                v["rep_ratios"] = per
+                v["rep_ratio_median"] = med(per) if per and all(x is not None for x in per) else None
         out[scene] = s
     return out
 
 
 def table(summary: dict, a) -> str:
     lines = ["| scene | config | reps | held-out PSNR (final) | steps | Gaussians | peak RSS | "
-             "time to the first config's final PSNR | ratio | mean load |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "time to the first config's median final | ratio | same-run ratios (median) | mean load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for scene, s in summary.items():
         for n, v in s.items():
             tt = f"{v['time_to_target']:.0f} s" if v.get("time_to_target") else "not reached"
             ps = ", ".join(f"{x:.2f}" for x in v["final_psnrs"])
-            load = v["load"] if v["load"] is not None else "-"
+            load = f"{v['load']:.1f}" if v["load"] is not None else "-"
+            rr = ", ".join("-" if x is None else f"{x:.2f}" for x in v.get("rep_ratios", []))
+            rm = v.get("rep_ratio_median")
+            rr = f"{rr} ({rm:.2f})" if rm is not None else rr or "-"
             lines.append(f"| {scene} | {n} | {v['reps']} | {v['final_psnr']:.2f} dB ({ps}) | "
                          f"{v['steps']:.0f} | {v['gaussians']:.0f} | {v['peak_rss_mb']:.0f} MB | {tt} | "
-                         f"{v.get('ratio') or '-'} | {load} |")  # fmt: skip
+                         f"{v.get('ratio') or '-'} | {rr} | {load} |")  # fmt: skip
     lines.append("")
     lines.append("PSNR (dB) at the wall-clock points (median over repetitions; evaluation excluded):")
     for scene, s in summary.items():
