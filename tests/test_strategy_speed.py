@@ -15,7 +15,8 @@ from gausslift.fit.budget import BudgetStrategy
 from gausslift.fit.config import FitConfig, StrategyConfig
 from gausslift.fit.mcmc import MCMCStrategy, relocation
 from gausslift.fit.optim import make_optimizers
-from gausslift.fit.strategy import DefaultStrategy, Schedule, make_strategy
+from gausslift.fit.strategies import make_strategy
+from gausslift.fit.strategy import DefaultStrategy, Schedule
 
 
 def _params(n=20, seed=0, opac=None):

@@ -217,20 +217,3 @@ class DefaultStrategy:
             lambda _k, v: torch.zeros_like(v),
             names=("opacities",),
         )
-
-
-def make_strategy(cfg: StrategyConfig, schedule: Schedule, scene_scale: float) -> DefaultStrategy:
-    """The strategy ``cfg.kind`` names: default | mcmc | budget."""
-    if cfg.kind == "default":
-        return DefaultStrategy(cfg, schedule, scene_scale)
-    if cfg.kind == "mcmc":
-        from gausslift.fit.mcmc import MCMCStrategy
-
-        return MCMCStrategy(cfg, schedule, scene_scale)
-    if cfg.kind == "budget":
-        from gausslift.fit.budget import BudgetStrategy
-
-        return BudgetStrategy(cfg, schedule, scene_scale)
-    from gausslift.errors import InputError
-
-    raise InputError(None, f"strategy.kind must be default, mcmc or budget, got '{cfg.kind}'")

@@ -57,7 +57,8 @@ from gausslift.fit.optim import (
 )
 from gausslift.fit.runs import LOG_COLUMNS, PLY, clean_partial, save_splats, write_info
 from gausslift.fit.selective_adam import visible_rows
-from gausslift.fit.strategy import Schedule, make_strategy
+from gausslift.fit.strategies import make_strategy
+from gausslift.fit.strategy import Schedule
 from gausslift.scene import Scene
 from gausslift.train.device import resolve_device
 from gausslift.train.dist import Dist
