@@ -42,12 +42,4 @@ class BudgetStrategy(DefaultStrategy):
         pick = torch.zeros(n, dtype=torch.bool, device=score.device)
         pick[torch.topk(torch.where(seen, score, -1.0), k).indices] = True
         small = self._world_scales(params, state).max(-1).values <= cfg.grow_scale3d * self.scene_scale
-        dupli, split = pick & small, pick & ~small
-        n_dupli = int(dupli.sum())
-        if n_dupli:
-            self.duplicate(params, optimizers, state, dupli)
-        split = torch.cat([split, split.new_zeros(n_dupli)])
-        n_split = int(split.sum())
-        if n_split:
-            self.split(params, optimizers, state, split)
-        return n_dupli, n_split
+        return self.grow_selected(params, optimizers, state, pick & small, pick & ~small)

@@ -139,6 +139,11 @@ class DefaultStrategy:
             thresh = torch.topk(score, room).values[-1]
             dupli &= score >= thresh
             split &= score >= thresh
+        return self.grow_selected(params, optimizers, state, dupli, split)
+
+    def grow_selected(self, params, optimizers, state, dupli: torch.Tensor,
+                      split: torch.Tensor) -> tuple[int, int]:  # fmt: skip
+        """Duplicate the ``dupli`` rows, then split the ``split`` rows (masks over the rows before)."""
         n_dupli = int(dupli.sum())
         if n_dupli:
             self.duplicate(params, optimizers, state, dupli)

@@ -216,9 +216,14 @@ class FinetuneTask(Task):
         return all(bool(torch.isfinite(self.ft[k]).all()) for k in self.trainable())
 
     def save_outputs(self) -> None:
+        with atomic_path(self.out / STYLE_FILE) as tmp:
+            torch.save(self.saved(), tmp)
+
+    def saved(self) -> dict:
+        """What ``STY/style.pt`` holds."""
         from gausslift.config import to_dict
 
-        data = {
+        return {
             "format": FORMAT,
             "base": self.base["subject"],
             "latent_keys": list(self.keys),
@@ -229,5 +234,3 @@ class FinetuneTask(Task):
             "pair": {"neutral": self.N, "styled": self.S, "latent": self.z_star[0]},
             "config": to_dict(self.cfg),
         }
-        with atomic_path(self.out / STYLE_FILE) as tmp:
-            torch.save(data, tmp)

@@ -20,12 +20,10 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
-from gausslift.ioutil import atomic_path
 from gausslift.stylize import jacobian as J
 from gausslift.stylize import losses as Ls
 from gausslift.stylize.finetune import FinetuneTask
 from gausslift.stylize.transfer import deformation_gradients
-from gausslift.subjects.styled import STYLE_FILE
 
 
 class JacobianTask(FinetuneTask):
@@ -81,20 +79,8 @@ class JacobianTask(FinetuneTask):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return J.decode(self.pre, self.ft, self.solver, self.faces, z, self.unit)
 
-    def save_outputs(self) -> None:
-        from gausslift.config import to_dict
-
-        data = {
-            "format": J.FORMAT_J,
-            "base": self.base["subject"],
-            "latent_keys": list(self.keys),
-            "pretrained": self.pre,
-            "jacobian": {k: v.detach().clone() for k, v in self.ft.items()},
-            "unit": self.unit,
-            "encoder": self.enc,
-            "enc_samples": list(self.enc_samples),
-            "pair": {"neutral": self.N, "styled": self.S, "latent": self.z_star[0]},
-            "config": to_dict(self.cfg),
-        }
-        with atomic_path(self.out / STYLE_FILE) as tmp:
-            torch.save(data, tmp)
+    def saved(self) -> dict:
+        data = super().saved()
+        del data["finetuned"]
+        return data | {"format": J.FORMAT_J, "jacobian": {k: v.detach().clone() for k, v in self.ft.items()},
+                       "unit": self.unit}  # fmt: skip
