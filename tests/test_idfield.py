@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from gausslift.errors import InputError
+from gausslift.errors import InputError, MissingWeightsError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def ict():
 
     try:
         return load_subject("ict")
-    except InputError as e:
+    except (InputError, MissingWeightsError) as e:
         pytest.skip(f"ICT FaceKit not found ({e})")
 
 
