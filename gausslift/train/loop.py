@@ -328,20 +328,25 @@ class Loop:
         span = min(self.opts.warmup_seconds, 0.1 * self.budget.seconds)
         return times[-1] - times[2] >= span
 
+    def _steps_for(self, dt: float) -> int:
+        """The run's step count when the time left goes at ``dt`` seconds a step (times the task's
+        speed factor); under torchrun every rank gets the same count, the smallest."""
+        left = max(self.budget.left() - self._reserve(), 0.0)
+        total = torch.tensor(
+            float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
+            device=self.dist.device,
+        )
+        if self.dist.world > 1:
+            self.dist.all_reduce(total, torch.distributed.ReduceOp.MIN)
+        return int(total.item())
+
     def _maybe_plan(self, times: list[float], ready: bool | None = None) -> None:
         """Plan the step count once the warm-up has been timed. Under torchrun every rank must call this
         at the same step: ``ready`` is then the ranks' joint decision (see :meth:`run`)."""
         if self.total or not (self._plan_ready(times) if ready is None else ready):
             return
         dt = float(np.median(np.diff(times[2:])))  # the first steps (JIT) left out
-        left = max(self.budget.left() - self._reserve(), 0.0)
-        total = torch.tensor(
-            float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
-            device=self.dist.device,
-        )
-        if self.dist.world > 1:  # every rank plans the same length: the smallest
-            self.dist.all_reduce(total, torch.distributed.ReduceOp.MIN)
-        self._plan(int(total.item()))
+        self._plan(self._steps_for(dt))
         self._planned_at = len(times)
         self.events.append(f"planned {self.total} steps from {dt:.3f} s per step")
 
@@ -360,12 +365,7 @@ class Loop:
         if len(recent) < 5:  # resumed just before the point: too few steps timed here, keep the plan
             return
         dt = float(np.median(np.diff(recent)))
-        left = max(self.budget.left() - self._reserve(), 0.0)
-        new = torch.tensor(float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
-                           device=self.dist.device)  # fmt: skip
-        if self.dist.world > 1:
-            self.dist.all_reduce(new, torch.distributed.ReduceOp.MIN)
-        new_total = int(new.item())
+        new_total = self._steps_for(dt)
         self._planned_at = len(times)
         if abs(new_total - self.total) > 0.1 * self.total:
             self.events.append(f"re-planned {self.total} -> {new_total} steps at step {self.step} "
