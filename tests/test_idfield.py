@@ -50,14 +50,14 @@ def tiny_cfg(**kw):
 
 # ------------------------------------------------------------------------------------------- fast
 def test_prep_writes_meshes_masks_and_masked_images_without_touching_inputs(tiny_data):
-    from gausslift.idfield.meshio import read_mesh
+    from gausslift.io.meshply import read_ply
 
     prep = tiny_data / "idfield"
     listing = json.loads((prep / "prep.json").read_text())
     assert len(listing["identities"]) == 2 and len(listing["frames"]) == 4
     fr = prep / listing["frames"][0]
-    v, f = read_mesh(fr / "mesh.ply")
-    vf, ff = read_mesh(fr / "face.ply")
+    v, f = read_ply(fr / "mesh.ply")
+    vf, ff = read_ply(fr / "face.ply")
     assert len(f) > len(ff) > 0 and len(v) > len(vf) and ff.max() < len(vf)
     import cv2
 

@@ -179,7 +179,7 @@ def test_styled_subject_adds_the_style_change_and_poses_like_its_base(toy):
 
 def test_ply_roundtrip_and_errors(toy, tmp_path):
     from gausslift.errors import InputError
-    from gausslift.stylize.meshio import read_ply, write_ply
+    from gausslift.io.meshply import read_ply, write_ply
 
     v, f = toy.neutral.numpy(), toy.faces.numpy()
     write_ply(tmp_path / "m.ply", v, f)

@@ -64,9 +64,9 @@ def _pretrain(args) -> int:
 
 
 def _finetune(args) -> int:
+    from gausslift.io.meshply import read_ply
     from gausslift.stylize.finetune import FinetuneConfig
     from gausslift.stylize.finetuning import finetune
-    from gausslift.stylize.meshio import read_ply
     from gausslift.stylize.pretrain import read_base
     from gausslift.subjects import load_subject
 

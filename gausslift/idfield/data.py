@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
-from gausslift.idfield.meshio import read_mesh
 from gausslift.idfield.prep import K_of
+from gausslift.io.meshply import read_ply
 
 
 @dataclass
@@ -67,7 +67,7 @@ def load_frame(folder: Path) -> Frame:
     names = [Path(c["file_path"]).name for c in cams]
     images = np.stack([_png(folder / "masked" / n, cv2.IMREAD_COLOR)[..., ::-1] for n in names])
     masks = np.stack([_png(folder / "masks" / n, cv2.IMREAD_GRAYSCALE) for n in names])
-    verts, _ = read_mesh(folder / "mesh.ply")
+    verts = read_ply(folder / "mesh.ply")[0].astype(np.float32)
     kp = None
     src = Path(info.get("source", ""))
     if (src / "params.npz").is_file():

@@ -26,9 +26,9 @@ import torch
 from gausslift.errors import InputError
 from gausslift.idfield import field as fd
 from gausslift.idfield.fit import FitConfig, Target, fit, fitted_params
-from gausslift.idfield.meshio import write_mesh
 from gausslift.idfield.model import IdField, load_model
 from gausslift.idfield.views import show_cameras, turntable_azimuths
+from gausslift.io.meshply import write_ply
 from gausslift.ioutil import atomic_path, atomic_write_json
 
 
@@ -123,7 +123,7 @@ def write_fit(model: IdField, res: dict, target: Target, out: str | Path, extra:
                            torch.as_tensor(target.K, dtype=torch.float32)[None],
                            target.image.shape[1], target.image.shape[0])
     save_ply(fd.to_splats(g), out / "gaussians.ply")
-    write_mesh(out / "mesh.ply", verts.numpy(), model.subject.faces.cpu().numpy())
+    write_ply(out / "mesh.ply", verts.numpy(), model.subject.faces.cpu().numpy())
     with atomic_path(out / "params.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **fitted_params(pose, code))
     side = np.concatenate([target.image, rgb[0].clamp(0, 1).numpy()], 1)

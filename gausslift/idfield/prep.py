@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from gausslift.errors import InputError
-from gausslift.idfield.meshio import write_mesh
+from gausslift.io.meshply import write_ply
 from gausslift.ioutil import atomic_write_json
 
 OVERLAYS = ("eye_aux", "occlusion", "blend", "lacrimal")  # see-through helper geometry: never occludes
@@ -129,11 +129,11 @@ def prep_frame(subject, region_id: str, folder: Path, out: Path, blur: float, fa
     try:
         (tmp / "masks").mkdir(parents=True)
         (tmp / "masked").mkdir()
-        write_mesh(tmp / "mesh.ply", verts, faces)
+        write_ply(tmp / "mesh.ply", verts, faces)
         used = np.unique(faces[rf])
         remap = np.full(len(verts), -1, np.int64)
         remap[used] = np.arange(len(used))
-        write_mesh(tmp / "face.ply", verts[used], remap[faces[rf]])
+        write_ply(tmp / "face.ply", verts[used], remap[faces[rf]])
         in_occ = region[occ]
         for k, f in enumerate(cams):
             m = face_mask(verts, faces, occ, in_occ, f).astype(np.float32)

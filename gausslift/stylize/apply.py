@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
+from gausslift.io.meshply import read_ply, write_ply
 from gausslift.stylize import model as M
-from gausslift.stylize.meshio import read_ply, write_ply
 from gausslift.stylize.styles import apply_style, subject_style
 from gausslift.subjects import load_subject
 from gausslift.subjects.styled import read_style, style_change

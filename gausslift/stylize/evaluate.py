@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
+from gausslift.io.meshply import read_ply
 from gausslift.stylize import jacobian as J
 from gausslift.stylize import model as M
-from gausslift.stylize.meshio import read_ply
 from gausslift.stylize.pretrain import mm_per_unit
 from gausslift.stylize.styles import apply_style, subject_style
 from gausslift.stylize.transfer import DeformationTransfer

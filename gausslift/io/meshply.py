@@ -1,5 +1,6 @@
 """Triangle meshes as PLY: write binary little-endian; read ASCII or binary little-endian (vertex x, y,
-z as float/double; faces as a list of int indices). Enough for the example pairs and the outputs."""
+z as float/double; faces as a list of int indices). Shared by ``stylize`` (example pairs, outputs) and
+``idfield`` (prep meshes)."""
 
 from __future__ import annotations
 
