@@ -67,4 +67,6 @@ class AvatarConfig:
     checkpoint_every: int = 0  # > 0: also a checkpoint every this many steps
     snapshot_every: int = 0  # > 0: an in-memory rollback state every this many steps (0: the checkpoint)
     log_every: int = 50
+    # density control: strategy.kind default (clone / split / prune, gausslift.avatar.strategy) or mcmc
+    # (relocation capped at strategy.cap_max, gausslift.avatar.mcmc); docs/fit_speed.md "Avatar fits"
     strategy: StrategyConfig = field(default_factory=lambda: StrategyConfig(max_gaussians=150_000))

@@ -55,6 +55,10 @@ class AvatarStrategy(DefaultStrategy):
         st["binding"] = binding.to(device=device, dtype=torch.long)
         return st
 
+    def regularizer(self, params, state=None) -> dict:
+        """No loss terms (the ``mcmc`` kind's penalties need the binding, hence ``state``)."""
+        return {}
+
     def _weights(self, state) -> torch.Tensor:
         b = state["binding"]
         if self.face_weight is None:

@@ -16,9 +16,12 @@ One step renders one training view: the subject posed with that frame's paramete
 dynamic offsets (``dynamic_offsets``), carries the bound Gaussians.
 Loss: (1 - ssim_lambda) L1 + ssim_lambda (1 - SSIM) + lambda_perceptual * VGG19/LPIPS (switch 1) +
 GaussianAvatars' local position/scale regularisers + lambda_temporal * (first and second order terms
-on the fine-tuned per-frame parameters and the dynamic offsets) (switch 3). Densification is
-:class:`~gausslift.avatar.strategy.AvatarStrategy` (region-adaptive when
-``adaptive_densify_ratio > 0``: switch 2), with gsplat's schedule scaled to the run's length.
+on the fine-tuned per-frame parameters and the dynamic offsets) (switch 3), plus the strategy's own
+penalties (the ``mcmc`` kind's). Densification is ``strategy.kind``'s: ``default``
+(:class:`~gausslift.avatar.strategy.AvatarStrategy`, clone / split / prune) or ``mcmc``
+(:class:`~gausslift.avatar.mcmc.AvatarMCMCStrategy`, relocation capped at ``strategy.cap_max``),
+region-adaptive when ``adaptive_densify_ratio > 0`` (switch 2), with its schedule scaled to the run's
+length.
 
 Schedules (the means' learning-rate decay, the SH degree, densification) are functions of the step
 and the run's planned length: ``iters``, or with ``minutes > 0`` (which overrides ``iters``) the
@@ -45,11 +48,11 @@ from gausslift import binding as B
 from gausslift.avatar import model as M
 from gausslift.avatar.config import AvatarConfig
 from gausslift.avatar.data import Sequence, check_against_subject, load_image
-from gausslift.avatar.strategy import AvatarStrategy, face_weights
+from gausslift.avatar.mcmc import AvatarMCMCStrategy, make_avatar_strategy
+from gausslift.avatar.strategy import face_weights
 from gausslift.avatar.temporal import temporal_terms
 from gausslift.errors import InputError
 from gausslift.fit.losses import ssim_map
-from gausslift.fit.strategy import scaled_schedule
 from gausslift.ioutil import atomic_write_json
 from gausslift.train.checkpoint import load_checkpoint, save_checkpoint
 from gausslift.train.device import resolve_device, set_threads
@@ -63,7 +66,8 @@ SH_C0 = 0.28209479177387814
 # finetune_params and dynamic_offsets (the tracking optimiser's groups, the offsets). And the layout
 # and split the state was built on: gaussians_per_face (the initial Gaussians per triangle; a new
 # value would be recorded but never used) and holdout_cameras (a new one would train on cameras that
-# avatar.json holds out, or leave trained-on cameras in the evaluation).
+# avatar.json holds out, or leave trained-on cameras in the evaluation). strategy.kind: the strategy's
+# state (default: grad2d, count, binding; mcmc: binding only).
 SHAPE_KEYS = (
     "subject",
     "sh_degree",
@@ -72,6 +76,7 @@ SHAPE_KEYS = (
     "dynamic_offsets",
     "gaussians_per_face",
     "holdout_cameras",
+    "strategy.kind",
 )
 
 
@@ -151,13 +156,16 @@ class AvatarTrainer(Task):
             fr = {n: m[self.faces_idx.numpy()] for n, m in subject.face_regions().items()}
             w = torch.as_tensor(face_weights(fr, cfg.adaptive_densify_ratio), dtype=dt)
         self.total = max(int(cfg.iters), 1)  # until plan(): the schedules' stand-in length
-        self.strategy = AvatarStrategy(
-            cfg.strategy,
-            scaled_schedule(cfg.strategy, self.total, cfg.schedule_ref_iters),
-            self.scene_scale,
-            k,
-            w,
-        )
+        self.strategy = make_avatar_strategy(cfg.strategy, self.scene_scale, k, w)
+        self.plan(self.total)
+        n0 = len(self.faces) * cfg.gaussians_per_face
+        if isinstance(self.strategy, AvatarMCMCStrategy) and n0 > self.strategy.cap:
+            raise InputError(
+                self.out,
+                f"strategy.kind=mcmc never exceeds min(strategy.cap_max, strategy.max_gaussians) = "
+                f"{self.strategy.cap} Gaussians, but the avatar starts with {n0} ({len(self.faces)} "
+                f"triangles x gaussians_per_face={cfg.gaussians_per_face}): raise strategy.cap_max",
+            )
         self.perceptual = None
         if cfg.lambda_perceptual > 0:
             from gausslift.fit.losses import Perceptual
@@ -282,7 +290,7 @@ class AvatarTrainer(Task):
     def state_dict(self) -> dict:
         return {
             "gaussians": {k: v.detach() for k, v in self.params.items()},
-            "strategy": dict(self.sstate),  # grad2d, count and each Gaussian's triangle (binding)
+            "strategy": dict(self.sstate),  # each Gaussian's triangle (binding); default: grad2d, count
             "tracking": {k: v.detach() for k, v in self.tuned.items()},
             "offsets": self.offsets.detach(),
             "optim": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -318,7 +326,7 @@ class AvatarTrainer(Task):
     # -- schedules: functions of the step and the planned length --------------------------------------
     def plan(self, total: int) -> None:
         self.total = int(total)
-        self.strategy.schedule = scaled_schedule(self.cfg.strategy, self.total, self.cfg.schedule_ref_iters)
+        self.strategy.schedule = self.strategy.plan_schedule(self.total, self.cfg.schedule_ref_iters)
 
     def speed_factor(self) -> float:
         return 0.7  # densification grows the model: later steps are slower than the warm-up's
@@ -373,6 +381,8 @@ class AvatarTrainer(Task):
             parts["xyz"] = cfg.lambda_xyz * B.position_reg(self.params["means"], cfg.threshold_xyz)
         if cfg.lambda_scale > 0:
             parts["scale"] = cfg.lambda_scale * B.scale_reg(self.params["scales"], cfg.threshold_scale)
+        for name, term in self.strategy.regularizer(self.params, self.sstate).items():  # mcmc's penalties
+            parts[name] = term
         if cfg.lambda_temporal > 0:
             tl = out.new_zeros(())
             if cfg.finetune_params:

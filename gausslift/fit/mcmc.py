@@ -131,6 +131,11 @@ class MCMCStrategy(DefaultStrategy):
             v[touched] = 0
             state[k] = v if dst is not None else torch.cat([v, v.new_zeros((n_new,) + v.shape[1:])])
 
+    def draw_weights(self, params, state) -> torch.Tensor:
+        """[N] weights the relocation and growth draw their sources by: the opacity (the avatar's
+        region-adaptive strategy multiplies in its region weights)."""
+        return torch.sigmoid(params["opacities"].detach().flatten())
+
     def relocate(self, params, optimizers, state) -> int:
         opa = torch.sigmoid(params["opacities"].detach().flatten())
         dead = opa <= self.cfg.mcmc_min_opacity
@@ -138,7 +143,7 @@ class MCMCStrategy(DefaultStrategy):
         if n_dead == 0 or n_dead == len(opa):  # nothing to move, or nothing alive to move onto
             return 0
         alive = torch.where(~dead)[0]
-        src = alive[_sample(opa[alive], n_dead)]
+        src = alive[_sample(self.draw_weights(params, state)[alive], n_dead)]
         self._rewrite(params, optimizers, state, src, torch.where(dead)[0], 0)
         return n_dead
 
@@ -147,7 +152,7 @@ class MCMCStrategy(DefaultStrategy):
         n_new = max(0, min(cap, int(self.cfg.mcmc_grow_rate * n) + n) - n)
         if n_new == 0:
             return 0
-        src = _sample(torch.sigmoid(params["opacities"].detach().flatten()), n_new)
+        src = _sample(self.draw_weights(params, state), n_new)
         self._rewrite(params, optimizers, state, src, None, n_new)
         return n_new
 
