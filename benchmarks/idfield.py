@@ -74,9 +74,11 @@ def part_interp(a, out: Path) -> dict:
     for _ in range(a.pairs):
         i, j = rng.choice(len(names), 2, replace=False)
         r = interpolate(a.run, names[i], names[j], 9, out / f"interp_{names[i]}_{names[j]}")
-        rows.append({k: r[k] for k in ("a", "b", "iou_min", "psnr_to_nearer_max_jump", "psnr_step_min")})
+        rows.append({k: r[k] for k in ("a", "b", "iou_min", "iou_outline_min", "psnr_to_nearer_max_jump",
+                                       "psnr_step_min")})
         print(json.dumps(rows[-1]), flush=True)
     return {"pairs": rows, "iou_min": min(r["iou_min"] for r in rows),
+            "iou_outline_min": min(r["iou_outline_min"] for r in rows),
             "max_jump": max(r["psnr_to_nearer_max_jump"] for r in rows)}
 
 

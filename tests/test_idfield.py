@@ -204,6 +204,24 @@ def test_fit_recovers_a_known_code(two_ids):
 
 
 @pytest.mark.slow
+def test_interpolation_scores_both_face_masks(two_ids, tmp_path):
+    from gausslift.idfield.interpolate import _outline, _own_mask, interpolate
+    from gausslift.idfield.views import show_cameras
+
+    model, frames, run = two_ids
+    vms, Ks = show_cameras([270.0, 230.0, 310.0], 64)
+    verts = torch.as_tensor(frames[0].verts)
+    for c in range(3):
+        occluded = _own_mask(model, verts, vms[c], Ks[c], 64) > 0.5
+        outline = _outline(model, verts, vms[c], Ks[c], 64) > 0.5
+        assert occluded.sum() > 50 and not (occluded & ~outline).any()  # the mask lies inside the outline
+    r = interpolate(run, model.names[0], model.names[1], 3, tmp_path / "interp", size=64)
+    assert len(r["iou"]) == len(r["iou_outline"]) == 3
+    assert r["iou_outline_min"] == min(r["iou_outline"]) and r["iou_min"] == min(r["iou"])
+    assert (tmp_path / "interp" / "step_02.ply").is_file()
+
+
+@pytest.mark.slow
 def test_fit_and_animate_cli_write_their_outputs(two_ids, tiny_data, tmp_path):
     from gausslift.cli import main
 

@@ -4,8 +4,11 @@ identities. Step i of N blends the two codes and the two identities' mesh coeffi
 ``step_XX.ply`` (Gaussians, INRIA layout), ``interpolation.mp4`` (front view, then a turntable of the
 middle step), ``strip.png`` (the steps' front views) and ``interpolation.json``:
 
-* ``iou``: per step, the IoU of the render's alpha (> 0.5) with the mesh's own face-region silhouette
-  (as prep masks it) in three views (front, +-40 degrees): a complete head covers its mesh;
+* ``iou``: per step, the IoU of the render's alpha (> 0.5) with the mesh's face region as prep masks it
+  (seen through the rest of the mesh: the eyelashes, hair and ears that lie in front of the face cut
+  holes in it) in three views (front, +-40 degrees): a complete head covers its mesh;
+* ``iou_outline``: the same against the face-region mesh alone (its own silhouette, without those
+  holes: the Gaussians model the face surface, not the lashes in front of it);
 * ``psnr_to_nearer``: per step, the front view's PSNR against the nearer endpoint's render (the
   endpoints themselves are left out: infinite), and the largest step-to-step change of it;
 * ``psnr_step``: PSNR between consecutive steps' front views (smoothness).
@@ -31,6 +34,16 @@ def _own_mask(model, verts: torch.Tensor, vm: np.ndarray, K: np.ndarray, size: i
 
     t = Target(np.zeros((size, size, 3)), None, vm, K)
     return own_face_mask(model, verts, t)
+
+
+def _outline(model, verts: torch.Tensor, vm: np.ndarray, K: np.ndarray, size: int) -> np.ndarray:
+    """The face-region triangles alone, rasterised (their own silhouette, nothing in front of them)."""
+    from gausslift.meshrender import render_mesh
+
+    faces = model.subject.faces.cpu().numpy()[model.layout.region_faces]
+    fr = render_mesh(verts.detach().double().numpy(), faces, np.asarray(K, np.float64),
+                     np.asarray(vm, np.float64), size, size, antialias=False)
+    return (fr.tri_id >= 0).astype(np.float32)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
@@ -59,7 +72,7 @@ def interpolate(run, a: str, b: str, steps: int, out, size: int = 128) -> dict:
     vms, Ks = show_cameras([270.0, 230.0, 310.0], size)
     vm_t, K_t = torch.as_tensor(vms, dtype=torch.float32), torch.as_tensor(Ks, dtype=torch.float32)
     pose = Pose(model.subject, model.world)
-    frames, ious, fronts = [], [], []
+    frames, ious, outl, fronts = [], [], [], []
     for i in range(steps):
         al = i / (steps - 1)
         with torch.no_grad():
@@ -73,6 +86,8 @@ def interpolate(run, a: str, b: str, steps: int, out, size: int = 128) -> dict:
                               torch.as_tensor(_own_mask(model, verts, vms[c], Ks[c], size))))
                for c in range(len(vms))]
         ious.append(float(np.mean(iou)))
+        sil = [torch.as_tensor(_outline(model, verts, vms[c], Ks[c], size)) for c in range(len(vms))]
+        outl.append(float(np.mean([float(mask_iou(alpha[c, ..., 0], sil[c])) for c in range(len(vms))])))
         fronts.append(rgb[0])
         frames.append(rgb[0].clamp(0, 1).numpy())
     near = [fronts[0] if i / (steps - 1) <= 0.5 else fronts[-1] for i in range(steps)]
@@ -92,6 +107,7 @@ def interpolate(run, a: str, b: str, steps: int, out, size: int = 128) -> dict:
     write_video(video, out / "interpolation.mp4", fps=12)
     _write_png(out / "strip.png", np.concatenate(frames, 1))
     res = {"a": a, "b": b, "steps": steps, "iou": ious, "iou_min": float(min(ious)),
+           "iou_outline": outl, "iou_outline_min": float(min(outl)),
            "psnr_to_nearer": p_near, "psnr_to_nearer_max_jump": float(jumps.max()) if len(jumps) else 0.0,
            "psnr_step": p_step, "psnr_step_min": float(min(p_step)), "mesh_coefficients": ia is not None}
     atomic_write_json(out / "interpolation.json", res)
