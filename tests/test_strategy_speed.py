@@ -243,3 +243,30 @@ def test_selective_adam_matches_adam_on_visible_rows_and_freezes_the_others():
     assert torch.equal(sel.state[b]["exp_avg"][hidden], frozen_m[hidden])  # ... nor did their moments
     assert not torch.equal(b.detach()[rows], frozen_p[rows])
     assert float(sel.state[b]["step"]) == 3
+
+
+def test_growing_kinds_plan_from_their_count_and_stage_and_ask_for_re_plans(scene, tmp_path):
+    from gausslift.fit.trainer import FIXED_COST, Trainer, loop_options
+
+    cfg = FitConfig(iters=60, init_num_points=150)
+    cfg.strategy = dataclasses.replace(cfg.strategy, kind="mcmc", cap_max=600)
+    tr = Trainer(scene, cfg, tmp_path / "a")
+    tr.start()
+    n = len(tr.params["means"])
+    # 16 px views: no coarse to fine; the rest runs at the cap, so it is slower by the count's share
+    assert not tr._c2f()
+    assert tr.speed_factor() == pytest.approx(FIXED_COST + (1 - FIXED_COST) * n / 600)
+    tr.cfg.strategy = dataclasses.replace(cfg.strategy, cap_max=n)  # at the cap: the rest runs as fast
+    assert tr.speed_factor() == pytest.approx(1.0)
+    # coarse to fine from step 0 (level 4): the rest is slower than the plain count term alone
+    tr.cfg.c2f_min_size = 8
+    tr.total, tr._last_step = 100, 0
+    c = tr.cfg
+    rest = c.c2f_half + (c.c2f_full - c.c2f_half) * 2**1.4 + (1 - c.c2f_full) * 4**1.4
+    assert tr.speed_factor() == pytest.approx(1.0 / rest)
+    tr._last_step = 80  # in the last stage already: nothing slower ahead
+    assert tr.speed_factor() == pytest.approx(1.0)
+    dflt = FitConfig()
+    dflt.strategy = dataclasses.replace(dflt.strategy, kind="default")
+    assert tuple(loop_options(cfg)["replan_at"]) == (0.25, 0.5)
+    assert tuple(loop_options(dflt)["replan_at"]) == ()

@@ -63,15 +63,19 @@ from gausslift.scene import Scene
 from gausslift.train.device import resolve_device
 from gausslift.train.dist import Dist
 from gausslift.train.guard import all_finite
-from gausslift.train.loop import Loop, LoopOptions, Task
+from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 
 NEVER = 1 << 40
+GROWING = ("mcmc", "budget")  # strategy kinds whose count grows to a fixed cap
+FIXED_COST = 0.2  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
 
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
+    growing = cfg.strategy.kind in GROWING  # grows to a cap along the run: re-plan from later step times
     opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
-                                   extend=cfg.minutes > 0)  # time left after the plan: polish at its end
+                                   extend=cfg.minutes > 0,  # time left after the plan: polish at its end
+                                   replan_at=REPLAN_AT if growing else ())
     return dataclasses.asdict(opts)
 
 
@@ -98,6 +102,7 @@ class Trainer(Task):
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
+        self._last_step = 0  # the step of the last loss (the speed factor's stage)
 
     # -- the loop's interface -------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -170,13 +175,33 @@ class Trainer(Task):
         return all_finite(self.params.values())
 
     def speed_factor(self) -> float:
-        """Mean speed over the rest of the run relative to the warm-up's: the model grows (x0.6) and,
-        coarse to fine, later stages have more pixels (time ~ pixels^0.7; the warm-up runs at 1/4)."""
-        f = 0.6
-        if self._c2f():
-            c = self.cfg
-            f *= c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**0.7 + (1 - c.c2f_full) * 0.0625**0.7
-        return f
+        """Mean speed over the rest of the run relative to the steps just timed (the warm-up's for the
+        plan, the steps since the last plan for a re-plan).
+
+        ``default`` (planned once): the model grows (x0.6) and, coarse to fine, later stages have more
+        pixels (time ~ pixels^0.7; the warm-up runs at 1/4). ``mcmc``/``budget`` (re-planned at 25% and
+        50%): the count grows to the cap, so the step time goes from ``FIXED_COST + (1 - FIXED_COST) x
+        count / cap`` of a full model's to 1; coarse to fine as above, from the current stage on, and the
+        speeds of the rest are combined harmonically (time adds up, not speed)."""
+        c = self.cfg
+        if c.strategy.kind not in GROWING:
+            f = 0.6
+            if self._c2f():
+                f *= c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**0.7 + (1 - c.c2f_full) * 0.0625**0.7
+            return f
+        n = len(self.params["means"])
+        cap = min(c.strategy.cap_max, c.strategy.max_gaussians)
+        now = FIXED_COST + (1 - FIXED_COST) * min(1.0, n / max(cap, 1))
+        if not self._c2f():
+            return now
+        done = self._last_step / self.total if self.total else 0.0
+        stages = ((0.0, c.c2f_half, 4), (c.c2f_half, c.c2f_full, 2), (c.c2f_full, 1.0, 1))
+        level = self._level(self._last_step)
+        time = 0.0  # per step of the rest, in units of a current step at the full count
+        for a, b, lv in stages:
+            frac = max(0.0, b - max(a, done))
+            time += frac * (level / lv) ** (2 * 0.7)  # pixels ~ (1/level)^2
+        return now * max(1.0 - done, 1e-6) / max(time, 1e-9)
 
     # -- batch, loss, update --------------------------------------------------------------------------
     def _next_view(self) -> int:
@@ -212,6 +237,7 @@ class Trainer(Task):
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict]:
         self._drawing = True
+        self._last_step = step
         cfg, v = self.cfg, self._views(self._level(step))[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
