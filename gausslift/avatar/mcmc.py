@@ -64,18 +64,11 @@ class AvatarMCMCStrategy(MCMCStrategy):
             return w
         return w * self.face_weight.to(w.device)[state["binding"]]
 
-    def step_post_backward(self, params, optimizers, state, step: int, info: dict) -> dict:
-        sch, out = self.schedule, {}
-        if sch.refine_start < step < sch.refine_stop and step % sch.refine_every == 0:
-            out["relocated"] = self.relocate(params, optimizers, state)
-            out["added"] = self.grow(params, optimizers, state, self.cap)
-        if self.cfg.mcmc_noise_lr > 0:
-            lr = optimizers["means"].param_groups[0]["lr"] if "means" in optimizers else 0.0
-            # the world covariance in local units: the local covariance of the world scales (k^2 Sigma)
-            world = {"opacities": params["opacities"], "quats": params["quats"], "means": params["means"],
-                     "scales": self._world_log_scales(params, state).detach()}  # fmt: skip
-            self.inject_noise(world, lr * self.cfg.mcmc_noise_lr)  # adds to params["means"] in place
-        return out
+    def noise_params(self, params, state) -> dict:
+        """The world covariance in local units: the local covariance of the world scales (k^2 Sigma);
+        ``means`` (local) is moved in place."""
+        return {"opacities": params["opacities"], "quats": params["quats"], "means": params["means"],
+                "scales": self._world_log_scales(params, state).detach()}
 
     def relocate(self, params, optimizers, state) -> int:
         """Dead Gaussians onto live ones (drawn by :meth:`draw_weights`), except a triangle's last."""

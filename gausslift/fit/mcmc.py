@@ -93,8 +93,12 @@ class MCMCStrategy(DefaultStrategy):
             out["added"] = self.grow(params, optimizers, state, self.cap)
         if self.cfg.mcmc_noise_lr > 0:
             lr = optimizers["means"].param_groups[0]["lr"] if "means" in optimizers else 0.0
-            self.inject_noise(params, lr * self.cfg.mcmc_noise_lr)
+            self.inject_noise(self.noise_params(params, state), lr * self.cfg.mcmc_noise_lr)
         return out
+
+    def noise_params(self, params, state) -> dict:
+        """What the noise step reads (opacities, quats, scales) and moves in place (means)."""
+        return params
 
     # -- edits --------------------------------------------------------------------------------------
     def _rewrite(self, params, optimizers, state, src: torch.Tensor, dst: torch.Tensor | None, n_new: int):
