@@ -32,11 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _med(e: np.ndarray) -> float:
-    e = e[np.isfinite(e)]
-    return round(float(np.median(e)), 2) if e.size else float("nan")
-
-
 def _proj(cam, X: np.ndarray) -> np.ndarray:
     """Pixels (internal +0.5 convention) of points [..., 3], the camera's distortion included."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -101,15 +96,14 @@ def main() -> int:
     if not (session / "calibration.toml").is_file():
         print(f"skipped: {session} is absent (the anipose mouse session of ../shared/data)")
         return 0
-    from gausslift.io import read_scene
-    from gausslift.preprocess.calib import check_calibration
+    from track_mouse import _med, _usable
+
     from gausslift.track.metrics import pixel_errors
     from gausslift.track.observations import load_observations
     from gausslift.track.triangulate import triangulate
 
     obs = load_observations(session)
-    checks, _ = check_calibration(read_scene(session))
-    obs = obs.select(cameras=[c for c in obs.cameras if not checks[c].bad])
+    obs = obs.select(cameras=_usable(session, obs))
     print(f"cameras {obs.cameras}; frames {obs.num_frames}; nodes {len(obs.names)}")
     print(f"projection vs cv2.projectPoints: max {cv2_check(session, obs):.2e} px")
     all3, _ = triangulate(obs.camera_models, obs.points2d)

@@ -5,6 +5,7 @@ Gaussian keeps valid parameters (finite, normalisable quaternion, opacity in (0,
 and consistent Adam moments, and both kinds fit a tiny capture end to end."""
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -260,11 +261,11 @@ def test_growing_kinds_plan_from_their_count_and_stage_and_ask_for_re_plans(scen
     assert tr.speed_factor() == pytest.approx(1.0)
     # coarse to fine from step 0 (level 4): the rest is slower than the plain count term alone
     tr.cfg.c2f_min_size = 8
-    tr.total, tr._last_step = 100, 0
+    tr.total, tr.loop = 100, SimpleNamespace(step=0)
     c = tr.cfg
     rest = c.c2f_half + (c.c2f_full - c.c2f_half) * 2**1.4 + (1 - c.c2f_full) * 4**1.4
     assert tr.speed_factor() == pytest.approx(1.0 / rest)
-    tr._last_step = 80  # in the last stage already: nothing slower ahead
+    tr.loop.step = 80  # in the last stage already: nothing slower ahead
     assert tr.speed_factor() == pytest.approx(1.0)
     dflt = FitConfig()
     dflt.strategy = dataclasses.replace(dflt.strategy, kind="default")

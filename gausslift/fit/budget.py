@@ -23,7 +23,7 @@ class BudgetStrategy(DefaultStrategy):
     n0: int | None = None
 
     def _target(self, step: int, n: int) -> int:
-        sch, cap = self.schedule, min(self.cfg.cap_max, self.cfg.max_gaussians)
+        sch, cap = self.schedule, self.cfg.cap
         if self.n0 is None:
             self.n0 = min(n, cap)
         t = (step - sch.refine_start) / max(1, sch.refine_stop - sch.refine_start)
@@ -34,7 +34,7 @@ class BudgetStrategy(DefaultStrategy):
         cfg = self.cfg
         n = len(params["means"])
         score = state["grad2d"] / state["count"].clamp_min(1) * self._grow_weights(state)
-        room = min(self._target(step, n), cfg.cap_max, cfg.max_gaussians) - n
+        room = min(self._target(step, n), cfg.cap) - n
         seen = state["count"] > 0
         k = min(room, int(seen.sum()))
         if k <= 0:

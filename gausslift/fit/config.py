@@ -49,6 +49,11 @@ class StrategyConfig:
     mcmc_init_scale: float = 0.1
     budget_curve: float = 1.0  # budget kind: target count n0 + (cap - n0) * t^curve over the refine span
 
+    @property
+    def cap(self) -> int:
+        """The mcmc / budget kinds' ceiling: min(cap_max, max_gaussians) (max_gaussians: every kind's)."""
+        return min(self.cap_max, self.max_gaussians)
+
 
 @dataclass
 class FitConfig:

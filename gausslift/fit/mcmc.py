@@ -67,7 +67,7 @@ class MCMCStrategy(DefaultStrategy):
     @property
     def cap(self) -> int:
         """The count never exceeds min(cap_max, max_gaussians) (max_gaussians: every kind's ceiling)."""
-        return min(self.cfg.cap_max, self.cfg.max_gaussians)
+        return self.cfg.cap
 
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         return mcmc_schedule(self.cfg, total, ref_iters)

@@ -68,6 +68,7 @@ from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 NEVER = 1 << 40
 GROWING = ("mcmc", "budget")  # strategy kinds whose count grows to a fixed cap
 FIXED_COST = 0.2  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
+PIXEL_EXP = 0.7  # a step's time ~ pixels^PIXEL_EXP (the coarse-to-fine stages of the plans)
 
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
@@ -102,7 +103,6 @@ class Trainer(Task):
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
-        self._last_step = 0  # the step of the last loss (the speed factor's stage)
 
     # -- the loop's interface -------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -187,20 +187,21 @@ class Trainer(Task):
         if c.strategy.kind not in GROWING:
             f = 0.6
             if self._c2f():
-                f *= c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**0.7 + (1 - c.c2f_full) * 0.0625**0.7
+                f *= (c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**PIXEL_EXP
+                      + (1 - c.c2f_full) * 0.0625**PIXEL_EXP)
             return f
         n = len(self.params["means"])
-        cap = min(c.strategy.cap_max, c.strategy.max_gaussians)
-        now = FIXED_COST + (1 - FIXED_COST) * min(1.0, n / max(cap, 1))
+        now = FIXED_COST + (1 - FIXED_COST) * min(1.0, n / max(c.strategy.cap, 1))
         if not self._c2f():
             return now
-        done = self._last_step / self.total if self.total else 0.0
+        step = self.loop.step if self.loop is not None else 0
+        done = step / self.total if self.total else 0.0
         stages = ((0.0, c.c2f_half, 4), (c.c2f_half, c.c2f_full, 2), (c.c2f_full, 1.0, 1))
-        level = self._level(self._last_step)
+        level = self._level(step)
         time = 0.0  # per step of the rest, in units of a current step at the full count
         for a, b, lv in stages:
             frac = max(0.0, b - max(a, done))
-            time += frac * (level / lv) ** (2 * 0.7)  # pixels ~ (1/level)^2
+            time += frac * (level / lv) ** (2 * PIXEL_EXP)  # pixels ~ (1/level)^2
         return now * max(1.0 - done, 1e-6) / max(time, 1e-9)
 
     # -- batch, loss, update --------------------------------------------------------------------------
@@ -237,7 +238,6 @@ class Trainer(Task):
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict]:
         self._drawing = True
-        self._last_step = step
         cfg, v = self.cfg, self._views(self._level(step))[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device

@@ -38,12 +38,11 @@ def _own_mask(model, verts: torch.Tensor, vm: np.ndarray, K: np.ndarray, size: i
 
 def _outline(model, verts: torch.Tensor, vm: np.ndarray, K: np.ndarray, size: int) -> np.ndarray:
     """The face-region triangles alone, rasterised (their own silhouette, nothing in front of them)."""
-    from gausslift.meshrender import render_mesh
+    from gausslift.meshrender import render_mask
 
     faces = model.subject.faces.cpu().numpy()[model.layout.region_faces]
-    fr = render_mesh(verts.detach().double().numpy(), faces, np.asarray(K, np.float64),
-                     np.asarray(vm, np.float64), size, size, antialias=False)
-    return (fr.tri_id >= 0).astype(np.float32)
+    return render_mask(verts.detach().double().numpy(), faces, np.asarray(K, np.float64),
+                       np.asarray(vm, np.float64), size, size).astype(np.float32)
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:

@@ -82,7 +82,8 @@ class Task:
         """The run's length is known (set once; schedules follow it)."""
 
     def speed_factor(self) -> float:
-        """Mean speed over the rest of the run relative to the warm-up's (e.g. < 1 when the model grows)."""
+        """Mean speed over the rest of the run relative to the steps just timed: the warm-up's for the plan,
+        those since the last plan for a re-plan (e.g. < 1 when the model grows)."""
         return 1.0
 
     def finite(self) -> bool:
