@@ -31,13 +31,14 @@ def scene(tmp_path_factory):
 
 
 def _psnr_all(tr):
+    from gausslift.fit.data import pixels
     from gausslift.fit.model import render_params
 
     out = []
     for v in tr.data:
         with torch.no_grad():
             r, _, _ = render_params(tr.params, v.viewmat[None], v.K[None], 16, 16, 0, tr.bg, "auto")
-        gt = v.image * v.mask + tr.bg * (1 - v.mask)
+        gt = pixels(v.image) * pixels(v.mask) + tr.bg * (1 - pixels(v.mask))
         out.append(-10 * math.log10(float(((r[0] - gt) ** 2).mean())))
     return float(np.mean(out))
 
@@ -199,7 +200,7 @@ def test_bad_input_is_one_error_and_nothing_written(scene, tmp_path):
 
 
 def test_coarse_to_fine_levels(scene, tmp_path, monkeypatch):
-    from gausslift.fit.data import downscaled
+    from gausslift.fit.data import downscaled, pixels
 
     tr = Trainer(scene, _cfg(iters=100, c2f_min_size=16, c2f_half=0.3, c2f_full=0.6), tmp_path / "run")
     assert tr._level(50) == 4  # not planned yet (a minutes budget's warm-up): the coarsest
@@ -209,8 +210,31 @@ def test_coarse_to_fine_levels(scene, tmp_path, monkeypatch):
     half = downscaled(tr.data[0], 2)
     assert half.image.shape == (8, 8, 3) and half.mask.shape == (8, 8, 1)
     assert torch.allclose(half.K[:2], tr.data[0].K[:2] / 2)
-    assert abs(float(half.image.mean()) - float(tr.data[0].image.mean())) < 0.02
+    assert abs(float(half.image.mean()) - float(pixels(tr.data[0].image).mean())) < 0.02
     assert _cfg(c2f_min_size=17).c2f_min_size == 17 and not Trainer(scene, _cfg(), tmp_path)._c2f()
+
+
+def test_views_are_kept_as_8_bit_and_read_back_exactly(scene, tmp_path):
+    """The trainer keeps 8-bit images and masks as uint8 (a quarter of the memory; 16-bit ones as uint16)
+    and reads back the float32 values the image reader gives, bit for bit; other values stay float32."""
+    from gausslift.fit.data import _store, load_views, pixels, train_views
+
+    tr = Trainer(scene, _cfg(), tmp_path / "run")
+    full = load_views(train_views(scene))  # the reader's float32 values
+    assert all(d.image.dtype == torch.uint8 and d.mask.dtype == torch.uint8 for d in tr.data)
+    for a, b in zip(tr.data, full):
+        assert b.image.dtype == torch.float32
+        assert torch.equal(pixels(a.image), b.image) and torch.equal(pixels(a.mask), b.mask)
+    k = np.arange(256, dtype=np.float32) / np.float32(255)
+    assert _store(k, True).dtype == torch.uint8 and torch.equal(pixels(_store(k, True)), torch.from_numpy(k))
+    off = k.copy()
+    off[7] = np.nextafter(off[7], np.float32(1))  # one value one ulp off k/255: kept as float32
+    assert _store(off, True).dtype == torch.float32 and torch.equal(_store(off, True), torch.from_numpy(off))
+    assert _store(k, False).dtype == torch.float32
+    k16 = np.arange(0, 65536, 7).astype(np.float32) / np.float32(65535)  # a 16-bit file's values
+    assert _store(k16, True).dtype == torch.uint16
+    assert torch.equal(pixels(_store(k16, True)), torch.from_numpy(k16))
+    assert pixels(None) is None
 
 
 def test_ctrl_c_writes_a_resumable_checkpoint(scene, tmp_path, rasterizer):  # noqa: F811

@@ -2,6 +2,10 @@
 
 Images become float32 torch tensors [H, W, 3]; masks (mask file or alpha) [H, W, 1]. Bad input is
 one :class:`InputError`: no views, an image whose size does not match its camera, an all-black mask.
+With ``compact=True`` (the fit trainer, which keeps every training view in memory) an image or mask
+whose values are all exactly k/255 (an 8-bit file) is kept as uint8, a quarter of the memory, and one
+whose values are all k/65535 (a 16-bit file) as uint16 on the CPU, half of it; :func:`pixels` gives
+back the reader's float32 values, bit for bit.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ from gausslift.scene import Scene, View, load_view
 class ViewData:
     name: str
     camera: Camera
-    image: torch.Tensor  # [H, W, 3]
-    mask: torch.Tensor | None  # [H, W, 1]
+    image: torch.Tensor  # [H, W, 3] float32 in [0, 1], or uint8 / uint16 (compact: see pixels)
+    mask: torch.Tensor | None  # [H, W, 1] as the image
     viewmat: torch.Tensor  # [4, 4] float32
     K: torch.Tensor  # [3, 3] float32
 
@@ -33,7 +37,31 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return out.reshape(h, w, *img.shape[2:])
 
 
-def load_views(views: list[View], downscale: int = 1) -> list[ViewData]:
+_DEPTHS = ((np.uint8, torch.uint8, 255), (np.uint16, torch.uint16, 65535))  # the reader's k / top
+
+
+def _store(x: np.ndarray, compact: bool) -> torch.Tensor:
+    """float32 values in [0, 1] as a tensor: uint8 (uint16) when ``compact`` and the 8-bit (16-bit)
+    values give them back exactly (k / top in float32, as the image reader computes them), else float32."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if compact and x.size and float(x.min()) >= 0 and float(x.max()) <= 1:
+        for np_type, _, top in _DEPTHS:
+            q = np.rint(x * np.float32(top))
+            if np.array_equal(q / np.float32(top), x):
+                return torch.from_numpy(q.astype(np_type))
+    return torch.from_numpy(x)
+
+
+def pixels(t: torch.Tensor | None) -> torch.Tensor | None:
+    """A stored image or mask as float32 in [0, 1] (uint8 / uint16 k -> k / 255 / 65535, the reader's
+    exact values)."""
+    if t is None or t.is_floating_point():
+        return t
+    top = next(top for _, dt, top in _DEPTHS if dt == t.dtype)
+    return t.float().div_(top)
+
+
+def load_views(views: list[View], downscale: int = 1, compact: bool = False) -> list[ViewData]:
     out = []
     for v in views:
         rgb, mask = load_view(v)
@@ -50,8 +78,8 @@ def load_views(views: list[View], downscale: int = 1) -> list[ViewData]:
             ViewData(
                 name=v.name,
                 camera=cam,
-                image=torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)),
-                mask=None if mask is None else torch.from_numpy(mask.astype(np.float32))[..., None],
+                image=_store(rgb, compact),
+                mask=None if mask is None else _store(mask, compact)[..., None],
                 viewmat=torch.as_tensor(cam.viewmat, dtype=torch.float32),
                 K=torch.as_tensor(cam.K, dtype=torch.float32),
             )
@@ -61,7 +89,9 @@ def load_views(views: list[View], downscale: int = 1) -> list[ViewData]:
 
 def on_device(d: ViewData, device: torch.device | str) -> ViewData:
     """The view with its image, mask, viewmat and K on ``device`` (uploaded once, kept by the caller)."""
-    mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+    cpu = torch.device(device).type == "cpu"
+    # uint16 has few kernels off the CPU: such views travel as float32
+    mv = lambda t: None if t is None else (t if cpu or t.dtype != torch.uint16 else pixels(t)).to(device)  # noqa: E731
     return replace(d, image=mv(d.image), mask=mv(d.mask), viewmat=mv(d.viewmat), K=mv(d.K))
 
 
@@ -72,8 +102,8 @@ def downscaled(d: ViewData, factor: int) -> ViewData:
     h, w = d.image.shape[:2]
     w2, h2 = max(1, w // factor), max(1, h // factor)
     cam = d.camera.resized(w2, h2)
-    img = torch.from_numpy(_resize(d.image.numpy(), w2, h2))
-    mask = None if d.mask is None else torch.from_numpy(_resize(d.mask.numpy(), w2, h2))
+    img = torch.from_numpy(_resize(pixels(d.image).numpy(), w2, h2))
+    mask = None if d.mask is None else torch.from_numpy(_resize(pixels(d.mask).numpy(), w2, h2))
     K = torch.as_tensor(cam.K, dtype=torch.float32)
     return ViewData(d.name, cam, img, mask, d.viewmat, K)
 

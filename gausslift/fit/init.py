@@ -16,6 +16,7 @@ import torch
 from gausslift.cameras import Camera, nearest_point_to_rays
 from gausslift.errors import InputError
 from gausslift.fit.config import FitConfig
+from gausslift.fit.data import pixels
 
 SH_C0 = 0.28209479177387814
 Masks = list[torch.Tensor] | None
@@ -68,7 +69,8 @@ def carve(
     keep: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which points stay (seen by half the views, inside the masks of ``keep`` of those) and their
-    mean colour over the views that see them."""
+    mean colour over the views that see them. Images and masks are float32 in [0, 1] or the fit's
+    compact uint8 views (:func:`gausslift.fit.data.pixels`)."""
     n = len(centres)
     seen = torch.zeros(n)
     inside = torch.zeros(n)
@@ -77,9 +79,9 @@ def carve(
         h, w = images[i].shape[:2]
         u, v, ok = _project(cams, i, centres, w, h)
         seen += ok
-        inm = ok if masks is None else ok & (masks[i][v, u].reshape(-1) > 0.5)
+        inm = ok if masks is None else ok & (pixels(masks[i][v, u]).reshape(-1) > 0.5)
         inside += inm
-        rgb += images[i][v, u] * inm[:, None]
+        rgb += pixels(images[i][v, u]) * inm[:, None]  # only the sampled pixels as float (views may be uint8)
     stays = (seen >= max(1, 0.5 * len(cams))) & (inside >= keep * seen)
     return stays, rgb / inside.clamp_min(1)[:, None]
 

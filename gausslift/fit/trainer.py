@@ -40,6 +40,7 @@ from gausslift.fit.data import (
     downscaled,
     load_views,
     on_device,
+    pixels,
     stacked_cameras,
     train_views,
 )
@@ -90,7 +91,7 @@ class Trainer(Task):
         self.cfg, self.out, self.scene = cfg, Path(out), scene
         self.device = resolve_device(cfg.device, cfg.backend)
         self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32, device=self.device)
-        self.data = load_views(train_views(scene), cfg.downscale)
+        self.data = load_views(train_views(scene), cfg.downscale, compact=True)  # 8-bit: uint8
         self.has_masks = check_consistent(self.data)
         self.cams = stacked_cameras(self.data)
         self.extent = scene_extent(self.cams)
@@ -124,7 +125,7 @@ class Trainer(Task):
             clean_partial(self.out)
         if self.loop is not None and self.loop.opts.resume:
             return
-        images = [d.image for d in self.data]
+        images = [d.image for d in self.data]  # as stored (uint8 for 8-bit files): init reads few pixels
         masks = [d.mask for d in self.data] if self.has_masks else None
         pts = self.scene.points3d
         icfg = cfg
@@ -247,8 +248,9 @@ class Trainer(Task):
         renders, alphas, meta = render_params(
             self.params, v.viewmat[None], v.K[None], w, h, sh, bg, cfg.backend
         )
-        gt = composite(v.image, v.mask, bg)
-        loss, parts = compute_loss(cfg, renders[0], alphas[0], gt, v.mask, self.params, self.perceptual)
+        mask = pixels(v.mask)
+        gt = composite(pixels(v.image), mask, bg)
+        loss, parts = compute_loss(cfg, renders[0], alphas[0], gt, mask, self.params, self.perceptual)
         for k, term in self.strategy.regularizer(self.params).items():  # e.g. MCMC's penalties
             loss = loss + term
             parts[f"strategy_{k}"] = term.detach()
