@@ -26,11 +26,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SCENES = {  # name: (data folder under --data, holdout_every), as benchmarks/fit_speed.py
-    "lego": ("lego_200", 0),
-    "facelift": ("facelift_head/gslrm_sample_000", 4),
-    "statue": ("ethiopian_head", 8),
-}
+from benchmarks.fit_speed import SCENES as SPEED_SCENES  # noqa: E402  (folders, holdout_every)
+
+SCENES = ("lego", "facelift", "statue")  # the captures under --data
 KINDS = {"old": "default", "new": "mcmc"}
 SETUPS = ("before", "compact")
 
@@ -46,7 +44,7 @@ def worker(a) -> None:
     if a.storage == "before":  # the views as before: float32 whatever the file's depth
         load = T.load_views
         T.load_views = lambda views, downscale=1, compact=False: load(views, downscale, compact=False)
-    folder, hold = SCENES[a.scene]
+    folder, _, hold = SPEED_SCENES[a.scene]
     scene = load_scene(str(Path(a.data) / folder), None, hold)
     sets = [f"iters={a.steps}", f"holdout_every={hold}", "device=cpu", "backend=cpu"]
     sets.append(f"strategy.kind={KINDS[a.kind]}")
@@ -77,7 +75,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.worker:
         return worker(a)
-    missing = [s for s in a.scenes if not (Path(a.data) / SCENES[s][0]).is_dir()]
+    missing = [s for s in a.scenes if not (Path(a.data) / SPEED_SCENES[s][0]).is_dir()]
     if missing:
         print(f"skipped: no {', '.join(missing)} under {a.data} (the shared data folder)")
         a.scenes = [s for s in a.scenes if s not in missing]
@@ -108,6 +106,7 @@ def main(argv=None) -> None:
             if r:
                 cells = " | ".join(f"{r[st]['peak_rss_mb']:.0f} MB" if st in r else "-" for st in a.setups)
                 print(f"| {s} | {k} | {cells} | {next(iter(r.values()))['gaussians']} |")
+
 
 if __name__ == "__main__":
     main()

@@ -17,7 +17,7 @@ HELP = "fit the bundled FaceLift head sample (128^2, 32 views): a .ply, metrics,
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "facelift_head_128"
 # the demo's fit flags (benchmarks/fit_speed.py's `demo` scene uses the same): a small model for a 128^2
 # sample. A 20k cap with the default strategy's initial opacity / scale tied `default` on the sample's
-# validation views but ended 1.3 dB below it on the test views (docs/fit_speed.md): not adopted
+# validation views but ended 0.86 dB below it on the test views (docs/fit_speed.md): not adopted
 FIT_SETS = ("init_num_points=10000", "strategy.max_gaussians=40000", "background_loss_weight=0.1")
 
 

@@ -90,8 +90,12 @@ def load_views(views: list[View], downscale: int = 1, compact: bool = False) -> 
 def on_device(d: ViewData, device: torch.device | str) -> ViewData:
     """The view with its image, mask, viewmat and K on ``device`` (uploaded once, kept by the caller)."""
     cpu = torch.device(device).type == "cpu"
-    # uint16 has few kernels off the CPU: such views travel as float32
-    mv = lambda t: None if t is None else (t if cpu or t.dtype != torch.uint16 else pixels(t)).to(device)  # noqa: E731
+
+    def mv(t):
+        if t is not None and not cpu and t.dtype == torch.uint16:  # few uint16 kernels off the CPU
+            t = pixels(t)
+        return None if t is None else t.to(device)
+
     return replace(d, image=mv(d.image), mask=mv(d.mask), viewmat=mv(d.viewmat), K=mv(d.K))
 
 

@@ -70,7 +70,7 @@ def carve(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which points stay (seen by half the views, inside the masks of ``keep`` of those) and their
     mean colour over the views that see them. Images and masks are float32 in [0, 1] or the fit's
-    compact uint8 views (:func:`gausslift.fit.data.pixels`)."""
+    compact uint8 / uint16 views (:func:`gausslift.fit.data.pixels`)."""
     n = len(centres)
     seen = torch.zeros(n)
     inside = torch.zeros(n)
@@ -81,7 +81,7 @@ def carve(
         seen += ok
         inm = ok if masks is None else ok & (pixels(masks[i][v, u]).reshape(-1) > 0.5)
         inside += inm
-        rgb += pixels(images[i][v, u]) * inm[:, None]  # only the sampled pixels as float (views may be uint8)
+        rgb += pixels(images[i][v, u]) * inm[:, None]  # only the sampled pixels become float
     stays = (seen >= max(1, 0.5 * len(cams))) & (inside >= keep * seen)
     return stays, rgb / inside.clamp_min(1)[:, None]
 

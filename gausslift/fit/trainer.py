@@ -91,7 +91,7 @@ class Trainer(Task):
         self.cfg, self.out, self.scene = cfg, Path(out), scene
         self.device = resolve_device(cfg.device, cfg.backend)
         self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32, device=self.device)
-        self.data = load_views(train_views(scene), cfg.downscale, compact=True)  # 8-bit: uint8
+        self.data = load_views(train_views(scene), cfg.downscale, compact=True)  # 8/16-bit: uint8/16
         self.has_masks = check_consistent(self.data)
         self.cams = stacked_cameras(self.data)
         self.extent = scene_extent(self.cams)
@@ -125,7 +125,7 @@ class Trainer(Task):
             clean_partial(self.out)
         if self.loop is not None and self.loop.opts.resume:
             return
-        images = [d.image for d in self.data]  # as stored (uint8 for 8-bit files): init reads few pixels
+        images = [d.image for d in self.data]  # as stored: init converts only the pixels it reads
         masks = [d.mask for d in self.data] if self.has_masks else None
         pts = self.scene.points3d
         icfg = cfg
