@@ -22,6 +22,7 @@ the SVG is written here).
     python benchmarks/fit_speed.py --scenes lego --minutes 3 --split val --reps 1 --out /tmp/q
     python benchmarks/fit_speed.py --configs old mcmc60k=strategy.kind=mcmc,strategy.cap_max=60000 ...
     python benchmarks/fit_speed.py --scenes demo --reps 5 --threads 1 --out /tmp/d   # the demo's fit
+    python benchmarks/fit_speed.py --configs new "box=env:GAUSSLIFT_TIGHT_TILES=0" ...   # an env variable
 
 The ``demo`` scene is ``gausslift demo``'s fit: the 128^2 sample shipped in the package, 1.5 minutes,
 ``--holdout-every 4`` and the demo's own ``--set`` flags, so it needs no ``--data``.
@@ -62,6 +63,12 @@ def parse_config(spec: str) -> tuple[str, list[str]]:
         return spec, CONFIGS[spec]
     name, sets = spec.split("=", 1)
     return name, [s for s in sets.split(",") if s]
+
+
+def split_env(sets: list[str]) -> tuple[dict[str, str], list[str]]:
+    """({NAME: VALUE} of the ``env:NAME=VALUE`` items, the other items in order)."""
+    env = dict(s[4:].split("=", 1) for s in sets if s.startswith("env:"))
+    return env, [s for s in sets if not s.startswith("env:")]
 
 
 def val_from_train(scene, k: int):
@@ -157,9 +164,10 @@ def launch(a, scene: str, cfg_name: str, sets: list[str], rep: int) -> tuple[sub
            "--minutes", str(minutes), "--holdout-every", str(hold), "--threads", str(a.threads),
            "--eval-every", str(a.eval_every), "--split", a.split,
            "--val-every", str(a.val_every)]  # fmt: skip
-    for s in SCENE_SETS.get(scene, []) + sets:  # the scene's own flags, then the configuration's
+    extra, sets = split_env(SCENE_SETS.get(scene, []) + sets)  # the scene's own flags, then the config's
+    for s in sets:
         cmd += ["--set", s]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
     log = open(run / "worker.log", "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), run
 
@@ -338,7 +346,8 @@ def main(argv=None) -> None:
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     p.add_argument("--configs", nargs="+", default=["old", "new"],
-                   help="names (old, new) or NAME=key=value,key=value; the first is the reference")
+                   help="names (old, new) or NAME=key=value,key=value (an item env:VAR=VALUE sets an "
+                        "environment variable of the fit); the first is the reference")
     p.add_argument("--minutes", type=float, default=0.0,
                    help="one budget for every scene (default: per scene)")  # fmt: skip
     p.add_argument("--scale", type=float, default=1.0, help="multiplies the per-scene budgets")

@@ -46,3 +46,10 @@ def test_table_and_svg_are_written():
     assert "| lego | new | 1 | 31.00 dB" in text and "| statue | old |" in text
     root = ET.fromstring(fit_speed.svg(summary))
     assert len(root.findall("{http://www.w3.org/2000/svg}polyline")) == 4
+
+
+def test_env_items_of_a_config_become_environment_variables():
+    name, sets = fit_speed.parse_config("box=env:GAUSSLIFT_TIGHT_TILES=0,strategy.cap_max=40000")
+    env, rest = fit_speed.split_env(["init_opacity=0.1"] + sets)
+    assert name == "box" and env == {"GAUSSLIFT_TIGHT_TILES": "0"}
+    assert rest == ["init_opacity=0.1", "strategy.cap_max=40000"]

@@ -212,8 +212,50 @@ def test_chunked_fill_matches_single_chunk(rng):
 
     s = random_scene(rng, 2, 500, 64, 40, 3)
     keys = tiles.sortable_keys(s["depths"]).reshape(2, 500)
-    order, nvis = tiles._depth_order(keys, s["radii"])
-    one = tiles._bin(s["means2d"], s["radii"], order, nvis, 16, 4, 3, 1)
-    three = tiles._bin(s["means2d"], s["radii"], order, nvis, 16, 4, 3, 3)
+    ext = np.full((2, 500, 3), -1.0, np.float32)
+    ext[..., 0] = 0.0  # no extents: the radii
+    order, nvis = tiles._depth_order(keys, s["radii"], ext)
+    one = tiles._bin(s["means2d"], s["radii"], ext, order, nvis, 16, 4, 3, 1)
+    three = tiles._bin(s["means2d"], s["radii"], ext, order, nvis, 16, 4, 3, 3)
     assert one[1].size > 0
     assert np.array_equal(one[0], three[0]) and np.array_equal(one[1], three[1])
+
+
+def _fwd_bwd(s, W, H, bg, seed=3):
+    render, alpha, ctx = rasterize_to_pixels_fwd(**s, backgrounds=bg, width=W, height=H)
+    g = np.random.default_rng(seed)
+    grads = rasterize_to_pixels_bwd(
+        ctx, g.normal(size=render.shape).astype(np.float32), g.normal(size=alpha.shape).astype(np.float32)
+    )
+    return render, alpha, grads, ctx.flat_ids.size
+
+
+def test_opacity_tight_tiles_give_the_same_image_and_gradients(rng, monkeypatch):
+    """Binning by the alpha >= 1/255 ellipse (TIGHT_TILES) drops only list entries the rasteriser would skip:
+    the same render and alpha bit for bit, the same gradients (summed in another tile order), fewer
+    intersections. Halving the extents must change the image, so the comparison can fail."""
+    from gausslift.render import raster
+
+    W, H = 96, 64
+    s = random_scene(rng, 2, 600, W, H, 3, scale=(2.0, 12.0), opacity=(0.002, 0.3))
+    s["opacities"][:, :50] = rng.uniform(0.9, 0.999, (2, 50)).astype(np.float32)  # extents beyond 3 sigma
+    bg = np.array([[0.1, 0.4, 0.8]], np.float32)
+    monkeypatch.setattr(raster, "TIGHT_TILES", False)
+    box = _fwd_bwd(s, W, H, bg)
+    monkeypatch.setattr(raster, "TIGHT_TILES", True)
+    tight = _fwd_bwd(s, W, H, bg)
+    assert np.array_equal(tight[0], box[0]) and np.array_equal(tight[1], box[1])
+    for name, a, b in zip(GRADS, tight[2], box[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(b).max(), err_msg=name)
+    assert tight[3] < 0.9 * box[3], (tight[3], box[3])
+
+    real_bin = raster.bin_gaussians
+
+    def halved(means2d, radii, depths, width, height, tile_size, extents):
+        ext = extents.copy()
+        ext[..., 1:] *= 0.5
+        return real_bin(means2d, radii, depths, width, height, tile_size, ext)
+
+    monkeypatch.setattr(raster, "bin_gaussians", halved)
+    too_tight = _fwd_bwd(s, W, H, bg)
+    assert np.abs(too_tight[0] - box[0]).max() > 1e-3

@@ -4,6 +4,12 @@ A Gaussian with ``radii > 0`` on both axes is given to every tile overlapped by 
 ``mean2d +- radii``: tiles ``floor(m / ts - r / ts) .. ceil(m / ts + r / ts) - 1`` per axis, clipped to the
 image's tile grid. Each tile's list is sorted by depth ascending, ties by Gaussian index.
 
+With ``extents`` (the rasteriser's own half-widths of each Gaussian's alpha >= 1/255 ellipse, as gsplat's
+projection shrinks its radii by opacity) the rectangle per axis is ``mean2d +- min(radius, extent)``, and a
+Gaussian that can never reach 1/255 gets no tile. The rasteriser skips exactly those pixels anyway (each
+tile's pixel centres lie 0.5 px inside it, and the extents carry the rasteriser's culling margin), so the
+image and its gradients are the same, with fewer list entries.
+
 How: one stable LSD radix argsort of the visible depths per camera (three 11-bit passes over sortable
 uint32 keys), then a counting sort by tile that walks the Gaussians in depth order, so every tile list comes
 out depth-sorted and stable without any per-tile sort. The walk can be split into chunks with their own
@@ -66,7 +72,7 @@ def _radix_argsort(keys, idx):
 
 
 @njit(cache=True)
-def _depth_order(keys, radii):
+def _depth_order(keys, radii, ext):
     """Per camera, the visible Gaussians sorted by depth (stable): (order[C, N], nvis[C])."""
     C, N = keys.shape
     order = np.zeros((C, N), np.int32)
@@ -75,7 +81,7 @@ def _depth_order(keys, radii):
         vis = np.empty(N, np.int32)
         m = 0
         for n in range(N):
-            if radii[c, n, 0] > 0 and radii[c, n, 1] > 0:
+            if radii[c, n, 0] > 0 and radii[c, n, 1] > 0 and ext[c, n, 0] >= 0:
                 vis[m] = n
                 m += 1
         srt = _radix_argsort(keys[c], vis[:m])
@@ -85,12 +91,18 @@ def _depth_order(keys, radii):
 
 
 @njit(cache=True, inline="always")
-def _tile_rect(mx, my, rx, ry, inv_ts, tiles_x, tiles_y):
-    """Inclusive-exclusive tile rectangle [x0, x1) x [y0, y1) of one Gaussian."""
+def _tile_rect(mx, my, rx, ry, ey, ex, inv_ts, tiles_x, tiles_y):
+    """Inclusive-exclusive tile rectangle [x0, x1) x [y0, y1) of one Gaussian (half-widths: the radii, or
+    the alpha >= 1/255 extents ex, ey where those are given (>= 0) and smaller)."""
     cx = mx * inv_ts
     cy = my * inv_ts
-    hx = np.float32(rx) * inv_ts
-    hy = np.float32(ry) * inv_ts
+    hx = np.float32(rx)
+    hy = np.float32(ry)
+    if ex >= 0 and ey >= 0:
+        hx = min(hx, ex)
+        hy = min(hy, ey)
+    hx = hx * inv_ts
+    hy = hy * inv_ts
     x0 = int(max(0.0, min(float(tiles_x), np.floor(cx - hx))))
     x1 = int(max(0.0, min(float(tiles_x), np.ceil(cx + hx))))
     y0 = int(max(0.0, min(float(tiles_y), np.floor(cy - hy))))
@@ -99,7 +111,7 @@ def _tile_rect(mx, my, rx, ry, inv_ts, tiles_x, tiles_y):
 
 
 @njit(cache=True, parallel=True)
-def _bin(means2d, radii, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
+def _bin(means2d, radii, ext, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
     C, N = order.shape
     ntpc = tiles_x * tiles_y
     inv_ts = np.float32(1.0) / np.float32(tile_size)
@@ -114,8 +126,9 @@ def _bin(means2d, radii, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
         for k in range(k0, k1):
             n = order[c, k]
             x0, x1, y0, y1 = _tile_rect(
-                means2d[c, n, 0], means2d[c, n, 1], radii[c, n, 0], radii[c, n, 1], inv_ts, tiles_x, tiles_y
-            )
+                means2d[c, n, 0], means2d[c, n, 1], radii[c, n, 0], radii[c, n, 1],
+                ext[c, n, 1], ext[c, n, 2], inv_ts, tiles_x, tiles_y,
+            )  # fmt: skip
             for ty in range(y0, y1):
                 for tx in range(x0, x1):
                     cnt[ty * tiles_x + tx] += 1
@@ -142,8 +155,9 @@ def _bin(means2d, radii, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
         for k in range(k0, k1):
             n = order[c, k]
             x0, x1, y0, y1 = _tile_rect(
-                means2d[c, n, 0], means2d[c, n, 1], radii[c, n, 0], radii[c, n, 1], inv_ts, tiles_x, tiles_y
-            )
+                means2d[c, n, 0], means2d[c, n, 1], radii[c, n, 0], radii[c, n, 1],
+                ext[c, n, 1], ext[c, n, 2], inv_ts, tiles_x, tiles_y,
+            )  # fmt: skip
             for ty in range(y0, y1):
                 for tx in range(x0, x1):
                     t = ty * tiles_x + tx
@@ -153,24 +167,38 @@ def _bin(means2d, radii, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
 
 
 def bin_gaussians(
-    means2d: np.ndarray, radii: np.ndarray, depths: np.ndarray, width: int, height: int, tile_size: int = 16
+    means2d: np.ndarray,
+    radii: np.ndarray,
+    depths: np.ndarray,
+    width: int,
+    height: int,
+    tile_size: int = 16,
+    extents: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Tile lists of the visible Gaussians, each sorted by depth: ``(tile_offsets, flat_ids)`` (CSR).
 
     means2d [C, N, 2] float32, radii [C, N, 2] int32, depths [C, N] float32. Tile ``t = ty * tiles_x + tx``
     of camera ``c`` is ``flat_ids[tile_offsets[c * T + t] : tile_offsets[c * T + t + 1]]``,
-    ``T = tiles_x * tiles_y``.
+    ``T = tiles_x * tiles_y``. ``extents`` [C, N, 3] float32, optional: the rasteriser's (sigma_max,
+    y_extent, x_extent) per Gaussian (``raster._pack``'s columns 6-8): sigma_max < 0 bins nothing, an
+    extent >= 0 narrows that axis's rectangle.
     """
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
     C, N = depths.shape
     keys = sortable_keys(depths).reshape(C, N)
-    order, nvis = _depth_order(keys, np.ascontiguousarray(radii, dtype=np.int32))
+    if extents is None:
+        ext = np.full((C, N, 3), -1.0, np.float32)
+        ext[..., 0] = 0.0
+    else:
+        ext = np.ascontiguousarray(extents, dtype=np.float32).reshape(C, N, 3)
+    order, nvis = _depth_order(keys, np.ascontiguousarray(radii, dtype=np.int32), ext)
     # one chunk per thread when the work is large (each chunk's lists stay depth-sorted: chunks are depth
     # ranges written in order); one serial chunk otherwise
     nchunk = numba.get_num_threads() if int(nvis.max(initial=0)) >= PARALLEL_MIN_VISIBLE else 1
     return _bin(
         np.ascontiguousarray(means2d, dtype=np.float32),
         np.ascontiguousarray(radii, dtype=np.int32),
+        ext,
         order,
         nvis,
         int(tile_size),
