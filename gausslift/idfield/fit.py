@@ -10,6 +10,13 @@ the training data's mean world-from-subject rotation and scale (``model.world``)
    put on the ray through the mask's centroid, at the depth where the mean head's projected size matches
    the mask's, facing the camera). The landmark stage fits pose, then pose + coefficients, to the
    reprojected landmarks (priors on the coefficients).
+
+   **Depth from one image.** Head size and distance trade off in one view (the identity coefficients
+   change the head's size by about 14 %). The normalised world removes the ambiguity: synth (and ingest)
+   put the middle of the posed mesh's bounding box at the origin, so the prior pulls exactly that point
+   there (``origin="bbox"``), at weight 10, in both stages. Before 2026-12-07 it pulled ``t``, where the
+   *neutral* head's box middle lands, at weight 1, which left the fitted head 0.07-0.08 world units off
+   along the camera axis after the landmark stage (8 validation identities; 0.027 now).
 2. **Photometric fit**: the code starts at the mean of the training codes; Adam on code, coefficients and
    pose against the face-masked image(s) with the training loss (L1/SSIM + alpha vs face mask) plus
    priors (squared coefficients, squared code distance to the mean code). For an image without a face
@@ -36,7 +43,7 @@ Tensor = torch.Tensor
 @dataclass
 class FitConfig:
     iters: int = 100  # photometric steps
-    lm_iters: int = 60  # landmark steps (the first half pose only)
+    lm_iters: int = 400  # landmark steps (the first half pose only; 60 before 2026-12-07)
     views_per_step: int = 3  # multi-view fits: cameras per step
     lr_code: float = 0.05
     lr_coeff: float = 0.03
@@ -46,7 +53,12 @@ class FitConfig:
     lm_coeff_prior: float = 1e-2
     ssim: float = 0.2
     alpha: float = 0.5
-    origin_prior: float = 1.0  # x |t|^2: the normalised world (ingest, synth, FaceLift) centres the head
+    # x |centre|^2: the normalised world (ingest, synth, FaceLift) centres the head (1.0 before 2026-12-07)
+    origin_prior: float = 10.0
+    # the centre the prior pulls to the origin: "bbox", the middle of the posed mesh's bounding box (the
+    # point synth puts there); "neutral", t (where the neutral head's box middle lands; before 2026-12-07)
+    origin: str = "bbox"
+    lm_origin_prior: float = -1.0  # the landmark stage's origin prior (< 0: origin_prior)
     fit_scale: bool = False  # also optimise s (a photo of unknown size); synth data keeps s0
     remask_every: int = 20
 
@@ -70,6 +82,10 @@ class Pose(torch.nn.Module):
         with torch.no_grad():
             v = subject(subject.zero_params(1)).vertices[0]
         self.c0 = 0.5 * (v.min(0).values + v.max(0).values)
+        from gausslift.idfield.prep import rendered_faces
+
+        faces = subject.faces.cpu().numpy()
+        self.used = torch.as_tensor(np.unique(faces[rendered_faces(subject)]), dtype=torch.long)
 
     def params(self) -> dict[str, Tensor]:
         p = self.subject.zero_params(1)
@@ -99,6 +115,15 @@ class Pose(torch.nn.Module):
 
     def coeff_prior(self) -> Tensor:
         return sum((self.coeffs[k] ** 2).mean() for k in self.keys)
+
+    def origin_offset(self, verts: Tensor, origin: str = "bbox") -> Tensor:
+        """The point the origin prior pulls to the world origin: with ``bbox`` the middle of the bounding
+        box of the rendered mesh's world vertices ``verts`` (synth's and ingest's subject centre), with
+        ``neutral`` ``t``."""
+        if origin == "neutral":
+            return self.t
+        u = verts[self.used]
+        return 0.5 * (u.min(0).values + u.max(0).values)
 
 
 def project(X: Tensor, viewmat: Tensor, K: Tensor) -> Tensor:
@@ -175,7 +200,8 @@ def init_from_landmarks(pose: Pose, lm2d: np.ndarray, viewmat: np.ndarray, K: np
     """Pose (then pose + coefficients) from 68 pixel landmarks; returns the final RMS pixel error. The
     start: on the ray through the landmarks' centroid, at the depth where the mean head's landmark spread
     matches theirs, facing the camera. With ``cfg.origin_prior`` the start is the ray's point nearest
-    the world origin instead (the normalised world centres the subject there) and ``|t|^2`` is a prior."""
+    the world origin instead (the normalised world centres the subject there) and the squared distance of
+    the centre (``cfg.origin``) from it is a prior."""
     C, d = camera_ray(viewmat, K, lm2d.mean(0))
     with torch.no_grad():
         _, kp = pose.vertices()
@@ -193,15 +219,16 @@ def init_from_landmarks(pose: Pose, lm2d: np.ndarray, viewmat: np.ndarray, K: np
     opt = torch.optim.Adam([{"params": [pose.omega], "lr": 0.02}, {"params": [pose.t], "lr": 0.02},
                             {"params": list(pose.coeffs.values()), "lr": 0.0}])
     err = float("nan")
+    w_origin = cfg.origin_prior if cfg.lm_origin_prior < 0 else cfg.lm_origin_prior
     for i in range(cfg.lm_iters):
         if i == cfg.lm_iters // 2:
             opt.param_groups[2]["lr"] = 0.05
             opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = 0.005
-        _, kp = pose.vertices()
+        v, kp = pose.vertices()
         r = project(pose.world(kp), vm, Kt) - target
         e = (r ** 2).sum(-1).mean()
         loss = e / float(K[0, 0]) ** 2 * 1e3 + cfg.lm_coeff_prior * pose.coeff_prior() \
-            + cfg.origin_prior * (pose.t ** 2).sum()
+            + w_origin * (pose.origin_offset(v, cfg.origin) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -282,7 +309,8 @@ def fit(model: IdField, targets: list[Target], cfg: FitConfig, lm2d: np.ndarray 
             li, _ = image_loss(rgb, alpha, imgs[i], masks[i], cfg)
             loss = loss + li / len(idx)
         loss = loss + cfg.code_prior * ((code - mean) ** 2).mean() / max(spread, 1e-8) \
-            + cfg.coeff_prior * pose.coeff_prior() + cfg.origin_prior * (pose.t ** 2).sum()
+            + cfg.coeff_prior * pose.coeff_prior() \
+            + cfg.origin_prior * (pose.origin_offset(verts, cfg.origin) ** 2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
