@@ -355,3 +355,19 @@ def test_landmark_fit_puts_the_mesh_centre_where_synth_does(tiny_data, ict):
             errs[origin].append(float(np.linalg.norm(v - f0.verts, axis=1).mean()))
     print(errs)
     assert np.mean(errs["bbox"]) < 0.04 and np.mean(errs["bbox"]) < np.mean(errs["neutral"])
+
+
+def test_eval_and_fit_take_fit_settings_and_name_a_bad_one(tmp_path):
+    """`idfield eval/fit --set KEY=VALUE` override gausslift.idfield.fit.FitConfig; a bad key is one error
+    line naming it (before any model is read), never a traceback."""
+    from gausslift.config import apply_overrides
+    from gausslift.idfield.fit import FitConfig
+
+    cfg = apply_overrides(FitConfig(), ["origin=neutral", "lm_iters=60"])
+    assert (cfg.origin, cfg.lm_iters) == ("neutral", 60) and FitConfig().origin == "bbox"
+    for verb in (["eval", str(tmp_path / "run"), "--data", str(tmp_path)],
+                 ["fit", str(tmp_path / "run"), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]):
+        r = subprocess.run([sys.executable, "-m", "gausslift", "idfield", *verb, "--set", "nope=1"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "unknown config key 'nope'" in r.stderr, (verb[0], r.stderr)
+        assert "Traceback" not in r.stderr

@@ -34,6 +34,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--iters", type=int, default=0, help="photometric steps (default: the fit config's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fit setting (gausslift.idfield.fit.FitConfig), e.g. origin=neutral")
     p = sub.add_parser("animate", help="reanimate a fitted head with per-frame parameters (PNGs + mp4)")
     p.add_argument("run")
     p.add_argument("fit", help="folder of 'idfield fit' (its params.npz)")
@@ -60,6 +62,8 @@ def add_arguments(parser) -> None:
     p.add_argument("--out", help="write result.json here")
     p.add_argument("--json", action="store_true")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a fit setting (gausslift.idfield.fit.FitConfig), e.g. lm_iters=60")
 
 
 def _prep(args) -> int:

@@ -156,7 +156,10 @@ def evaluate_cli(args) -> dict:
     from gausslift.ioutil import atomic_write_json
 
     base = [b for b in args.baselines.split(",") if b and b != "none"]
-    res = evaluate(args.run, args.data, args.identities, tuple(base), lpips_weights=args.lpips,
+    from gausslift.config import apply_overrides
+
+    cfg = apply_overrides(FitConfig(), getattr(args, "set", []))
+    res = evaluate(args.run, args.data, args.identities, tuple(base), cfg=cfg, lpips_weights=args.lpips,
                    progress_bar=not args.json)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -139,13 +139,15 @@ def write_fit(model: IdField, res: dict, target: Target, out: str | Path, extra:
 
 
 def fit_cli(args) -> dict:
+    from gausslift.config import apply_overrides
+
+    cfg = apply_overrides(FitConfig(), getattr(args, "set", []))  # a bad key fails before any reading
     model = load_model(args.run)
     rgb, face, matte = read_inputs(args.image, args.mask)
     vm, K = read_camera(args.camera, args.view, rgb.shape[1], rgb.shape[0])
     lm = None
     if args.landmarks:
         lm = np.load(args.landmarks).astype(np.float64).reshape(-1, 2)
-    cfg = FitConfig()
     if args.iters:
         cfg.iters = int(args.iters)
     t = target_from(rgb, face, matte, vm, K)
