@@ -212,8 +212,7 @@ def test_chunked_fill_matches_single_chunk(rng):
 
     s = random_scene(rng, 2, 500, 64, 40, 3)
     keys = tiles.sortable_keys(s["depths"]).reshape(2, 500)
-    ext = np.full((2, 500, 3), -1.0, np.float32)
-    ext[..., 0] = 0.0  # no extents: the radii
+    ext = tiles.no_extents(2, 500)  # the radii
     order, nvis = tiles._depth_order(keys, s["radii"], ext)
     one = tiles._bin(s["means2d"], s["radii"], ext, order, nvis, 16, 4, 3, 1)
     three = tiles._bin(s["means2d"], s["radii"], ext, order, nvis, 16, 4, 3, 3)

@@ -26,7 +26,7 @@ import torch
 
 from gausslift.idfield import field as fd
 from gausslift.idfield.data import Frame, by_identity, load_dataset
-from gausslift.idfield.fit import FitConfig, Target, fit, reanimate
+from gausslift.idfield.fit import FitConfig, Target, fit, fit_config, reanimate
 from gausslift.idfield.model import IdField, load_model
 from gausslift.metrics import mask_iou, masked_psnr, masked_ssim
 
@@ -156,9 +156,7 @@ def evaluate_cli(args) -> dict:
     from gausslift.ioutil import atomic_write_json
 
     base = [b for b in args.baselines.split(",") if b and b != "none"]
-    from gausslift.config import apply_overrides
-
-    cfg = apply_overrides(FitConfig(), getattr(args, "set", []))
+    cfg = fit_config(args.set)
     res = evaluate(args.run, args.data, args.identities, tuple(base), cfg=cfg, lpips_weights=args.lpips,
                    progress_bar=not args.json)
     if args.out:

@@ -34,6 +34,7 @@ import torch
 
 from gausslift.idfield import field as fd
 from gausslift.idfield.model import IdField, identity_key
+from gausslift.idfield.prep import face_mask, rendered_faces
 from gausslift.idfield.train import image_loss
 from gausslift.subjects.base import axis_angle_to_matrix
 
@@ -63,6 +64,13 @@ class FitConfig:
     remask_every: int = 20
 
 
+def fit_config(overrides: list[str]) -> FitConfig:
+    """The default :class:`FitConfig` with ``KEY=VALUE`` overrides (the CLI's ``--set``)."""
+    from gausslift.config import apply_overrides
+
+    return apply_overrides(FitConfig(), overrides)
+
+
 class Pose(torch.nn.Module):
     """Head pose and the subject's coefficients (identity, expression; other parameters zero)."""
 
@@ -82,8 +90,6 @@ class Pose(torch.nn.Module):
         with torch.no_grad():
             v = subject(subject.zero_params(1)).vertices[0]
         self.c0 = 0.5 * (v.min(0).values + v.max(0).values)
-        from gausslift.idfield.prep import rendered_faces
-
         faces = subject.faces.cpu().numpy()
         self.used = torch.as_tensor(np.unique(faces[rendered_faces(subject)]), dtype=torch.long)
 
@@ -251,8 +257,6 @@ class Target:
 
 def own_face_mask(model: IdField, verts: Tensor, t: Target) -> np.ndarray:
     """The face region of the fitted mesh seen by ``t``'s camera (occluded by the rest of the mesh)."""
-    from gausslift.idfield.prep import face_mask, rendered_faces
-
     faces = model.subject.faces.cpu().numpy()
     occ = rendered_faces(model.subject)
     reg = np.zeros(len(faces), bool)
@@ -340,4 +344,4 @@ def reanimate(model: IdField, code: Tensor, identity: np.ndarray, params: dict, 
         return model.gaussians(code, X @ T[:3, :3].T + T[:3, 3])
 
 
-__all__ = ["FitConfig", "Pose", "Target", "fit", "fitted_params", "reanimate"]
+__all__ = ["FitConfig", "Pose", "Target", "fit", "fit_config", "fitted_params", "reanimate"]

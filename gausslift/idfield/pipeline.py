@@ -25,7 +25,7 @@ import torch
 
 from gausslift.errors import InputError
 from gausslift.idfield import field as fd
-from gausslift.idfield.fit import FitConfig, Target, fit, fitted_params
+from gausslift.idfield.fit import Target, fit, fit_config, fitted_params
 from gausslift.idfield.model import IdField, load_model
 from gausslift.idfield.views import show_cameras, turntable_azimuths
 from gausslift.io.meshply import write_ply
@@ -139,9 +139,7 @@ def write_fit(model: IdField, res: dict, target: Target, out: str | Path, extra:
 
 
 def fit_cli(args) -> dict:
-    from gausslift.config import apply_overrides
-
-    cfg = apply_overrides(FitConfig(), getattr(args, "set", []))  # a bad key fails before any reading
+    cfg = fit_config(args.set)  # a bad key fails before any reading
     model = load_model(args.run)
     rgb, face, matte = read_inputs(args.image, args.mask)
     vm, K = read_camera(args.camera, args.view, rgb.shape[1], rgb.shape[0])

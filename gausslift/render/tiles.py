@@ -166,6 +166,13 @@ def _bin(means2d, radii, ext, order, nvis, tile_size, tiles_x, tiles_y, nchunk):
     return tile_offsets, flat_ids
 
 
+def no_extents(C: int, N: int) -> np.ndarray:
+    """``extents`` that narrow nothing (sigma_max 0, extents -1): every rectangle is the radii's."""
+    ext = np.full((C, N, 3), -1.0, np.float32)
+    ext[..., 0] = 0.0
+    return ext
+
+
 def bin_gaussians(
     means2d: np.ndarray,
     radii: np.ndarray,
@@ -186,11 +193,7 @@ def bin_gaussians(
     tiles_x, tiles_y = tile_grid(width, height, tile_size)
     C, N = depths.shape
     keys = sortable_keys(depths).reshape(C, N)
-    if extents is None:
-        ext = np.full((C, N, 3), -1.0, np.float32)
-        ext[..., 0] = 0.0
-    else:
-        ext = np.ascontiguousarray(extents, dtype=np.float32).reshape(C, N, 3)
+    ext = no_extents(C, N) if extents is None else np.ascontiguousarray(extents, np.float32).reshape(C, N, 3)
     order, nvis = _depth_order(keys, np.ascontiguousarray(radii, dtype=np.int32), ext)
     # one chunk per thread when the work is large (each chunk's lists stay depth-sorted: chunks are depth
     # ranges written in order); one serial chunk otherwise
