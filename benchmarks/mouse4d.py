@@ -61,8 +61,8 @@ def main() -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
 
-    from gausslift.avatar.data import load_image, read_sequence
     from gausslift.fit.runs import load_splats
+    from gausslift.io.sequence import load_image, read_sequence
     from gausslift.track.masks import ingest_samples
 
     run = Path(args.run)

@@ -15,12 +15,12 @@ from _subjects_fixtures import write_tiny_flame, write_tiny_ict
 from gausslift import binding as B
 from gausslift.avatar import model as M
 from gausslift.avatar.animate import animate
-from gausslift.avatar.data import check_against_subject, read_sequence
 from gausslift.avatar.evaluate import evaluate_run
 from gausslift.avatar.trainer import AvatarConfig, AvatarTrainer
 from gausslift.cameras import K_from_fov, look_at, opengl_c2w_from_viewmat
 from gausslift.cli import main
 from gausslift.errors import InputError
+from gausslift.io.sequence import check_against_subject, read_sequence
 from gausslift.subjects import FlameHead, load_subject
 
 SIZE = 32

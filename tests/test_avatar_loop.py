@@ -15,9 +15,9 @@ from test_avatar_fit import write_synth
 
 from gausslift.avatar import model as M
 from gausslift.avatar.config import AvatarConfig
-from gausslift.avatar.data import read_sequence
 from gausslift.avatar.trainer import AvatarTrainer
 from gausslift.cli import main
+from gausslift.io.sequence import read_sequence
 from gausslift.subjects import load_subject
 from gausslift.train import loop as L
 

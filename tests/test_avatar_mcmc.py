@@ -13,7 +13,6 @@ from test_avatar_loop import assert_equal_nest
 
 from gausslift import binding as B
 from gausslift.avatar.config import AvatarConfig
-from gausslift.avatar.data import read_sequence
 from gausslift.avatar.mcmc import AvatarMCMCStrategy, make_avatar_strategy
 from gausslift.avatar.strategy import AvatarStrategy
 from gausslift.avatar.trainer import AvatarTrainer
@@ -23,6 +22,7 @@ from gausslift.fit.config import StrategyConfig
 from gausslift.fit.mcmc import relocation
 from gausslift.fit.optim import make_optimizers
 from gausslift.fit.strategy import Schedule
+from gausslift.io.sequence import read_sequence
 from gausslift.subjects import load_subject
 from gausslift.train import loop as L
 

@@ -3,6 +3,6 @@
 
 Modules: ``binding`` (local triangle frames, world parameters, split, regularisers), ``strategy``
 (region-adaptive densification), ``temporal`` (smoothness of per-frame parameters and offsets),
-``data`` (synth sequences and VHAP/GaussianAvatars ``transforms_*.json``), ``trainer``, ``evaluate``,
-``animate``, ``ablate``.
+``trainer``, ``evaluate``, ``animate``, ``ablate``. The sequences (synth videos and VHAP/GaussianAvatars
+``transforms_*.json``) are read by :mod:`gausslift.io.sequence`, which ``idfield prep`` shares.
 """

@@ -27,9 +27,9 @@ import torch
 
 from gausslift import metrics
 from gausslift.avatar import model as M
-from gausslift.avatar.data import load_image, read_sequence
 from gausslift.avatar.trainer import read_run
 from gausslift.errors import InputError, MissingWeightsError
+from gausslift.io.sequence import load_image, read_sequence
 from gausslift.metrics import flicker
 from gausslift.subjects import load_subject
 
@@ -43,6 +43,8 @@ class LoadedAvatar:
         av = self.info.pop("avatar")
         self.device, self.backend = torch.device(device), backend
         self.subject = subject if subject is not None else load_subject(self.info["subject"])
+        if av.get("static_offset") is not None:  # a VHAP sequence's, set when the avatar was fitted
+            self.subject.set_static_offset(av["static_offset"].cpu().numpy())
         self.subject.to(self.device)
         self.params = {k: v.to(self.device) for k, v in av["params"].items()}
         self.binding = av["binding"].to(self.device)

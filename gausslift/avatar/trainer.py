@@ -47,12 +47,12 @@ import torch
 from gausslift import binding as B
 from gausslift.avatar import model as M
 from gausslift.avatar.config import AvatarConfig
-from gausslift.avatar.data import Sequence, check_against_subject, load_image
 from gausslift.avatar.mcmc import AvatarMCMCStrategy, make_avatar_strategy
 from gausslift.avatar.strategy import face_weights
 from gausslift.avatar.temporal import temporal_terms
 from gausslift.errors import InputError
 from gausslift.fit.losses import ssim_map
+from gausslift.io.sequence import Sequence, apply_static_offset, check_against_subject, load_image
 from gausslift.ioutil import atomic_write_json
 from gausslift.train.checkpoint import load_checkpoint, save_checkpoint
 from gausslift.train.device import resolve_device, set_threads
@@ -122,6 +122,7 @@ class AvatarTrainer(Task):
 
     def __init__(self, seq: Sequence, subject, cfg: AvatarConfig, out: str | Path | None = None):
         check_against_subject(seq, subject)
+        apply_static_offset(seq, subject)
         if cfg.threads > 0:
             set_threads(cfg.threads)
         self.seq, self.subject, self.cfg = seq, subject, cfg
@@ -458,6 +459,7 @@ class AvatarTrainer(Task):
                 "frame_table": {k: v.detach() for k, v in self.frame_table().items()},
                 "offsets": self.offsets.detach(),
                 "sh_degree": self.cfg.sh_degree,
+                "static_offset": getattr(self.subject, "static_offset", None),
             },
         )
 

@@ -170,9 +170,9 @@ def run(args) -> int:
 def _fit(args) -> int:
     from dataclasses import replace
 
-    from gausslift.avatar.data import read_sequence
     from gausslift.avatar.trainer import AvatarTrainer
     from gausslift.errors import InputError
+    from gausslift.io.sequence import read_sequence
     from gausslift.subjects import load_subject
     from gausslift.train.device import set_threads
 

@@ -13,7 +13,8 @@ def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="idfield_cmd", required=True)
     p = sub.add_parser("prep", help="per frame: posed mesh, face-region mesh, face masks, masked images")
     p.add_argument("data", help="a gausslift synth folder (DATA/<id>/[frame_XXXX/]params.npz, "
-                   "opencv_cameras.json, images/)")
+                   "opencv_cameras.json, images/) and/or VHAP exports (DATA or DATA/<id>/ with "
+                   "transforms_*.json; give --subject flame:PATH)")
     p.add_argument("--out", help="output folder (default DATA/idfield)")
     p.add_argument("--subject", default="ict", help="ict | flame:/path/generic_model.pkl (the data's model)")
     p.add_argument("--region", default="face", help="the subject's region that the masks show")

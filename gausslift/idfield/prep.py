@@ -1,8 +1,16 @@
 """``gausslift idfield prep DATA``: the seed's per-frame preprocessing of a multi-view sequence dataset.
 
-Input: a ``gausslift synth`` folder (``DATA/<id>/[frame_XXXX/]{params.npz, opencv_cameras.json,
-images/cam_XXX.png}``; ``params.npz`` holds the subject's parameters and ``world_from_subject``). Output,
-per frame, under ``OUT/<id>/<frame>/`` (default ``OUT = DATA/idfield``):
+Input, either layout (or both, side by side):
+
+* a ``gausslift synth`` folder (``DATA/<id>/[frame_XXXX/]{params.npz, opencv_cameras.json,
+  images/cam_XXX.png}``; ``params.npz`` holds the subject's parameters and ``world_from_subject``);
+* VHAP / GaussianAvatars exports (``transforms_*.json`` + one FLAME ``.npz`` per timestep, read by
+  :mod:`gausslift.io.sequence`): ``DATA`` itself or every ``DATA/<id>/`` that holds one. The identity is
+  the folder's name, the frames are the timesteps (``frame_XXXX``), the world is FLAME's, and VHAP's
+  ``static_offset`` (FLAME's rows of it; its teeth rows have no counterpart in FLAME) moves the
+  template before skinning, as in VHAP. Give ``--subject flame:PATH`` with the FLAME file VHAP used.
+
+Output, per frame, under ``OUT/<id>/<frame>/`` (default ``OUT = DATA/idfield``):
 
 * ``mesh.ply``: the posed mesh in the world (all triangles of the subject);
 * ``face.ply``: the face-region sub-mesh (the subject's ``face`` region triangles, vertices renumbered);
@@ -21,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +52,24 @@ def rendered_faces(subject) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
+@dataclass
+class FrameSource:
+    """One frame to prepare, whatever the layout."""
+
+    identity: str
+    frame: str
+    source: Path  # the synth frame folder, or the VHAP sequence folder
+    params: dict  # subject parameters {key: [1,...]}
+    world_from_subject: np.ndarray  # [4,4]
+    cameras: list[dict]  # opencv_cameras.json records (fx fy cx cy w h w2c file_path)
+    images: list[Path]  # the image of each camera
+    static_offset: np.ndarray | None = None  # [V',3] VHAP
+    offset_file: Path | None = None  # the file it came from (for errors)
+
+
 def find_frames(data: Path) -> list[tuple[str, str, Path]]:
-    """(identity, frame name, folder) of every frame folder (one with params.npz and opencv_cameras.json)."""
+    """(identity, frame name, folder) of every synth frame folder (one with params.npz and
+    opencv_cameras.json)."""
     out = []
     for cams in sorted(data.glob("*/opencv_cameras.json")) + sorted(data.glob("*/*/opencv_cameras.json")):
         folder = cams.parent
@@ -52,6 +77,36 @@ def find_frames(data: Path) -> list[tuple[str, str, Path]]:
             continue
         rel = folder.relative_to(data).parts
         out.append((rel[0], rel[1] if len(rel) > 1 else "frame_0000", folder))
+    return out
+
+
+def vhap_folders(data: Path) -> list[Path]:
+    """``data`` or its sub-folders that hold a VHAP export (``transforms*.json``)."""
+    if any(data.glob("transforms*.json")):
+        return [data]
+    return [p for p in sorted(data.iterdir()) if p.is_dir() and any(p.glob("transforms*.json"))]
+
+
+def synth_source(ident: str, frame: str, folder: Path) -> FrameSource:
+    fp = load_frame_params(folder)
+    cams = load_cameras(folder)
+    imgs = [folder / f.get("file_path", f"images/cam_{k:03d}.png") for k, f in enumerate(cams)]
+    return FrameSource(ident, frame, folder, fp["params"], fp["world_from_subject"], cams, imgs)
+
+
+def vhap_sources(folder: Path) -> list[FrameSource]:
+    from gausslift.io.sequence import read_sequence
+
+    seq = read_sequence(folder)
+    out = []
+    for t in range(seq.num_frames):
+        cams = [{"fx": float(c.K[0, 0]), "fy": float(c.K[1, 1]), "cx": float(c.K[0, 2]),
+                 "cy": float(c.K[1, 2]), "w": int(c.width), "h": int(c.height),
+                 "w2c": np.asarray(c.viewmat, np.float64).tolist(), "file_path": f"images/{name}.png"}
+                for c, name in zip(seq.cameras[t], seq.camera_names)]
+        params = {k: np.asarray(v[t], np.float32).reshape(1, -1) for k, v in seq.params.items()}
+        out.append(FrameSource(folder.name, f"frame_{t:04d}", folder, params, seq.world_from_subject[t], cams,
+                               list(seq.images[t]), seq.static_offset, seq.static_offset_file))
     return out
 
 
@@ -117,12 +172,10 @@ def read_rgb(path: Path) -> np.ndarray:
     return img[..., 2::-1][..., :3] if img.shape[2] >= 3 else img[..., :1].repeat(3, 2)
 
 
-def prep_frame(subject, region_id: str, folder: Path, out: Path, blur: float, faces, occ, region) -> dict:
+def prep_frame(subject, src: FrameSource, out: Path, blur: float, faces, occ, region) -> dict:
     import cv2
 
-    fp = load_frame_params(folder)
-    cams = load_cameras(folder)
-    verts = posed_world(subject, fp["params"], fp["world_from_subject"])
+    verts = posed_world(subject, src.params, src.world_from_subject)
     rf = np.flatnonzero(region)
     tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -135,21 +188,22 @@ def prep_frame(subject, region_id: str, folder: Path, out: Path, blur: float, fa
         remap[used] = np.arange(len(used))
         write_ply(tmp / "face.ply", verts[used], remap[faces[rf]])
         in_occ = region[occ]
-        for k, f in enumerate(cams):
+        for f, path in zip(src.cameras, src.images):
             m = face_mask(verts, faces, occ, in_occ, f).astype(np.float32)
             if blur > 0:
                 m = cv2.GaussianBlur(m, (0, 0), float(blur))
-            name = Path(f.get("file_path", f"images/cam_{k:03d}.png")).name
-            rgb = read_rgb(folder / f.get("file_path", f"images/{name}"))
+            name = Path(f["file_path"]).name
+            rgb = read_rgb(path)
             if rgb.shape[:2] != m.shape:
-                raise InputError(folder / f["file_path"], f"image {rgb.shape[1]}x{rgb.shape[0]} does not "
+                raise InputError(path, f"image {rgb.shape[1]}x{rgb.shape[0]} does not "
                                  f"match its camera ({m.shape[1]}x{m.shape[0]})")
             cv2.imwrite(str(tmp / "masks" / name), np.round(m * 255).astype(np.uint8))
             masked = np.round(rgb.astype(np.float32) * m[..., None]).astype(np.uint8)
             cv2.imwrite(str(tmp / "masked" / name), masked[..., ::-1])
-        info = {"identity": region_id, "frame": out.name, "source": str(folder.resolve()), "cameras": cams,
-                "params": {k: v.tolist() for k, v in fp["params"].items()},
-                "world_from_subject": fp["world_from_subject"].tolist(), "blur": blur}
+        info = {"identity": src.identity, "frame": out.name, "source": str(src.source.resolve()),
+                "cameras": src.cameras, "params": {k: v.tolist() for k, v in src.params.items()},
+                "world_from_subject": np.asarray(src.world_from_subject).tolist(), "blur": blur,
+                "static_offset": src.static_offset is not None}
         (tmp / "frame.json").write_text(json.dumps(info) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -169,22 +223,55 @@ def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "i
     if not data.is_dir():
         raise InputError(data, "not a folder")
     out = Path(out) if out else data / "idfield"
-    frames = find_frames(data)
-    if not frames:
-        raise InputError(data, "no frames (folders with params.npz and opencv_cameras.json) found")
+    sources = [synth_source(*f) for f in find_frames(data)]
+    for folder in vhap_folders(data):
+        sources += vhap_sources(folder)
+    if not sources:
+        raise InputError(data, "no frames found (synth folders with params.npz and opencv_cameras.json, "
+                               "or VHAP exports with transforms_*.json)")
     subject = load_subject(subject_spec)
+    for src in sources:  # every input checked before anything is written
+        check_params(subject, src)
+        if src.static_offset is not None:
+            set_offset(subject, src)
+            subject.set_static_offset(None)
     faces = subject.faces.cpu().numpy()
     occ = rendered_faces(subject)
     reg = np.zeros(len(faces), bool)
     reg[region_faces(subject, region)] = True
     listing = []
-    for ident, frame, folder in progress(frames, desc="idfield prep", disable=not progress_bar):
-        dst = out / ident / frame
+    for src in progress(sources, desc="idfield prep", disable=not progress_bar):
+        dst = out / src.identity / src.frame
         if not (dst / "frame.json").is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
-            prep_frame(subject, ident, folder, dst, blur, faces, occ, reg)
-        listing.append(f"{ident}/{frame}")
+            set_offset(subject, src)
+            try:
+                prep_frame(subject, src, dst, blur, faces, occ, reg)
+            finally:
+                if src.static_offset is not None:
+                    subject.set_static_offset(None)
+        listing.append(f"{src.identity}/{src.frame}")
     summary = {"format": "gausslift-idfield-prep", "subject": subject_spec, "region": region, "blur": blur,
-               "source": str(data.resolve()), "identities": sorted({f[0] for f in frames}), "frames": listing}
+               "source": str(data.resolve()), "identities": sorted({s.identity for s in sources}),
+               "frames": listing}
     atomic_write_json(out / "prep.json", summary)
     return summary
+
+
+def check_params(subject, src: FrameSource) -> None:
+    """The frame's parameters name the subject's own (unknown keys are an error; missing ones are zero)."""
+    unknown = sorted(set(src.params) - set(subject.param_shapes))
+    if unknown:
+        raise InputError(src.source, f"parameters {unknown} are not the {subject.name} model's "
+                                     f"({sorted(subject.param_shapes)}); give --subject for the data's model")
+    for k, v in src.params.items():
+        if v.size != int(np.prod(subject.param_shapes[k])):
+            raise InputError(src.source, f"parameter {k!r} has {v.size} values; the {subject.name} model "
+                                         f"takes {subject.param_shapes[k]}")
+
+
+def set_offset(subject, src: FrameSource) -> None:
+    if src.static_offset is not None:
+        from gausslift.io.sequence import set_static_offset
+
+        set_static_offset(subject, src.static_offset, src.offset_file or src.source)

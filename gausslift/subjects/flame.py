@@ -202,16 +202,32 @@ class FlameHead(Subject):
         self.register_buffer("J_regressor", torch.as_tensor(jr, dtype=f32))
         self.register_buffer("weights", torch.as_tensor(w, dtype=f32))
         self.regions = flame_regions(v)
+        self.static_offset: torch.Tensor | None = None
 
     @property
     def num_vertices(self) -> int:
         return self.v_template.shape[0]
+
+    def set_static_offset(self, offset) -> None:
+        """Per-vertex offsets [V,3] added to the shaped template before the joints and skinning (VHAP /
+        GaussianAvatars' ``static_offset``: a tracked subject's detail beyond the shape space); None
+        removes them."""
+        if offset is None:
+            self.static_offset = None
+            return
+        o = torch.as_tensor(np.asarray(offset, np.float32))
+        if tuple(o.shape) != (self.num_vertices, 3) or not bool(torch.isfinite(o).all()):
+            raise InputError(self.source, f"static offset must be finite [{self.num_vertices},3], got "
+                                          f"{tuple(o.shape)}")
+        self.static_offset = o
 
     def forward(self, params: dict[str, torch.Tensor]) -> SubjectOutput:
         p = self._prepared(params)
         B, V = p["shape"].shape[0], self.num_vertices
         betas = torch.cat([p["shape"], p["expression"]], 1)
         v = self.v_template + (betas @ self.shapedirs).reshape(B, V, 3)
+        if self.static_offset is not None:
+            v = v + self.static_offset.to(v)
         J = torch.einsum("jv,bvk->bjk", self.J_regressor, v)
         if "pose" in p:
             pose = torch.cat([p["rotation"][:, None], p["pose"]], 1)

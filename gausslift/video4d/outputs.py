@@ -35,8 +35,8 @@ def _capture_worlds(seq) -> np.ndarray:
 @torch.no_grad()
 def write_outputs(out: str | Path, fps: float = 25.0, device: str = "cpu", stills: int = 4) -> dict:
     from gausslift.avatar.animate import save_avatar_ply
-    from gausslift.avatar.data import load_image
     from gausslift.avatar.evaluate import LoadedAvatar
+    from gausslift.io.sequence import load_image
     from gausslift.viz.orbit import orbit_cameras
     from gausslift.viz.video import write_video
 

@@ -1,5 +1,5 @@
 """A tracked real session as an avatar sequence: ``gausslift ingest`` samples + ``gausslift track``
-parameters -> the layout ``gausslift synth mouse --frames T`` writes (see :mod:`gausslift.avatar.data`).
+parameters -> the layout ``gausslift synth mouse --frames T`` writes (see :mod:`gausslift.io.sequence`).
 
 ``make_sequence(INGEST, TRACK, SEQ)`` writes::
 
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gausslift.avatar.data import load_json, load_npz
 from gausslift.errors import InputError
+from gausslift.io.sequence import load_json, load_npz
 from gausslift.ioutil import atomic_path, atomic_write_json
 from gausslift.track.masks import ingest_samples
 

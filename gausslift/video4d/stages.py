@@ -109,8 +109,8 @@ def avatar_config(run: Run, opts: Video4DOptions):
 
 
 def stage_avatar(run: Run, session: Path, opts: Video4DOptions, quiet: bool) -> dict:
-    from gausslift.avatar.data import read_sequence
     from gausslift.avatar.trainer import AvatarTrainer
+    from gausslift.io.sequence import read_sequence
     from gausslift.subjects import load_subject
     from gausslift.train.loop import CHECKPOINT
 

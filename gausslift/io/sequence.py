@@ -1,4 +1,5 @@
-"""Multi-view videos with per-frame subject parameters, in memory.
+"""Multi-view videos with per-frame subject parameters, in memory (read by ``avatar fit`` and ``idfield
+prep``).
 
 Two layouts are read (:func:`read_sequence`):
 
@@ -11,7 +12,10 @@ Two layouts are read (:func:`read_sequence`):
   ``transforms.json``) whose frames carry ``timestep_index``, ``camera_index``, ``file_path``,
   optional ``fg_mask_path``, ``flame_param_path``, OpenGL ``transform_matrix`` and ``fl_x fl_y cx cy
   w h`` (pixel centres at +0.5, as every NeRF-style file); one FLAME ``.npz`` per timestep with
-  ``shape expr rotation neck_pose jaw_pose eyes_pose translation`` (a leading 1 is squeezed). The
+  ``shape expr rotation neck_pose jaw_pose eyes_pose translation`` (a leading 1 is squeezed) and
+  optionally VHAP's ``static_offset`` [1,V',3] (per-vertex offsets added to the shaped template before
+  skinning, the same in every timestep; VHAP's FLAME appends 120 teeth vertices after FLAME's, so the
+  first V rows are FLAME's: :func:`apply_static_offset`). The
   files' own train/val/test split is ignored: the avatar trainer holds out its own frames and
   cameras. Parameters map to :class:`~gausslift.subjects.FlameHead` names; the world is the FLAME
   frame (``world_from_subject`` = identity).
@@ -56,6 +60,8 @@ class Sequence:
     images: list[list[Path]]  # [T][C]
     masks: list[list[Path | None]]  # [T][C] (None: the image's alpha, or no mask)
     camera_names: list[str]
+    static_offset: np.ndarray | None = None  # [V',3] (VHAP), the same for every frame
+    static_offset_file: Path | None = None
 
     @property
     def num_frames(self) -> int:
@@ -204,6 +210,7 @@ def _read_vhap(root: Path) -> Sequence:
                 flame_files[0], f"FLAME parameter {src!r} changes shape between timesteps"
             ) from None
     T = len(steps)
+    offset = _static_offset(flame_files, per)
     return Sequence(
         root,
         "vhap",
@@ -214,7 +221,49 @@ def _read_vhap(root: Path) -> Sequence:
         imgs,
         masks,
         [f"cam_{c:03d}" for c in cam_ids],
+        offset,
+        flame_files[0] if offset is not None else None,
     )
+
+
+def _static_offset(files: list[Path], per: list[dict]) -> np.ndarray | None:
+    """VHAP's per-sequence ``static_offset`` [V',3] (None when no file has one); every timestep must
+    carry the same one."""
+    have = ["static_offset" in z for z in per]
+    if not any(have):
+        return None
+    if not all(have):
+        raise InputError(files[have.index(False)], "has no static_offset but other timesteps do")
+    first = None
+    for p, z in zip(files, per):
+        v = np.asarray(z["static_offset"], np.float64)
+        v = v[0] if v.ndim == 3 and v.shape[0] == 1 else v
+        if v.ndim != 2 or v.shape[1] != 3 or not np.isfinite(v).all():
+            got = z["static_offset"].shape
+            raise InputError(p, f"static_offset must be finite [1,V,3] or [V,3], got {got}")
+        if first is None:
+            first = v
+        elif v.shape != first.shape or np.abs(v - first).max() > 1e-6:
+            raise InputError(p, f"static_offset differs from {files[0].name}'s (it is one per sequence)")
+    return first
+
+
+def apply_static_offset(seq: Sequence, subject) -> None:
+    """Give ``subject`` (FLAME) the sequence's static offset (:func:`set_static_offset`); a sequence
+    without one leaves the subject as it is."""
+    if seq.static_offset is not None:
+        set_static_offset(subject, seq.static_offset, seq.static_offset_file or seq.root)
+
+
+def set_static_offset(subject, offset: np.ndarray, where: Path) -> None:
+    """Set a VHAP ``static_offset`` [V',3] on ``subject`` (FLAME): its first ``V`` rows, since VHAP
+    appends its teeth vertices after FLAME's. ``where`` names the file in errors."""
+    if not hasattr(subject, "set_static_offset"):
+        raise InputError(where, f"static_offset given, but the {subject.name} model takes none (FLAME does)")
+    V = subject.num_vertices
+    if len(offset) < V:
+        raise InputError(where, f"static_offset has {len(offset)} rows; the model has {V} vertices")
+    subject.set_static_offset(offset[:V])
 
 
 def _check_counts(seq: Sequence, where: Path) -> None:
