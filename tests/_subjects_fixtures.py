@@ -90,9 +90,10 @@ class FakeCh:
 
 
 def write_tiny_flame(folder: Path, name: str = "generic_model.pkl", n_shape: int = 4, n_expr: int = 3,
-                     seed: int = 0) -> Path:
+                     seed: int = 0, uv: bool = False) -> Path:
     """A FLAME-layout pickle (protocol 2, chumpy-like objects for shapedirs and v_template, a
-    scipy csc J_regressor, FLAME's 5-joint kintree) written without chumpy installed."""
+    scipy csc J_regressor, FLAME's 5-joint kintree) written without chumpy installed. ``uv``: add a
+    planar UV layout (``vt`` = the template's x, y in [0,1], ``ft`` = ``f``)."""
     import pickle
     import sys
     import types
@@ -119,6 +120,9 @@ def write_tiny_flame(folder: Path, name: str = "generic_model.pkl", n_shape: int
         "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
         "weights": w, "bs_style": "lbs", "bs_type": "lrotmin",
     }
+    if uv:
+        model["vt"] = (v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], 0)
+        model["ft"] = model["f"].astype(np.int64)
     saved = {k: sys.modules.get(k) for k in ("chumpy", "chumpy.ch")}
     fake = types.ModuleType("chumpy.ch")
     fake.Ch = FakeCh

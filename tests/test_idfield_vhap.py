@@ -154,3 +154,25 @@ def test_avatar_keeps_the_sequence_static_offset(tmp_path, pkl):
     tr._write_info({}, tmp_path / "av")
     loaded = LoadedAvatar(tmp_path / "av", subject=FlameHead(pkl))  # a fresh model gets it back
     assert np.allclose(loaded.subject.static_offset.numpy(), off[0, :V])
+
+
+@pytest.mark.parametrize("config", ["tiny", pytest.param("base", marks=pytest.mark.slow)])
+def test_prepared_vhap_export_trains(tmp_path, config):
+    """prep's output of a VHAP export is what ``idfield train`` reads: a few steps of either config (base,
+    the GPU config, on the CPU here) run through the CLI on FLAME with a UV layout."""
+    from gausslift.cli import main
+    from gausslift.idfield.prep import prep
+
+    pkl = write_tiny_flame(tmp_path, n_shape=300, n_expr=100, uv=True)
+    V = FlameHead(pkl).num_vertices
+    for name in ("a", "b"):
+        write_export(tmp_path / "data" / name, offset=np.full((1, V + TEETH, 3), 0.002))
+    prep(tmp_path / "data", subject_spec=f"flame:{pkl}", region="skin", progress_bar=False)
+    rc = main(["idfield", "train", str(tmp_path / "data"), "--config", config, "--iters", "2", "--out",
+               str(tmp_path / "run"), "--set", f"subject=flame:{pkl}", "--set", "region=skin",
+               "--set", "snapshot_minutes=0", "--threads", "1", "--quiet"])
+    assert rc == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+    assert (tmp_path / "run" / "model.pt").is_file()
