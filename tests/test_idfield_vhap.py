@@ -176,3 +176,64 @@ def test_prepared_vhap_export_trains(tmp_path, config):
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(np.isfinite(losses))
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_trainer_devices_are_honoured_or_refused(tmp_path, capsys):
+    """``--device``, one of the shared trainer flags, is never silently dropped: idfield train runs on the
+    device asked for (CUDA only where gsplat renders; a CUDA request on a machine without one is one line),
+    and stylize, a CPU trainer, refuses a CUDA device in one line."""
+    from gausslift.cli import main
+    from gausslift.idfield.prep import prep
+
+    pkl = write_tiny_flame(tmp_path, n_shape=300, n_expr=100, uv=True)
+    write_export(tmp_path / "data" / "a")
+    prep(tmp_path / "data", subject_spec=f"flame:{pkl}", region="skin", progress_bar=False)
+    base = ["idfield", "train", str(tmp_path / "data"), "--config", "tiny", "--iters", "1",
+            "--set", f"subject=flame:{pkl}", "--set", "region=skin", "--set", "snapshot_minutes=0",
+            "--threads", "1", "--quiet"]
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "cpu"), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["device"] == "cpu"
+    if not torch.cuda.is_available():
+        assert main(base + ["--out", str(tmp_path / "cuda"), "--device", "cuda"]) != 0
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "cuda" in err and "Traceback" not in err, err
+        assert not (tmp_path / "cuda").exists()
+    for verb in (["pretrain", "--subject", f"flame:{pkl}"],
+                 ["finetune", str(tmp_path), "--pair", "a.ply", "b.ply"]):
+        rc = main(["stylize", *verb, "--out", str(tmp_path / "sty"), "--iters", "1", "--device", "cuda"])
+        err = capsys.readouterr().err
+        assert rc != 0 and err.count("\n") == 1 and "runs on the CPU" in err, err
+    assert not (tmp_path / "sty").exists()
+
+
+@pytest.mark.gpu
+def test_idfield_base_trains_on_cuda(tmp_path):
+    """Two steps of the base (GPU) config on CUDA with gsplat: the generator and codes live on the GPU."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from gausslift.cli import main
+    from gausslift.idfield.prep import prep
+    from gausslift.idfield.train import IdFieldTask
+
+    pkl = write_tiny_flame(tmp_path, n_shape=300, n_expr=100, uv=True)
+    for name in ("a", "b"):
+        write_export(tmp_path / "data" / name)
+    prep(tmp_path / "data", subject_spec=f"flame:{pkl}", region="skin", progress_bar=False)
+    torch.cuda.reset_peak_memory_stats()
+    seen = {}
+    orig = IdFieldTask.update
+
+    def spy(self, loss, step, lr_scale):
+        seen["device"] = str(self.model.codes.device)
+        return orig(self, loss, step, lr_scale)
+
+    IdFieldTask.update = spy
+    try:
+        rc = main(["idfield", "train", str(tmp_path / "data"), "--config", "base", "--iters", "2", "--out",
+                   str(tmp_path / "run"), "--set", f"subject=flame:{pkl}", "--set", "region=skin",
+                   "--set", "snapshot_minutes=0", "--device", "cuda", "--quiet"])
+    finally:
+        IdFieldTask.update = orig
+    assert rc == 0 and seen["device"].startswith("cuda")
+    assert torch.cuda.max_memory_allocated() > 0

@@ -86,8 +86,9 @@ def _train(args) -> int:
     res = train(cfg, args.data, args.out, loop_options(args, log_every=cfg.log_every,
                                                        checkpoint_minutes=cfg.checkpoint_minutes,
                                                        checkpoint_every=cfg.checkpoint_every,
-                                                       replan_at=REPLAN_AT))
-    print(json.dumps({k: res[k] for k in ("steps", "seconds", "stopped_by")}))
+                                                       replan_at=REPLAN_AT),
+                device=args.device)
+    print(json.dumps({k: res[k] for k in ("steps", "seconds", "stopped_by", "device")}))
     return 0
 
 

@@ -57,6 +57,7 @@ def _pretrain(args) -> int:
     from gausslift.stylize.pretrain import PretrainConfig, pretrain
     from gausslift.subjects import load_subject
 
+    cpu_only(args, "stylize pretrain")
     cfg = train_config(PretrainConfig, args, flags={"subject": args.subject})
     res = pretrain(cfg, load_subject(cfg.subject), args.out, loop_options(args, log_every=cfg.log_every))
     print(json.dumps(res["check"], indent=2))
@@ -70,6 +71,7 @@ def _finetune(args) -> int:
     from gausslift.stylize.pretrain import read_base
     from gausslift.subjects import load_subject
 
+    cpu_only(args, "stylize finetune")
     flags = {
         "base": str(Path(args.base).resolve()),
         "neutral": str(Path(args.pair[0]).resolve()),
@@ -166,3 +168,12 @@ def run(args) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(0)
+
+
+def cpu_only(args, what: str) -> None:
+    """Stylisation trains small MLPs against the CPU mesh renderer: a CUDA device is refused in one line
+    rather than ignored."""
+    if args.device not in (None, "auto", "cpu"):
+        from gausslift.errors import InputError
+
+        raise InputError(None, f"--device {args.device}: {what} runs on the CPU (auto | cpu)")

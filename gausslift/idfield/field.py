@@ -42,7 +42,13 @@ class Region:
 
     def select(self, vertices: Tensor) -> Tensor:
         """The region's vertices [..., Vr, 3] of full meshes [..., V, 3]."""
-        return vertices[..., torch.as_tensor(self.vertex_ids), :]
+        return vertices[..., torch.as_tensor(self.vertex_ids, device=vertices.device), :]
+
+    def to(self, device) -> Region:
+        """Move the buffers to ``device`` (in place; returns self)."""
+        for k in ("faces", "binding", "bary", "texels", "base_log_scale"):
+            setattr(self, k, getattr(self, k).to(device))
+        return self
 
 
 def texel_log_scale(layout: UVLayout, rest: Tensor, faces: Tensor) -> Tensor:

@@ -39,6 +39,14 @@ class IdField:
         codes = torch.randn(len(names), cfg.code_dim, generator=g) * cfg.code_init
         return IdField(cfg, subject, P, codes, names, world)
 
+    def to(self, device) -> IdField:
+        """Generator, codes and region buffers on ``device`` (in place; returns self). The subject stays
+        where it is: posed meshes are moved by the caller."""
+        self.P = {k: v.detach().to(device) for k, v in self.P.items()}
+        self.codes = self.codes.detach().to(device)
+        self.region.to(device)
+        return self
+
     def mean_code(self) -> torch.Tensor:
         return self.codes.detach().mean(0)
 

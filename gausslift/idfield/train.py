@@ -67,8 +67,12 @@ class IdFieldTask(Task):
         key = identity_key(self.subject)
         world["identity_coeffs"] = {f.identity: f.params[key].reshape(-1).tolist() for f in self.frames
                                     if key in f.params}
-        self.model = IdField.fresh(c, self.subject, self.names, world)
+        self.model = IdField.fresh(c, self.subject, self.names, world).to(self.device)
         self._optim()
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
 
     def _optim(self, state=None):
         m = self.model
@@ -91,7 +95,7 @@ class IdFieldTask(Task):
     def load_state_dict(self, state: dict) -> None:
         P = {k: v.clone() for k, v in state["generator"].items()}
         self.model = IdField(self.cfg, self.subject, P, state["codes"].clone(), state["names"],
-                             state["world"])
+                             state["world"]).to(self.device)
         self.rng = np.random.default_rng()
         self.rng.bit_generator.state = state["rng"]
         self.train_seconds = float(state.get("train_seconds", 0.0))
@@ -106,13 +110,15 @@ class IdFieldTask(Task):
         if self._t is None:
             self._t = time.perf_counter()
         pick = self.rng.choice(len(self.frames), size=min(c.frames, len(self.frames)), replace=False)
-        raw = m.raw(m.codes[torch.as_tensor(self.id_index[pick])])
+        ids = torch.as_tensor(self.id_index[pick], device=self.device)
+        raw = m.raw(m.codes[ids])
         total, logs, lsr = 0.0, {}, 0.0
         for b, i in enumerate(pick):
             f = self.frames[i]
             views = self.rng.choice(len(f.Ks), size=min(c.views, len(f.Ks)), replace=False)
-            img, mask, vm, K = f.torch_views(views)
-            g = fd.gaussians({k: v[b] for k, v in raw.items()}, m.region, m.region.select(self.verts[i]))
+            img, mask, vm, K = (t.to(self.device) for t in f.torch_views(views))
+            verts = self.verts[i].to(self.device)
+            g = fd.gaussians({k: v[b] for k, v in raw.items()}, m.region, m.region.select(verts))
             rgb, alpha = fd.render(g, vm, K, img.shape[2], img.shape[1])
             li, lg = image_loss(rgb, alpha, img, mask, c)
             total = total + li / len(pick)
@@ -120,7 +126,7 @@ class IdFieldTask(Task):
             for k, v in lg.items():
                 logs[k] = logs.get(k, 0.0) + v / len(pick)
         on = step >= c.scale_reg_start * self.total
-        code_reg = (m.codes[torch.as_tensor(self.id_index[pick])] ** 2).mean()
+        code_reg = (m.codes[ids] ** 2).mean()
         total = total + c.code_reg * code_reg + (c.scale_reg * lsr if on else 0.0)
         return total, logs | {"scale_reg": lsr.detach(), "scale_reg_on": float(on)}
 
@@ -152,8 +158,17 @@ class IdFieldTask(Task):
 
 
 def train(cfg: IdFieldConfig, data: str | Path, out: str | Path, opts: LoopOptions,
-          identities: list[str] | None = None) -> dict:
+          identities: list[str] | None = None, device: str | None = "auto") -> dict:
+    """``device``: auto | cpu | cuda | cuda:N (``gausslift.train.device.resolve_device``); on CUDA the
+    renders go through gsplat (the ``gsplat`` extra)."""
     from gausslift.subjects import load_subject
+    from gausslift.train.device import DeviceError, gsplat_installed, resolve_device
+    from gausslift.train.dist import setup_dist
 
+    dev = resolve_device(device, "auto")  # auto: CUDA only where gsplat can render on it
+    if dev.type == "cuda" and not gsplat_installed():
+        raise DeviceError("idfield train renders with gsplat on CUDA: pip install 'gausslift[gsplat]' "
+                          "(or --device cpu)")
     frames = load_dataset(data, identities, progress_bar=not opts.quiet)
-    return Loop(IdFieldTask(cfg, frames, load_subject(cfg.subject), out), out, opts).run()
+    dist = setup_dist(dev)
+    return Loop(IdFieldTask(cfg, frames, load_subject(cfg.subject), out), out, opts, dist).run()
