@@ -8,8 +8,8 @@
 # `run` (on the GPU machine) installs the carried wheels (gsplat, JIT-compiled there on first use, and
 # plyfile) into /tmp/site, then runs, each step timed and logged, none stopping the others:
 #   1. gsplat's CUDA build (TORCH_CUDA_ARCH_LIST=9.0, MAX_JOBS=16; about 70 s on an H200)
-#   2. pytest -m gpu  (tests/test_render_gpu.py, tests/test_fit_gpu.py, tests/test_idfield_vhap.py: idfield
-#      base on CUDA)
+#   2. pytest -m gpu  (tests/test_render_gpu.py, tests/test_fit_gpu.py; the trainers' GPU steps:
+#      tests/test_trainers_gpu.py for avatar, lrm, mvdiff, tests/test_idfield_vhap.py for idfield base)
 #   3. gausslift fit facelift_head/gslrm_sample_000 --holdout-every 4 --minutes 1 --backend gsplat, eval
 #      (target: PSNR >= 35 dB held out)
 #   4. gausslift fit lego_200 --minutes 2 --backend gsplat, eval (target: >= 32 dB)
@@ -108,7 +108,7 @@ from gsplat.cuda._backend import _C  # JIT build on first use
 assert _C is not None, 'gsplat CUDA extension did not build'
 print('gsplat', gsplat.__version__, 'built/loaded in', round(time.time() - t, 1), 's')" || failed=1
     step pytest_gpu python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_render_gpu.py tests/test_fit_gpu.py \
-        tests/test_idfield_vhap.py \
+        tests/test_trainers_gpu.py tests/test_idfield_vhap.py \
         --durations=10 || failed=1
     fit_and_score facelift "$DATA/facelift_head/gslrm_sample_000" 35 1 --holdout-every 4 || failed=1
     fit_and_score lego "$DATA/lego_200" 32 2 || failed=1
