@@ -66,3 +66,11 @@ def apply_threads(args) -> None:
         from gausslift.train.device import set_threads
 
         set_threads(args.threads)
+
+
+def cpu_only(args, what: str) -> None:
+    """A trainer that runs on the CPU refuses a CUDA ``--device`` in one line rather than ignoring it."""
+    if args.device not in (None, "auto", "cpu"):
+        from gausslift.errors import InputError
+
+        raise InputError(None, f"--device {args.device}: {what} runs on the CPU (auto | cpu)")

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from gausslift.cli._train import add_train_flags, apply_threads, loop_options, train_config
+from gausslift.cli._train import add_train_flags, apply_threads, cpu_only, loop_options, train_config
 
 HELP = "stylised parametric heads from one example pair: pretrain, finetune, apply, eval"
 
@@ -169,11 +169,3 @@ def run(args) -> int:
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(0)
 
-
-def cpu_only(args, what: str) -> None:
-    """Stylisation trains small MLPs against the CPU mesh renderer: a CUDA device is refused in one line
-    rather than ignored."""
-    if args.device not in (None, "auto", "cpu"):
-        from gausslift.errors import InputError
-
-        raise InputError(None, f"--device {args.device}: {what} runs on the CPU (auto | cpu)")

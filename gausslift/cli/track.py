@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gausslift.cli._train import add_train_flags, apply_threads, train_config
+from gausslift.cli._train import add_train_flags, apply_threads, cpu_only, train_config
 from gausslift.cli._train import loop_options as train_loop_options
 
 HELP = "fit the articulated MAMMAL mouse to every frame of a session from its 2D keypoints and masks"
@@ -102,8 +102,7 @@ def run(args) -> int:
         raise InputError(out, f"nothing to resume (no {CHECKPOINT})")
     if args.subject.strip().lower() != "mouse":
         raise InputError(None, f"--subject {args.subject}: tracking supports 'mouse' (the MAMMAL model) only")
-    if args.device not in (None, "auto", "cpu"):
-        raise InputError(None, f"--device {args.device}: the track runs on the CPU (auto | cpu)")
+    cpu_only(args, "the track")
     if args.iters is not None and args.iters < 0:
         raise InputError(None, f"--iters must be >= 0, got {args.iters}")
     apply_threads(args)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,15 +96,13 @@ def synth_source(ident: str, frame: str, folder: Path) -> FrameSource:
 
 
 def vhap_sources(folder: Path) -> list[FrameSource]:
+    from gausslift.io.facelift import frame_record
     from gausslift.io.sequence import read_sequence
 
     seq = read_sequence(folder)
     out = []
     for t in range(seq.num_frames):
-        cams = [{"fx": float(c.K[0, 0]), "fy": float(c.K[1, 1]), "cx": float(c.K[0, 2]),
-                 "cy": float(c.K[1, 2]), "w": int(c.width), "h": int(c.height),
-                 "w2c": np.asarray(c.viewmat, np.float64).tolist(), "file_path": f"images/{name}.png"}
-                for c, name in zip(seq.cameras[t], seq.camera_names)]
+        cams = [frame_record(c, f"images/{name}.png") for c, name in zip(seq.cameras[t], seq.camera_names)]
         params = {k: np.asarray(v[t], np.float32).reshape(1, -1) for k, v in seq.params.items()}
         out.append(FrameSource(folder.name, f"frame_{t:04d}", folder, params, seq.world_from_subject[t], cams,
                                list(seq.images[t]), seq.static_offset, seq.static_offset_file))
@@ -232,9 +231,8 @@ def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "i
     subject = load_subject(subject_spec)
     for src in sources:  # every input checked before anything is written
         check_params(subject, src)
-        if src.static_offset is not None:
-            set_offset(subject, src)
-            subject.set_static_offset(None)
+        with static_offset(subject, src):
+            pass
     faces = subject.faces.cpu().numpy()
     occ = rendered_faces(subject)
     reg = np.zeros(len(faces), bool)
@@ -244,12 +242,8 @@ def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "i
         dst = out / src.identity / src.frame
         if not (dst / "frame.json").is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
-            set_offset(subject, src)
-            try:
+            with static_offset(subject, src):
                 prep_frame(subject, src, dst, blur, faces, occ, reg)
-            finally:
-                if src.static_offset is not None:
-                    subject.set_static_offset(None)
         listing.append(f"{src.identity}/{src.frame}")
     summary = {"format": "gausslift-idfield-prep", "subject": subject_spec, "region": region, "blur": blur,
                "source": str(data.resolve()), "identities": sorted({s.identity for s in sources}),
@@ -270,8 +264,16 @@ def check_params(subject, src: FrameSource) -> None:
                                          f"takes {subject.param_shapes[k]}")
 
 
-def set_offset(subject, src: FrameSource) -> None:
-    if src.static_offset is not None:
-        from gausslift.io.sequence import set_static_offset
+@contextmanager
+def static_offset(subject, src: FrameSource):
+    """The subject with ``src``'s VHAP static offset (checked against it) inside the block; none after."""
+    if src.static_offset is None:
+        yield
+        return
+    from gausslift.io.sequence import set_static_offset
 
-        set_static_offset(subject, src.static_offset, src.offset_file or src.source)
+    set_static_offset(subject, src.static_offset, src.offset_file or src.source)
+    try:
+        yield
+    finally:
+        subject.set_static_offset(None)

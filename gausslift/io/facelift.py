@@ -109,6 +109,14 @@ def read(path: Path) -> Scene:
 
 # ---------------------------------------------------------------------------------------------------
 # writer
+def frame_record(cam: Camera, file_path: str) -> dict:
+    """One ``opencv_cameras.json`` frame: size, intrinsics, world-to-camera and the image's path."""
+    K = cam.K
+    return {"w": cam.width, "h": cam.height, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
+            "cx": float(K[0, 2]), "cy": float(K[1, 2]), "w2c": np.asarray(cam.viewmat).tolist(),
+            "file_path": file_path}
+
+
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "view"
 
@@ -205,17 +213,7 @@ def write(
         with atomic_path(out_dir / rel) as tmp:
             if not cv2.imwrite(str(tmp), bgra, _PNG_FAST):
                 raise InputError(out_dir / rel, "could not write image")
-        K = cam.K
-        frame = {
-            "w": cam.width,
-            "h": cam.height,
-            "fx": float(K[0, 0]),
-            "fy": float(K[1, 1]),
-            "cx": float(K[0, 2]),
-            "cy": float(K[1, 2]),
-            "w2c": cam.viewmat.tolist(),
-            "file_path": rel,
-        }
+        frame = frame_record(cam, rel)
         for k, val in dict(v.meta.get("frame_extra", {})).items():
             frame.setdefault(k, val)
         if "source" in v.meta:

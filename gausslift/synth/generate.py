@@ -39,6 +39,7 @@ from gausslift.framing import (
     reframe_similarity,
     similarity,
 )
+from gausslift.io.facelift import frame_record
 from gausslift.ioutil import atomic_write_text
 from gausslift.synth import model as md
 from gausslift.synth.rigs import DEFAULT_RIG, parse_rig, select_views, up_hint
@@ -200,10 +201,7 @@ def input_similarity(m: md.Model, verts: np.ndarray, centre: np.ndarray, opts: S
 
 
 def _frame_json(cam, rel: str, ratio: float) -> dict:
-    K = cam.K
-    return {"w": cam.width, "h": cam.height, "fx": float(K[0, 0]), "fy": float(K[1, 1]),
-            "cx": float(K[0, 2]), "cy": float(K[1, 2]), "w2c": cam.viewmat.tolist(), "file_path": rel,
-            "size_ratio": round(ratio, 6)}
+    return frame_record(cam, rel) | {"size_ratio": round(ratio, 6)}
 
 
 def write_frame(m: md.Model, folder: Path, verts_model: np.ndarray, kp_model, centres, app, light,
