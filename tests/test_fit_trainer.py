@@ -67,7 +67,7 @@ def test_training_improves_and_writes_a_run(scene, tmp_path, rasterizer):  # noq
         assert (tmp_path / "run" / f).is_file(), f
     ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     assert ck["task"] == "fit" and ck["step"] == 40 and ck["total"] == 40
-    assert set(ck["state"]) == {"params", "optim", "strategy", "gen", "perm", "pos"}  # named state
+    assert set(ck["state"]) == {"params", "optim", "strategy", "gen", "perm", "pos", "c2f_finest"}  # named
     assert _psnr_all(_loaded(scene, tmp_path / "run", _cfg())) > before + 1.0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0] == "step,elapsed_s,loss,psnr,num_gaussians,sh_degree,lr_means"
@@ -212,6 +212,28 @@ def test_coarse_to_fine_levels(scene, tmp_path, monkeypatch):
     assert torch.allclose(half.K[:2], tr.data[0].K[:2] / 2)
     assert abs(float(half.image.mean()) - float(pixels(tr.data[0].image).mean())) < 0.02
     assert _cfg(c2f_min_size=17).c2f_min_size == 17 and not Trainer(scene, _cfg(), tmp_path)._c2f()
+
+
+def test_a_re_plan_never_sends_coarse_to_fine_back(scene, tmp_path):
+    """A re-plan that lengthens the run moves the stage boundaries past the step; the fit stays at the
+    finest level it has trained at, and that floor survives a checkpoint (a resume goes on at it)."""
+    tr = Trainer(scene, _cfg(iters=100, c2f_min_size=16, c2f_half=0.3, c2f_full=0.6), tmp_path / "run")
+    tr.start()
+    tr.plan(100)
+    tr.loss(60)  # trains at full resolution
+    tr._batch = None
+    tr.plan(200)  # step 60 is now at 30 %: the half-resolution stage by the fractions alone
+    assert [tr._level(s) for s in (60, 119, 120, 199)] == [1, 1, 1, 1]
+    st = tr.state_dict()
+    other = Trainer(scene, _cfg(iters=100, c2f_min_size=16, c2f_half=0.3, c2f_full=0.6), tmp_path / "b")
+    other.start()
+    other.plan(200)
+    assert other._level(60) == 2  # a fresh fit on the same plan: the fractions' level
+    other.load_state_dict(st)
+    assert other._level(60) == 1
+    tr.start()  # a fresh start forgets the floor
+    assert tr._level(60) == 2
+    assert tr.speed_factor() > 0
 
 
 def test_views_are_kept_as_8_bit_and_read_back_exactly(scene, tmp_path):

@@ -312,3 +312,35 @@ def test_replan_follows_a_load_that_falls_after_the_warm_up(tmp_path, monkeypatc
     res2 = L.Loop(steady, tmp_path / "steady", opts(iters=0, minutes=1.0, warmup_seconds=5,
                                                     replan_at=(0.25, 0.5))).run()  # fmt: skip
     assert len(steady.planned) == 1 and not any(e.startswith("re-planned") for e in res2["events"])
+
+
+def test_replan_times_the_later_steps_since_the_plan(tmp_path, monkeypatch):
+    """A model that has slowed since the plan (grown, or at a finer stage) is timed as it is now: the
+    re-plan reads the later half of the steps since the last plan, not their median over all of them."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+    t, seen = Toy(), {}
+    loss, plan = t.loss, t.plan
+
+    def on_plan(total):  # when each plan came: (step of the loss that follows, clock)
+        seen.setdefault("plans", []).append(clock["t"])
+        plan(total)
+
+    def tick(step):
+        if t.planned and "first" not in seen:
+            seen["first"] = step
+        slow = not t.planned  # the warm-up: 1 s a step
+        if t.planned:  # then 0.1 s for 60 % of the steps up to the re-plan point, then 1 s again
+            point = int(0.25 * t.planned[0])
+            slow = step >= seen["first"] + 0.6 * (point - seen["first"])
+        clock["t"] += 1.0 if slow else 0.1
+        return loss(step)
+
+    t.loss, t.plan = tick, on_plan
+    res = L.Loop(t, tmp_path / "r", opts(iters=0, minutes=10.0, warmup_seconds=5, replan_at=(0.25,))).run()
+    assert len(t.planned) == 2, res["events"]
+    point, left = int(0.25 * t.planned[0]), 600.0 - seen["plans"][1]
+    # planned from 1 s a step (the later half); the median since the plan (0.1 s) would give ~10x the rest
+    assert point + 0.8 * left <= t.planned[1] <= point + 1.0 * left
+    assert res["steps"] >= 0.95 * t.planned[1]  # and the run does reach its plan

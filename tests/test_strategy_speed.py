@@ -247,7 +247,7 @@ def test_selective_adam_matches_adam_on_visible_rows_and_freezes_the_others():
 
 
 def test_growing_kinds_plan_from_their_count_and_stage_and_ask_for_re_plans(scene, tmp_path):
-    from gausslift.fit.trainer import FIXED_COST, Trainer, loop_options
+    from gausslift.fit.trainer import FIXED_COST, PIXEL_EXP, Trainer, loop_options
 
     cfg = FitConfig(iters=60, init_num_points=150)
     cfg.strategy = dataclasses.replace(cfg.strategy, kind="mcmc", cap_max=600)
@@ -263,7 +263,8 @@ def test_growing_kinds_plan_from_their_count_and_stage_and_ask_for_re_plans(scen
     tr.cfg.c2f_min_size = 8
     tr.total, tr.loop = 100, SimpleNamespace(step=0)
     c = tr.cfg
-    rest = c.c2f_half + (c.c2f_full - c.c2f_half) * 2**1.4 + (1 - c.c2f_full) * 4**1.4
+    e = 2 * PIXEL_EXP
+    rest = c.c2f_half + (c.c2f_full - c.c2f_half) * 2**e + (1 - c.c2f_full) * 4**e
     assert tr.speed_factor() == pytest.approx(1.0 / rest)
     tr.loop.step = 80  # in the last stage already: nothing slower ahead
     assert tr.speed_factor() == pytest.approx(1.0)

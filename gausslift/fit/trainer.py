@@ -68,8 +68,11 @@ from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 
 NEVER = 1 << 40
 GROWING = ("mcmc", "budget")  # strategy kinds whose count grows to a fixed cap
-FIXED_COST = 0.2  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
-PIXEL_EXP = 0.7  # a step's time ~ pixels^PIXEL_EXP (the coarse-to-fine stages of the plans)
+# The plans' step-time model, measured 2026-12-07 (docs/fit_speed.md, "Fifth session"): a fit step at
+# 1/4, 1/2 and full resolution of FaceLift (512^2) and the statue (500^2), 30k and 60k Gaussians, 2 threads,
+# gives time ~ pixels^0.21-0.50 (0.35 typical) and ~ count^0.85-1.2 (the count's share about all of it)
+FIXED_COST = 0.0  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
+PIXEL_EXP = 0.35  # a step's time ~ pixels^PIXEL_EXP (the coarse-to-fine stages of the plans)
 
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
@@ -101,6 +104,7 @@ class Trainer(Task):
         self.selective = uses_selective_adam(cfg)
         self.strategy = make_strategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self.levels: dict[int, list] = {}  # downscale factor -> the views on self.device
+        self.finest = 4  # the finest coarse-to-fine level trained so far: a re-plan never goes back
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
@@ -121,6 +125,7 @@ class Trainer(Task):
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.gen.manual_seed(cfg.seed)
+        self.finest = 4
         if self.out.is_dir():  # a resumed run: temporary files a killed writer left
             clean_partial(self.out)
         if self.loop is not None and self.loop.opts.resume:
@@ -153,6 +158,7 @@ class Trainer(Task):
             "gen": self.gen.get_state(),
             "perm": self.perm,
             "pos": self.pos,
+            "c2f_finest": self.finest,
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -168,6 +174,7 @@ class Trainer(Task):
         self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent), self.selective)
         load_optimizer_state(self.optimizers, st["optim"])  # Adam moves it to dev
         self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
+        self.finest = int(st.get("c2f_finest", 4))  # checkpoints before it: the coarsest (no floor)
         if not self._drawing:  # a resume continues the saved draws; a rollback goes on to new batches
             self.gen.set_state(st["gen"].cpu())
             self.perm, self.pos = st["perm"].cpu(), int(st["pos"])
@@ -202,7 +209,7 @@ class Trainer(Task):
         time = 0.0  # per step of the rest, in units of a current step at the full count
         for a, b, lv in stages:
             frac = max(0.0, b - max(a, done))
-            time += frac * (level / lv) ** (2 * PIXEL_EXP)  # pixels ~ (1/level)^2
+            time += frac * (level / min(lv, level)) ** (2 * PIXEL_EXP)  # pixels ~ (1/level)^2
         return now * max(1.0 - done, 1e-6) / max(time, 1e-9)
 
     # -- batch, loss, update --------------------------------------------------------------------------
@@ -219,11 +226,14 @@ class Trainer(Task):
 
     def _level(self, step: int) -> int:
         """Coarse to fine: the downscale factor of the training images at ``step`` (of the planned
-        total; the coarsest before a minutes budget is planned)."""
+        total; the coarsest before a minutes budget is planned), never coarser than a level already
+        trained at (a re-plan that lengthens the run moves the stage boundaries past the step, and
+        would otherwise send the fit back to a coarser level)."""
         if not self._c2f():
             return 1
         done = step / self.total if self.total else 0.0
-        return 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else 4
+        level = 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else 4
+        return min(level, self.finest)
 
     def _views(self, level: int) -> list:
         """The training views at 1/level resolution on self.device (uploaded once per level)."""
@@ -239,7 +249,9 @@ class Trainer(Task):
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict]:
         self._drawing = True
-        cfg, v = self.cfg, self._views(self._level(step))[self._next_view()]
+        level = self._level(step)
+        self.finest = min(self.finest, level)
+        cfg, v = self.cfg, self._views(level)[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
             bg = torch.rand(3, generator=self.gen, device="cpu").to(self.device, non_blocking=True)

@@ -249,11 +249,14 @@ class Loop:
         return self.step >= max(1, int(o.replan_at[self.replans] * self.total))
 
     def _replan(self, times: list[float]) -> None:
-        """Re-plan from the step time since the last plan (every rank calls this at the same step)."""
+        """Re-plan from the step time of the later half of the steps since the last plan (the task's speed
+        factor extrapolates from its state now: a model that has grown, or a stage that has changed,
+        since the last plan is timed as it is now; every rank calls this at the same step)."""
         self.replans += 1
         recent = times[max(self._planned_at, 1):]
         if len(recent) < 5:  # resumed just before the point: too few steps timed here, keep the plan
             return
+        recent = recent[len(recent) // 2 - 1:] if len(recent) >= 12 else recent
         dt = float(np.median(np.diff(recent)))
         new_total = self._steps_for(dt)
         self._planned_at = len(times)
