@@ -184,11 +184,11 @@ class Trainer(Task):
 
     def speed_factor(self) -> float:
         """Mean speed over the rest of the run relative to the steps just timed (the warm-up's for the
-        plan, the steps since the last plan for a re-plan).
+        plan, the later steps since the last plan for a re-plan).
 
         ``default`` (planned once): the model grows (x0.6) and, coarse to fine, later stages have more
-        pixels (time ~ pixels^0.7; the warm-up runs at 1/4). ``mcmc``/``budget`` (re-planned at 25% and
-        50%): the count grows to the cap, so the step time goes from ``FIXED_COST + (1 - FIXED_COST) x
+        pixels (time ~ pixels^PIXEL_EXP; the warm-up runs at 1/4). ``mcmc``/``budget`` (re-planned at 25%
+        and 50%): the count grows to the cap, so the step time goes from ``FIXED_COST + (1 - FIXED_COST) x
         count / cap`` of a full model's to 1; coarse to fine as above, from the current stage on, and the
         speeds of the rest are combined harmonically (time adds up, not speed)."""
         c = self.cfg
