@@ -323,7 +323,7 @@ def test_replan_times_the_later_steps_since_the_plan(tmp_path, monkeypatch):
     t, seen = Toy(), {}
     loss, plan = t.loss, t.plan
 
-    def on_plan(total):  # when each plan came: (step of the loss that follows, clock)
+    def on_plan(total):  # the clock at each plan
         seen.setdefault("plans", []).append(clock["t"])
         plan(total)
 

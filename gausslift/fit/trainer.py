@@ -73,6 +73,7 @@ GROWING = ("mcmc", "budget")  # strategy kinds whose count grows to a fixed cap
 # gives time ~ pixels^0.21-0.50 (0.35 typical) and ~ count^0.85-1.2 (the count's share about all of it)
 FIXED_COST = 0.0  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
 PIXEL_EXP = 0.35  # a step's time ~ pixels^PIXEL_EXP (the coarse-to-fine stages of the plans)
+COARSEST = 4  # coarse to fine: the first stage's downscale factor (then 2, then 1)
 
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
@@ -104,7 +105,7 @@ class Trainer(Task):
         self.selective = uses_selective_adam(cfg)
         self.strategy = make_strategy(cfg.strategy, Schedule(NEVER, NEVER, NEVER, NEVER), self.extent)
         self.levels: dict[int, list] = {}  # downscale factor -> the views on self.device
-        self.finest = 4  # the finest coarse-to-fine level trained so far: a re-plan never goes back
+        self.finest = COARSEST  # the finest coarse-to-fine level trained so far: a re-plan never goes back
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
@@ -125,7 +126,7 @@ class Trainer(Task):
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.gen.manual_seed(cfg.seed)
-        self.finest = 4
+        self.finest = COARSEST
         if self.out.is_dir():  # a resumed run: temporary files a killed writer left
             clean_partial(self.out)
         if self.loop is not None and self.loop.opts.resume:
@@ -174,7 +175,7 @@ class Trainer(Task):
         self.optimizers = make_optimizers(self.params, base_lrs(self.cfg, self.extent), self.selective)
         load_optimizer_state(self.optimizers, st["optim"])  # Adam moves it to dev
         self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
-        self.finest = int(st.get("c2f_finest", 4))  # checkpoints before it: the coarsest (no floor)
+        self.finest = int(st.get("c2f_finest", COARSEST))  # checkpoints before it: no floor
         if not self._drawing:  # a resume continues the saved draws; a rollback goes on to new batches
             self.gen.set_state(st["gen"].cpu())
             self.perm, self.pos = st["perm"].cpu(), int(st["pos"])
@@ -204,7 +205,7 @@ class Trainer(Task):
             return now
         step = self.loop.step if self.loop is not None else 0
         done = step / self.total if self.total else 0.0
-        stages = ((0.0, c.c2f_half, 4), (c.c2f_half, c.c2f_full, 2), (c.c2f_full, 1.0, 1))
+        stages = ((0.0, c.c2f_half, COARSEST), (c.c2f_half, c.c2f_full, 2), (c.c2f_full, 1.0, 1))
         level = self._level(step)
         time = 0.0  # per step of the rest, in units of a current step at the full count
         for a, b, lv in stages:
@@ -232,7 +233,7 @@ class Trainer(Task):
         if not self._c2f():
             return 1
         done = step / self.total if self.total else 0.0
-        level = 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else 4
+        level = 1 if done >= self.cfg.c2f_full else 2 if done >= self.cfg.c2f_half else COARSEST
         return min(level, self.finest)
 
     def _views(self, level: int) -> list:

@@ -231,8 +231,6 @@ def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "i
     subject = load_subject(subject_spec)
     for src in sources:  # every input checked before anything is written
         check_params(subject, src)
-        with static_offset(subject, src):
-            pass
     faces = subject.faces.cpu().numpy()
     occ = rendered_faces(subject)
     reg = np.zeros(len(faces), bool)
@@ -253,7 +251,8 @@ def prep(data: str | Path, out: str | Path | None = None, subject_spec: str = "i
 
 
 def check_params(subject, src: FrameSource) -> None:
-    """The frame's parameters name the subject's own (unknown keys are an error; missing ones are zero)."""
+    """The frame's parameters name the subject's own (unknown keys are an error; missing ones are zero)
+    and its static offset, if any, fits the subject."""
     unknown = sorted(set(src.params) - set(subject.param_shapes))
     if unknown:
         raise InputError(src.source, f"parameters {unknown} are not the {subject.name} model's "
@@ -262,6 +261,8 @@ def check_params(subject, src: FrameSource) -> None:
         if v.size != int(np.prod(subject.param_shapes[k])):
             raise InputError(src.source, f"parameter {k!r} has {v.size} values; the {subject.name} model "
                                          f"takes {subject.param_shapes[k]}")
+    with static_offset(subject, src):  # its rows, shape and values are checked by setting it
+        pass
 
 
 @contextmanager
