@@ -3,6 +3,7 @@
 import json
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 import torch
 
@@ -344,3 +345,62 @@ def test_replan_times_the_later_steps_since_the_plan(tmp_path, monkeypatch):
     # planned from 1 s a step (the later half); the median since the plan (0.1 s) would give ~10x the rest
     assert point + 0.8 * left <= t.planned[1] <= point + 1.0 * left
     assert res["steps"] >= 0.95 * t.planned[1]  # and the run does reach its plan
+
+
+def test_plans_tell_the_task_which_steps_were_timed(tmp_path, monkeypatch):
+    """``Task.steps_in`` gets the first step of the timed window: the median duration of the steps from
+    there to now is the step time the loop planned with (a task predicting its own step times compares
+    the steps ahead with exactly those)."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+    t, calls = Toy(), []
+    loss = t.loss
+
+    def dur(step):  # every step its own duration (growing: a growing model)
+        return 0.5 + 0.01 * step
+
+    def tick(step):
+        clock["t"] += dur(step)
+        return loss(step)
+
+    def steps_in(steps, timed_from):
+        lp = t.loop
+        dt = (lp.budget.left() - lp._reserve()) / steps
+        calls.append((timed_from, lp.step, dt))
+        return int(steps)
+
+    t.loss, t.steps_in = tick, steps_in
+    L.Loop(t, tmp_path / "r", opts(iters=0, minutes=2.0, warmup_seconds=5, replan_at=(0.25, 0.5))).run()
+    assert len(calls) == 3  # the plan and two re-plans
+    assert calls[0][0] == 3  # the warm-up's first two steps (JIT) are left out
+    for first, now, dt in calls:
+        assert first < now - 4
+        assert np.median([dur(s) for s in range(first, now)]) == pytest.approx(dt)
+    assert calls[1][0] > calls[0][1]  # a re-plan times steps after the plan (their later half)
+
+
+def test_a_late_re_plan_compares_with_the_steps_left(tmp_path, monkeypatch):
+    """At 75 % of the run, 8 % more steps in all are a third more of the steps left: re-planned (a
+    threshold on the whole run would keep a plan that ends far from the time left)."""
+    clock = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+    t = Toy()
+    loss = t.loss
+
+    def tick(step):
+        clock["t"] += 0.5
+        return loss(step)
+
+    def steps_in(steps, timed_from):
+        lp = t.loop
+        if lp.step >= 0.7 * (lp.total or 1e9):  # the late point: 8 % more steps in all than planned
+            return int(1.08 * lp.total) - lp.step
+        return int(steps)
+
+    t.loss, t.steps_in = tick, steps_in
+    o = opts(iters=0, minutes=2.0, warmup_seconds=5, replan_at=(0.25, 0.75))
+    res = L.Loop(t, tmp_path / "r", o).run()
+    assert len(t.planned) == 2 and t.planned[1] == int(1.08 * t.planned[0]), res["events"]
+    assert any(e.startswith("kept the plan at step") for e in res["events"])  # the 25 % point kept it

@@ -246,29 +246,80 @@ def test_selective_adam_matches_adam_on_visible_rows_and_freezes_the_others():
     assert float(sel.state[b]["step"]) == 3
 
 
-def test_growing_kinds_plan_from_their_count_and_stage_and_ask_for_re_plans(scene, tmp_path):
-    from gausslift.fit.trainer import FIXED_COST, PIXEL_EXP, Trainer, loop_options
+def test_mcmc_and_budget_predict_the_counts_their_growth_gives():
+    """``counts_ahead`` is what the strategy's own refinements do over a run of that length."""
+    torch.manual_seed(4)
+    params, opts = _params(40)
+    cfg = _cfg(kind="mcmc", cap_max=120, mcmc_grow_rate=0.1, mcmc_noise_lr=0.0)
+    s = MCMCStrategy(cfg, Schedule(0, 1, 1, 1), 1.0)
+    total, ref = 700, 30_000
+    s.schedule = s.plan_schedule(total, ref)
+    want = s.counts_ahead(40, 0, total, ref)
+    got = []
+    for step in range(total):  # the count step ``step`` trains with, then its refinement
+        got.append(len(params["means"]))
+        s.step_post_backward(params, opts, {}, step, {})
+    assert got == want.tolist()
+    assert got[0] == 40 and 40 < got[-1] <= 120  # it grew, under the cap
+    assert s.counts_ahead(got[300], 300, total, ref).tolist() == got[300:]  # from any step on
+    # the budget kind: its count schedule at each refinement (an upper bound on what it finds to grow)
+    b = BudgetStrategy(_cfg(kind="budget", cap_max=90, prune_opa=0.0), Schedule(10, 110, 10, 1 << 40), 1.0)
+    b.schedule = b.plan_schedule(total, ref)
+    pred = b.counts_ahead(30, 0, total, ref)
+    assert b.n0 is None  # predicting fixes nothing
+    params, opts = _params(30)
+    got = []
+    for step in range(total):
+        got.append(len(params["means"]))
+        sch = b.schedule
+        if sch.refine_start < step < sch.refine_stop and step % sch.refine_every == 0:
+            b._grow(params, opts, _grads(len(params["means"]), step), step)
+    assert got == pred.tolist()
+
+
+def test_growing_kinds_plan_the_steps_whose_predicted_time_fills_the_budget(scene, tmp_path):
+    from gausslift.fit.plan import COARSEST, stage_levels, step_cost
+    from gausslift.fit.trainer import Trainer, loop_options
 
     cfg = FitConfig(iters=60, init_num_points=150)
     cfg.strategy = dataclasses.replace(cfg.strategy, kind="mcmc", cap_max=600)
     tr = Trainer(scene, cfg, tmp_path / "a")
     tr.start()
-    n = len(tr.params["means"])
-    # 16 px views: no coarse to fine; the rest runs at the cap, so it is slower by the count's share
-    assert not tr._c2f()
-    assert tr.speed_factor() == pytest.approx(FIXED_COST + (1 - FIXED_COST) * n / 600)
-    tr.cfg.strategy = dataclasses.replace(cfg.strategy, cap_max=n)  # at the cap: the rest runs as fast
-    assert tr.speed_factor() == pytest.approx(1.0)
-    # coarse to fine from step 0 (level 4): the rest is slower than the plain count term alone
+    n, ref = len(tr.params["means"]), cfg.schedule_ref_iters
+    assert not tr._c2f()  # 16 px views: no coarse to fine
+
+    def brute(k, ref_cost):  # the largest r whose predicted time fits, by trying every r
+        best = 1
+        for r in range(1, int(k) + 2):
+            if step_cost(tr.strategy.counts_ahead(n, 0, r, ref), 1, 600).sum() <= k * ref_cost:
+                best = r
+        return best
+
+    now = float(step_cost(n, 1, 600))
+    for k in (50.0, 400.0, 1500.0):
+        r = tr.steps_in(k, 0)
+        assert r == brute(k, now)
+        # the count grows: fewer steps than the time holds now; but far more than if every step ahead
+        # had the cap's count (a short run's growth stops long before the cap)
+        assert r <= k and (k < 100 or r > 1.3 * k * n / 600)
+    # the timed steps were cheaper than a step now (the model grew since): the rest holds fewer steps
+    tr._costs, tr._costs_from = [now / 2] * 10, 0
+    assert tr.steps_in(400.0, 0) == brute(400.0, now / 2) < brute(400.0, now)
+    tr._costs = []
+    tr.cfg.strategy = dataclasses.replace(cfg.strategy, cap_max=n)  # at the cap: every step as fast as now
+    tr.strategy.cfg = tr.cfg.strategy
+    assert tr.steps_in(400.0, 0) == 400
+    # coarse to fine from step 0: later stages have more pixels, so fewer steps fit
     tr.cfg.c2f_min_size = 8
-    tr.total, tr.loop = 100, SimpleNamespace(step=0)
-    c = tr.cfg
-    e = 2 * PIXEL_EXP
-    rest = c.c2f_half + (c.c2f_full - c.c2f_half) * 2**e + (1 - c.c2f_full) * 4**e
-    assert tr.speed_factor() == pytest.approx(1.0 / rest)
-    tr.loop.step = 80  # in the last stage already: nothing slower ahead
-    assert tr.speed_factor() == pytest.approx(1.0)
+    tr.total, tr.loop = 0, SimpleNamespace(step=0)
+    r = tr.steps_in(400.0, 0)
+    lv = stage_levels(0, r, cfg.c2f_half, cfg.c2f_full, COARSEST)
+    assert lv[0] == COARSEST and lv[-1] == 1
+    assert step_cost(n, lv, n).sum() <= 400 * step_cost(n, COARSEST, n) < step_cost(n, lv, n).sum() + 1
+    assert r < 400
+    tr.finest = 1  # a floor at full resolution: no finer stage ahead, every step as fast as now
+    assert tr.steps_in(400.0, 0) == 400
     dflt = FitConfig()
     dflt.strategy = dataclasses.replace(dflt.strategy, kind="default")
-    assert tuple(loop_options(cfg)["replan_at"]) == (0.25, 0.5)
+    assert tuple(loop_options(cfg)["replan_at"]) == (0.25, 0.5, 0.75)
     assert tuple(loop_options(dflt)["replan_at"]) == ()

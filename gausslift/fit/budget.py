@@ -14,21 +14,33 @@ the default's (a prune never removes every Gaussian).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from gausslift.fit.strategy import DefaultStrategy
+from gausslift.fit.strategy import DefaultStrategy, Schedule, counts_after, refine_steps
+
+
+def count_target(step: int, sch: Schedule, n0: int, cap: int, curve: float) -> int:
+    """The count schedule at ``step``: n0 + (cap - n0) t^curve over the refine span."""
+    t = (step - sch.refine_start) / max(1, sch.refine_stop - sch.refine_start)
+    return int(n0 + (cap - n0) * min(max(t, 0.0), 1.0) ** curve)
 
 
 class BudgetStrategy(DefaultStrategy):
     n0: int | None = None
 
     def _target(self, step: int, n: int) -> int:
-        sch, cap = self.schedule, self.cfg.cap
-        if self.n0 is None:
-            self.n0 = min(n, cap)
-        t = (step - sch.refine_start) / max(1, sch.refine_stop - sch.refine_start)
-        t = min(max(t, 0.0), 1.0)
-        return int(self.n0 + (cap - self.n0) * t**self.cfg.budget_curve)
+        if self.n0 is None:  # the count at the first refinement
+            self.n0 = min(n, self.cfg.cap)
+        return count_target(step, self.schedule, self.n0, self.cfg.cap, self.cfg.budget_curve)
+
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray:
+        """The count of each step in ``[step, total)``: the count schedule (planned for ``total`` steps)
+        at each refinement, an upper bound (growth needs seen candidates; pruning removes some)."""
+        sch, cap, curve = self.plan_schedule(total, ref_iters), self.cfg.cap, self.cfg.budget_curve
+        n0 = self.n0 if self.n0 is not None else min(n, cap)
+        return counts_after(n, step, total, refine_steps(sch, step, total),
+                            lambda k, e: max(k, min(cap, count_target(e, sch, n0, cap, curve))))  # fmt: skip
 
     def _grow(self, params, optimizers, state, step: int = 0) -> tuple[int, int]:
         cfg = self.cfg

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from gausslift.fit.config import StrategyConfig
 from gausslift.fit.optim import edit_rows
-from gausslift.fit.strategy import DefaultStrategy, Schedule, quat_to_rotmat
+from gausslift.fit.strategy import DefaultStrategy, Schedule, counts_after, quat_to_rotmat, refine_steps
 
 
 def relocation(opacities: torch.Tensor, scales: torch.Tensor, ratios: torch.Tensor, n_max: int = 51):
@@ -71,6 +72,13 @@ class MCMCStrategy(DefaultStrategy):
 
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         return mcmc_schedule(self.cfg, total, ref_iters)
+
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray:
+        """The count of each step in ``[step, total)``: :meth:`grow`'s rule at each refinement of the
+        schedule planned for ``total`` steps (relocation keeps the count)."""
+        sch, cap, rate = self.plan_schedule(total, ref_iters), self.cap, self.cfg.mcmc_grow_rate
+        return counts_after(n, step, total, refine_steps(sch, step, total),
+                            lambda k, _e: max(k, min(cap, int(rate * k) + k)))  # fmt: skip
 
     def initialize_state(self, n: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
         return {}

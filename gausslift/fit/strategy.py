@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gausslift.fit.config import StrategyConfig
@@ -31,6 +32,27 @@ class Schedule:
     refine_stop: int
     refine_every: int
     reset_every: int
+
+
+def refine_steps(sch: Schedule, lo: int, hi: int) -> range:
+    """The refinement steps in ``[lo, hi)``: ``refine_start < step < refine_stop``, multiples of
+    ``refine_every`` (where ``step_post_backward`` grows and prunes)."""
+    every = max(1, sch.refine_every)
+    first = max(lo, sch.refine_start + 1)
+    return range(-(-first // every) * every, min(hi, sch.refine_stop), every)
+
+
+def counts_after(n: int, step: int, total: int, events, grow) -> np.ndarray:
+    """The count of each step in ``[step, total)`` when the count ``n`` becomes ``grow(n, e)`` after each
+    refinement step ``e`` of ``events`` (ascending, inside the span)."""
+    values, bounds = [n], [step]
+    for e in events:
+        n = grow(n, e)
+        values.append(n)
+        bounds.append(e + 1)
+    bounds.append(max(total, step))
+    lengths = np.diff(np.minimum(np.asarray(bounds), max(total, step)))
+    return np.repeat(np.asarray(values, dtype=np.int64), lengths)
 
 
 def scaled_schedule(cfg: StrategyConfig, total: int, ref_iters: int) -> Schedule:
@@ -64,6 +86,11 @@ class DefaultStrategy:
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         """This strategy's schedule for a run of ``total`` steps."""
         return scaled_schedule(self.cfg, total, ref_iters)
+
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray | None:
+        """The predicted count of each step in ``[step, total)`` of a ``total``-step run, from ``n`` now
+        (None: growth by gradient thresholds is not predictable; ``mcmc`` and ``budget`` predict it)."""
+        return None
 
     def regularizer(self, params) -> dict:
         """Loss terms the strategy needs (none here; MCMC's opacity and scale penalties)."""

@@ -8,7 +8,7 @@ edits the Gaussians through its hooks after every update. Exports: ``splats.ply`
 written with every checkpoint (``run.json`` says ``"finished": true`` once the run has ended).
 
 Everything else is :class:`gausslift.train.loop.Loop`'s: the length (``iters``, or a ``minutes`` budget
-planned once from the measured step time and :meth:`Trainer.speed_factor`), checkpoints, resume, the
+planned from the measured step time and :meth:`Trainer.steps_in`), checkpoints, resume, the
 log, the non-finite guard with rollback (the learning rate scale arrives in :meth:`Trainer.update`),
 Ctrl-C. :func:`loop_options` maps a :class:`FitConfig` to the loop's options. Every schedule
 (densification, SH degree, coarse to fine, the means' learning-rate decay) is a function of the step
@@ -56,6 +56,7 @@ from gausslift.fit.optim import (
     set_lr,
     uses_selective_adam,
 )
+from gausslift.fit.plan import COARSEST, PIXEL_EXP, stage_levels, step_cost, steps_within
 from gausslift.fit.runs import LOG_COLUMNS, PLY, clean_partial, save_splats, write_info
 from gausslift.fit.selective_adam import visible_rows
 from gausslift.fit.strategies import make_strategy
@@ -67,21 +68,15 @@ from gausslift.train.guard import all_finite
 from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 
 NEVER = 1 << 40
-GROWING = ("mcmc", "budget")  # strategy kinds whose count grows to a fixed cap
-# The plans' step-time model, measured 2026-12-07 (docs/fit_speed.md, "Fifth session"): a fit step at
-# 1/4, 1/2 and full resolution of FaceLift (512^2) and the statue (500^2), 30k and 60k Gaussians, 2 threads,
-# gives time ~ pixels^0.21-0.50 (0.35 typical) and ~ count^0.85-1.2 (the count's share about all of it)
-FIXED_COST = 0.0  # share of a step's time that does not scale with the Gaussian count (mcmc/budget plans)
-PIXEL_EXP = 0.35  # a step's time ~ pixels^PIXEL_EXP (the coarse-to-fine stages of the plans)
-COARSEST = 4  # coarse to fine: the first stage's downscale factor (then 2, then 1)
-
+GROWING = ("mcmc", "budget")  # strategy kinds whose count follows a schedule to a fixed cap
+REPLAN_FIT = (*REPLAN_AT, 0.75)  # growing kinds: their counts are predicted, their step times re-timed
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
     growing = cfg.strategy.kind in GROWING  # grows to a cap along the run: re-plan from later step times
     opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
                                    extend=cfg.minutes > 0,  # time left after the plan: polish at its end
-                                   replan_at=REPLAN_AT if growing else ())
+                                   replan_at=REPLAN_FIT if growing else ())
     return dataclasses.asdict(opts)
 
 
@@ -109,6 +104,8 @@ class Trainer(Task):
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
+        self._costs: list[float] = []  # each step's modelled time (this process's, from _costs_from on)
+        self._costs_from = 0
 
     # -- the loop's interface -------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -184,34 +181,38 @@ class Trainer(Task):
         return all_finite(self.params.values())
 
     def speed_factor(self) -> float:
-        """Mean speed over the rest of the run relative to the steps just timed (the warm-up's for the
-        plan, the later steps since the last plan for a re-plan).
+        """``default`` (planned once): mean speed over the rest of the run relative to the warm-up's.
+        The model grows (x0.6) and, coarse to fine, later stages have more pixels (time ~
+        pixels^PIXEL_EXP; the warm-up runs at 1/4)."""
+        c, f = self.cfg, 0.6
+        if self._c2f():
+            half, full = c.c2f_full - c.c2f_half, 1 - c.c2f_full
+            f *= c.c2f_half + half * 0.25**PIXEL_EXP + full * 0.0625**PIXEL_EXP
+        return f
 
-        ``default`` (planned once): the model grows (x0.6) and, coarse to fine, later stages have more
-        pixels (time ~ pixels^PIXEL_EXP; the warm-up runs at 1/4). ``mcmc``/``budget`` (re-planned at 25%
-        and 50%): the count grows to the cap, so the step time goes from ``FIXED_COST + (1 - FIXED_COST) x
-        count / cap`` of a full model's to 1; coarse to fine as above, from the current stage on, and the
-        speeds of the rest are combined harmonically (time adds up, not speed)."""
-        c = self.cfg
-        if c.strategy.kind not in GROWING:
-            f = 0.6
-            if self._c2f():
-                f *= (c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**PIXEL_EXP
-                      + (1 - c.c2f_full) * 0.0625**PIXEL_EXP)
-            return f
-        n = len(self.params["means"])
-        now = FIXED_COST + (1 - FIXED_COST) * min(1.0, n / max(c.strategy.cap, 1))
-        if not self._c2f():
-            return now
+    def steps_in(self, steps: float, timed_from: int) -> int:
+        """How many steps the time left holds (``steps`` of those timed from step ``timed_from``).
+
+        ``mcmc``/``budget`` (re-planned at 25% and 50%) predict each step ahead (:mod:`gausslift.fit.plan`):
+        its count from the strategy's growth rule under the schedule a run of that length gets, its
+        level from the coarse-to-fine stages; the timed steps' own counts and levels were recorded.
+        ``default``: ``steps x`` :meth:`speed_factor`."""
+        if self.cfg.strategy.kind not in GROWING:
+            return int(steps * self.speed_factor())
+        c, cap = self.cfg, self.cfg.strategy.cap
         step = self.loop.step if self.loop is not None else 0
-        done = step / self.total if self.total else 0.0
-        stages = ((0.0, c.c2f_half, COARSEST), (c.c2f_half, c.c2f_full, 2), (c.c2f_full, 1.0, 1))
-        level = self._level(step)
-        time = 0.0  # per step of the rest, in units of a current step at the full count
-        for a, b, lv in stages:
-            frac = max(0.0, b - max(a, done))
-            time += frac * (level / min(lv, level)) ** (2 * PIXEL_EXP)  # pixels ~ (1/level)^2
-        return now * max(1.0 - done, 1e-6) / max(time, 1e-9)
+        n = len(self.params["means"])
+        now = float(step_cost(n, self._level(step), cap))
+        timed = self._costs[max(0, timed_from - self._costs_from):]
+        ref = float(np.mean(timed)) if timed else now
+
+        def cost_of(r: int) -> float:
+            total = step + r
+            counts = self.strategy.counts_ahead(n, step, total, c.schedule_ref_iters)
+            levels = stage_levels(step, total, c.c2f_half, c.c2f_full, self.finest) if self._c2f() else 1
+            return float(step_cost(counts, levels, cap).sum())
+
+        return steps_within(steps, ref, cost_of, now)
 
     # -- batch, loss, update --------------------------------------------------------------------------
     def _next_view(self) -> int:
@@ -252,6 +253,9 @@ class Trainer(Task):
         self._drawing = True
         level = self._level(step)
         self.finest = min(self.finest, level)
+        if not self._costs:
+            self._costs_from = step
+        self._costs.append(float(step_cost(len(self.params["means"]), level, self.cfg.strategy.cap)))
         cfg, v = self.cfg, self._views(level)[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device

@@ -218,17 +218,23 @@ class Loop:
         span = min(self.opts.warmup_seconds, 0.1 * self.budget.seconds)
         return times[-1] - times[2] >= span
 
-    def _steps_for(self, dt: float) -> int:
-        """The run's step count when the time left goes at ``dt`` seconds a step (times the task's
-        speed factor); under torchrun every rank gets the same count, the smallest."""
+    def _steps_for(self, dt: float, timed_from: int) -> int:
+        """The run's step count when the time left would go at ``dt`` seconds a step, the median of steps
+        ``timed_from`` up to now (the task's :meth:`Task.steps_in` says how many steps that time holds);
+        under torchrun every rank gets the same count, the smallest."""
         left = max(self.budget.left() - self._reserve(), 0.0)
         total = torch.tensor(
-            float(self.step + max(1, int(left / max(dt, 1e-9) * self.task.speed_factor()))),
+            float(self.step + max(1, self.task.steps_in(left / max(dt, 1e-9), timed_from))),
             device=self.dist.device,
         )
         if self.dist.world > 1:
             self.dist.all_reduce(total, torch.distributed.ReduceOp.MIN)
         return int(total.item())
+
+    def _timed_step(self, times: list[float], first: int) -> int:
+        """The first step whose duration ``np.diff(times[first:])`` holds (``times[i]``: the clock after
+        the ``i``-th step this process ran)."""
+        return self.step - len(times) + first + 1
 
     def _maybe_plan(self, times: list[float], ready: bool | None = None) -> None:
         """Plan the step count once the warm-up has been timed. Under torchrun every rank must call this
@@ -236,7 +242,7 @@ class Loop:
         if self.total or not (self._plan_ready(times) if ready is None else ready):
             return
         dt = float(np.median(np.diff(times[2:])))  # the first steps (JIT) left out
-        self._plan(self._steps_for(dt))
+        self._plan(self._steps_for(dt, self._timed_step(times, 2)))
         self._planned_at = len(times)
         self.events.append(f"planned {self.total} steps from {dt:.3f} s per step")
 
@@ -253,17 +259,21 @@ class Loop:
         factor extrapolates from its state now: a model that has grown, or a stage that has changed,
         since the last plan is timed as it is now; every rank calls this at the same step)."""
         self.replans += 1
-        recent = times[max(self._planned_at, 1):]
-        if len(recent) < 5:  # resumed just before the point: too few steps timed here, keep the plan
+        first = max(self._planned_at, 1)
+        if len(times) - first < 5:  # resumed just before the point: too few steps timed here, keep the plan
             return
-        recent = recent[len(recent) // 2 - 1:] if len(recent) >= 12 else recent
-        dt = float(np.median(np.diff(recent)))
-        new_total = self._steps_for(dt)
+        if len(times) - first >= 12:
+            first += (len(times) - first) // 2 - 1
+        dt = float(np.median(np.diff(times[first:])))
+        new_total = self._steps_for(dt, self._timed_step(times, first))
         self._planned_at = len(times)
-        if abs(new_total - self.total) > 0.1 * self.total:
+        if abs(new_total - self.total) > 0.1 * (self.total - self.step):  # 10 % of the steps left
             self.events.append(f"re-planned {self.total} -> {new_total} steps at step {self.step} "
                                f"from {dt:.3f} s per step")  # fmt: skip
             self._plan(new_total)
+        else:
+            self.events.append(f"kept the plan at step {self.step} ({new_total} steps from {dt:.3f} s "
+                               "per step)")  # fmt: skip
 
     def _extend(self) -> bool:
         """Whether a budgeted run that has done its planned steps goes on (``LoopOptions.extend``)."""

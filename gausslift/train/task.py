@@ -86,6 +86,12 @@ class Task:
         those since the last plan for a re-plan (e.g. < 1 when the model grows)."""
         return 1.0
 
+    def steps_in(self, steps: float, timed_from: int) -> int:
+        """How many steps the time left holds when it holds ``steps`` steps of the kind just timed (steps
+        ``timed_from`` up to the loop's step): ``steps x speed_factor()`` unless a task predicts its
+        steps' times itself."""
+        return int(steps * self.speed_factor())
+
     def finite(self) -> bool:
         """Whether the parameters are finite (checked before a snapshot becomes the rollback state)."""
         return True
