@@ -244,7 +244,8 @@ def test_demo_replaces_its_own_previous_run_and_nothing_else(tmp_path, monkeypat
     assert main(["demo", "--out", str(out), "--quiet"]) == 0
     assert seen["left"] == []  # the fit got an empty folder
     a = seen["fit"]
-    assert not a.resume and a.minutes == 1.5 and a.threads == 0 and a.holdout_every == 4 and len(a.set) == 3
+    assert not a.resume and a.minutes == 1.5 and a.threads == 0 and a.holdout_every == 4 and len(a.set) == 4
+    assert "strategy.kind=default" in a.set  # the demo's strategy, chosen on its validation views
 
     seen.clear()
     (out / "run.json").write_text(json.dumps({"scene": str(SAMPLE.resolve())}))
