@@ -322,4 +322,38 @@ def test_growing_kinds_plan_the_steps_whose_predicted_time_fills_the_budget(scen
     dflt = FitConfig()
     dflt.strategy = dataclasses.replace(dflt.strategy, kind="default")
     assert tuple(loop_options(cfg)["replan_at"]) == (0.25, 0.5, 0.75)
-    assert tuple(loop_options(dflt)["replan_at"]) == ()
+    assert tuple(loop_options(dflt)["replan_at"]) == (0.25, 0.5, 0.75)  # every kind re-plans
+
+
+def test_the_default_kind_extrapolates_its_observed_growth(scene, tmp_path):
+    """Clone / split has no rule to follow: a re-plan extrapolates the count's growth over the timed steps
+    to the end of refinement, under max_gaussians; the first plan (nothing grown yet) keeps the factor."""
+    from gausslift.fit.plan import step_cost
+    from gausslift.fit.trainer import Trainer
+
+    s = DefaultStrategy(_cfg(max_gaussians=100_000), Schedule(0, 1, 1, 1), 1.0)
+    stop = s.plan_schedule(4000, 30_000).refine_stop
+    c = s.counts_ahead(100, 10, 4000, 30_000, growth=1.001)
+    assert len(c) == 3990 and c[0] == 100 and c[200] == int(100 * 1.001**200)  # geometric
+    assert c[stop - 10] > c[stop - 110] and c[stop - 10] == c[-1] < 1000  # flat after refinement ends
+    s.cfg.max_gaussians = 500
+    assert s.counts_ahead(100, 10, 4000, 30_000, growth=1.001).max() == 500  # under the ceiling
+    assert (s.counts_ahead(100, 10, 4000, 30_000) == 100).all()  # no growth seen: none ahead
+    cfg = FitConfig(iters=60, init_num_points=150)
+    cfg.strategy = dataclasses.replace(cfg.strategy, kind="default")
+    tr = Trainer(scene, cfg, tmp_path / "d")
+    tr.start()
+    n = len(tr.params["means"])
+    assert tr.steps_in(400.0, 0) == int(400 * tr.speed_factor())  # the first plan
+    tr.total, tr.loop = 1000, SimpleNamespace(step=100)
+    cost = float(step_cost(n, 1, cfg.strategy.cap))
+    tr._costs, tr._counts, tr._costs_from = [cost] * 50, [n] * 50, 50  # steps 50-99 timed, no growth
+    assert tr.steps_in(400.0, 50) == 400  # steady: as many steps as the time holds now
+    tr._counts = [int(n / 1.002**50)] + [n] * 49  # grew x1.002 a step over the timed steps
+    growth = (n / tr._counts[0]) ** (1 / 50)
+    r = tr.steps_in(400.0, 50)
+    assert r < 380
+    ahead = tr.strategy.counts_ahead(n, 100, 100 + r, cfg.schedule_ref_iters, growth=growth)
+    assert step_cost(ahead, 1, cfg.strategy.cap).sum() <= 400 * cost  # the prediction fits the time
+    more = tr.strategy.counts_ahead(n, 100, 101 + r, cfg.schedule_ref_iters, growth=growth)
+    assert step_cost(more, 1, cfg.strategy.cap).sum() > 400 * cost  # one step more would not

@@ -34,9 +34,10 @@ class BudgetStrategy(DefaultStrategy):
             self.n0 = min(n, self.cfg.cap)
         return count_target(step, self.schedule, self.n0, self.cfg.cap, self.cfg.budget_curve)
 
-    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray:
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int, growth: float = 1.0) -> np.ndarray:
         """The count of each step in ``[step, total)``: the count schedule (planned for ``total`` steps)
-        at each refinement, an upper bound (growth needs seen candidates; pruning removes some)."""
+        at each refinement, an upper bound (growth needs seen candidates; pruning removes some;
+        ``growth`` is not needed)."""
         sch, cap, curve = self.plan_schedule(total, ref_iters), self.cfg.cap, self.cfg.budget_curve
         n0 = self.n0 if self.n0 is not None else min(n, cap)
         return counts_after(n, step, total, refine_steps(sch, step, total),

@@ -73,9 +73,9 @@ class MCMCStrategy(DefaultStrategy):
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         return mcmc_schedule(self.cfg, total, ref_iters)
 
-    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray:
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int, growth: float = 1.0) -> np.ndarray:
         """The count of each step in ``[step, total)``: :meth:`grow`'s rule at each refinement of the
-        schedule planned for ``total`` steps (relocation keeps the count)."""
+        schedule planned for ``total`` steps (relocation keeps the count; ``growth`` is not needed)."""
         sch, cap, rate = self.plan_schedule(total, ref_iters), self.cap, self.cfg.mcmc_grow_rate
         return counts_after(n, step, total, refine_steps(sch, step, total),
                             lambda k, _e: max(k, min(cap, int(rate * k) + k)))  # fmt: skip

@@ -87,10 +87,16 @@ class DefaultStrategy:
         """This strategy's schedule for a run of ``total`` steps."""
         return scaled_schedule(self.cfg, total, ref_iters)
 
-    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int) -> np.ndarray | None:
-        """The predicted count of each step in ``[step, total)`` of a ``total``-step run, from ``n`` now
-        (None: growth by gradient thresholds is not predictable; ``mcmc`` and ``budget`` predict it)."""
-        return None
+    def counts_ahead(self, n: int, step: int, total: int, ref_iters: int, growth: float = 1.0) -> np.ndarray:
+        """The predicted count of each step in ``[step, total)`` of a ``total``-step run, from ``n`` now.
+
+        Growth by gradient thresholds has no rule to follow: it is extrapolated at ``growth``, the count's
+        observed factor per step (at least 1), until the refinement span planned for ``total`` steps
+        ends, under ``max_gaussians`` (``mcmc`` and ``budget`` follow their own rules instead)."""
+        stop = self.plan_schedule(total, ref_iters).refine_stop
+        ahead = np.clip(np.minimum(np.arange(step, max(total, step)), stop) - step, 0, None)
+        grown = n * np.exp(np.minimum(ahead * np.log(max(growth, 1.0)), 50.0))
+        return np.minimum(grown, max(n, self.cfg.max_gaussians)).astype(np.int64)
 
     def regularizer(self, params) -> dict:
         """Loss terms the strategy needs (none here; MCMC's opacity and scale penalties)."""

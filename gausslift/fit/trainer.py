@@ -69,14 +69,13 @@ from gausslift.train.loop import REPLAN_AT, Loop, LoopOptions, Task
 
 NEVER = 1 << 40
 GROWING = ("mcmc", "budget")  # strategy kinds whose count follows a schedule to a fixed cap
-REPLAN_FIT = (*REPLAN_AT, 0.75)  # growing kinds: their counts are predicted, their step times re-timed
+REPLAN_FIT = (*REPLAN_AT, 0.75)  # a budgeted fit re-plans here: counts predicted, step times re-timed
 
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
-    growing = cfg.strategy.kind in GROWING  # grows to a cap along the run: re-plan from later step times
     opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
                                    extend=cfg.minutes > 0,  # time left after the plan: polish at its end
-                                   replan_at=REPLAN_FIT if growing else ())
+                                   replan_at=REPLAN_FIT)
     return dataclasses.asdict(opts)
 
 
@@ -105,6 +104,7 @@ class Trainer(Task):
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
         self._costs: list[float] = []  # each step's modelled time (this process's, from _costs_from on)
+        self._counts: list[int] = []  # and its Gaussian count
         self._costs_from = 0
 
     # -- the loop's interface -------------------------------------------------------------------------
@@ -193,24 +193,27 @@ class Trainer(Task):
     def steps_in(self, steps: float, timed_from: int) -> int:
         """How many steps the time left holds (``steps`` of those timed from step ``timed_from``).
 
-        ``mcmc``/``budget`` (re-planned at 25% and 50%) predict each step ahead (:mod:`gausslift.fit.plan`):
-        its count from the strategy's growth rule under the schedule a run of that length gets, its
-        level from the coarse-to-fine stages; the timed steps' own counts and levels were recorded.
-        ``default``: ``steps x`` :meth:`speed_factor`."""
-        if self.cfg.strategy.kind not in GROWING:
+        Each step ahead is predicted (:mod:`gausslift.fit.plan`): its count from the strategy's
+        :meth:`counts_ahead` under the schedule a run of that length gets (``mcmc``/``budget``: their
+        growth rules; ``default``: the count's growth over the timed steps, extrapolated to the end of
+        refinement), its level from the coarse-to-fine stages; the timed steps' own counts and levels
+        were recorded. ``default``'s first plan has seen no growth yet: ``steps x`` :meth:`speed_factor`."""
+        if self.cfg.strategy.kind not in GROWING and not self.total:
             return int(steps * self.speed_factor())
         c, cap = self.cfg, self.cfg.strategy.cap
         step = self.loop.step if self.loop is not None else 0
         n = len(self.params["means"])
         now = float(step_cost(n, self._level(step), cap))
-        timed = self._costs[max(0, timed_from - self._costs_from):]
+        i = max(0, timed_from - self._costs_from)
+        timed, counts = self._costs[i:], self._counts[i:]
         ref = float(np.mean(timed)) if timed else now
+        growth = (n / counts[0]) ** (1.0 / (step - timed_from)) if counts and step > timed_from else 1.0
 
         def cost_of(r: int) -> float:
             total = step + r
-            counts = self.strategy.counts_ahead(n, step, total, c.schedule_ref_iters)
+            ahead = self.strategy.counts_ahead(n, step, total, c.schedule_ref_iters, growth=growth)
             levels = stage_levels(step, total, c.c2f_half, c.c2f_full, self.finest) if self._c2f() else 1
-            return float(step_cost(counts, levels, cap).sum())
+            return float(step_cost(ahead, levels, cap).sum())
 
         return steps_within(steps, ref, cost_of, now)
 
@@ -255,7 +258,9 @@ class Trainer(Task):
         self.finest = min(self.finest, level)
         if not self._costs:
             self._costs_from = step
-        self._costs.append(float(step_cost(len(self.params["means"]), level, self.cfg.strategy.cap)))
+        n = len(self.params["means"])
+        self._costs.append(float(step_cost(n, level, self.cfg.strategy.cap)))
+        self._counts.append(n)
         cfg, v = self.cfg, self._views(level)[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
