@@ -225,3 +225,21 @@ def test_a_minutes_budget_plans_the_schedules(seq, tmp_path):
     assert all(n > 13 for n in planned)
     assert tr.strategy.schedule == scaled_schedule(cfg.strategy, tr.total, cfg.schedule_ref_iters)
     assert info["finished"] and info["iters"] <= tr.total and info["stopped_by"] in ("steps", "time")
+
+
+def test_a_re_plan_never_lowers_the_avatars_sh_degree(seq, tmp_path):
+    """Lengthening the run lengthens the SH interval; the degree stays at the highest trained, and that
+    floor survives a checkpoint."""
+    cfg = AvatarConfig(iters=300, backend="cpu", sh_degree=3, subject="ict", schedule_ref_iters=30_000)
+    tr = AvatarTrainer(read_sequence(seq), load_subject("ict"), cfg, tmp_path / "a")
+    tr.start()
+    tr.plan(300)  # one degree every 10 steps
+    assert tr._sh_now(35) == 3
+    tr.plan(900)  # every 30 steps: step 36 would be degree 1 by the interval alone
+    assert tr.sh_degree_at(36) == 3
+    other = AvatarTrainer(read_sequence(seq), load_subject("ict"), cfg, tmp_path / "b")
+    other.start()
+    other.plan(900)
+    assert other.sh_degree_at(36) == 1
+    other.load_state_dict(tr.state_dict())
+    assert other.sh_degree_at(36) == 3

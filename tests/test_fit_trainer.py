@@ -67,7 +67,8 @@ def test_training_improves_and_writes_a_run(scene, tmp_path, rasterizer):  # noq
         assert (tmp_path / "run" / f).is_file(), f
     ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     assert ck["task"] == "fit" and ck["step"] == 40 and ck["total"] == 40
-    assert set(ck["state"]) == {"params", "optim", "strategy", "gen", "perm", "pos", "c2f_finest"}  # named
+    assert set(ck["state"]) == {"params", "optim", "strategy", "gen", "perm", "pos", "c2f_finest",
+                                 "sh_reached"}  # named
     assert _psnr_all(_loaded(scene, tmp_path / "run", _cfg())) > before + 1.0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0] == "step,elapsed_s,loss,psnr,num_gaussians,sh_degree,lr_means"
@@ -236,6 +237,29 @@ def test_a_re_plan_never_sends_coarse_to_fine_back(scene, tmp_path):
     tr.start()  # a fresh start forgets the floor
     assert tr._level(60) == 2
     assert tr.speed_factor() > 0
+
+
+def test_a_re_plan_never_lowers_the_sh_degree(scene, tmp_path):
+    """Lengthening the run lengthens the SH interval; the degree stays at the highest trained, and that
+    floor survives a checkpoint."""
+    cfg = _cfg(iters=100, sh_degree=3, sh_degree_interval=1000, schedule_ref_iters=30_000)
+    tr = Trainer(scene, cfg, tmp_path / "run")
+    tr.start()
+    tr.plan(300)  # one degree every 10 steps
+    tr.loss(35)
+    tr._batch = None
+    assert tr.sh_reached == 3
+    tr.plan(900)  # every 30 steps: step 36 would be degree 1 by the interval alone
+    assert tr._sh(36) == 3
+    other = Trainer(scene, cfg, tmp_path / "b")
+    other.start()
+    other.plan(900)
+    assert other._sh(36) == 1
+    other.load_state_dict(tr.state_dict())
+    assert other._sh(36) == 3
+    tr.start()  # a fresh start forgets it
+    tr.plan(900)
+    assert tr._sh(36) == 1
 
 
 def test_views_are_kept_as_8_bit_and_read_back_exactly(scene, tmp_path):

@@ -127,6 +127,7 @@ class AvatarTrainer(Task):
             set_threads(cfg.threads)
         self.seq, self.subject, self.cfg = seq, subject, cfg
         self.out = None if out is None else Path(out)
+        self.sh_reached = 0
         self.device = resolve_device(cfg.device, cfg.backend)
         self.subject.to(self.device)
         self.split = holdout(seq, cfg)
@@ -231,6 +232,7 @@ class AvatarTrainer(Task):
         (once)."""
         cfg = self.cfg
         self._t0 = time.perf_counter()
+        self.sh_reached = 0  # the highest SH degree trained so far: a re-plan never lowers it
         if self.views is None:
             sp = self.split
             self.views = load_frames(self.seq, sp["train_frames"], sp["train_cameras"], self.bg)
@@ -296,6 +298,7 @@ class AvatarTrainer(Task):
             "offsets": self.offsets.detach(),
             "optim": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tracking_optim": None if self.extra_opt is None else self.extra_opt.state_dict(),
+            "sh_reached": self.sh_reached,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -314,6 +317,7 @@ class AvatarTrainer(Task):
         self.sstate = {k: v.to(dev, copy=True) for k, v in state["strategy"].items()}
         self.tuned = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in tracking.items()}
         self.offsets = torch.nn.Parameter(offsets.to(dev, copy=True))
+        self.sh_reached = int(state.get("sh_reached", 0))  # checkpoints before it: no floor
         self._make_optim()
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optim"][k])
@@ -332,10 +336,16 @@ class AvatarTrainer(Task):
     def speed_factor(self) -> float:
         return 0.7  # densification grows the model: later steps are slower than the warm-up's
 
+    def _sh_now(self, step: int) -> int:
+        self.sh_reached = self.sh_degree_at(step)
+        return self.sh_reached
+
     def sh_degree_at(self, step: int) -> int:
+        """One degree more every ``sh_degree_interval`` (scaled) steps, never below a degree already
+        trained at (a re-plan that lengthens the run lengthens the interval)."""
         c = self.cfg
         every = max(1, round(c.sh_degree_interval * self.total / c.schedule_ref_iters))
-        return min(step // every, c.sh_degree)
+        return max(min(step // every, c.sh_degree), self.sh_reached)
 
     # -- one step -------------------------------------------------------------------------------------
     def batch(self, step: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
@@ -367,7 +377,7 @@ class AvatarTrainer(Task):
             K,
             cam.width,
             cam.height,
-            self.sh_degree_at(step),
+            self._sh_now(step),
             bg,
             cfg.backend,
         )

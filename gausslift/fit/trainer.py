@@ -101,6 +101,7 @@ class Trainer(Task):
         self.levels: dict[int, list] = {}  # downscale factor -> the views on self.device
         self.finest = COARSEST  # the finest coarse-to-fine level trained so far: a re-plan never goes back
         self.total, self.sh_interval = 0, 1  # 0: not planned yet (a minutes budget's warm-up)
+        self.sh_reached = 0  # the highest SH degree trained so far: a re-plan never lowers it
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
         self._costs: list[float] = []  # each step's modelled time (this process's, from _costs_from on)
@@ -123,7 +124,7 @@ class Trainer(Task):
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.gen.manual_seed(cfg.seed)
-        self.finest = COARSEST
+        self.finest, self.sh_reached = COARSEST, 0
         if self.out.is_dir():  # a resumed run: temporary files a killed writer left
             clean_partial(self.out)
         if self.loop is not None and self.loop.opts.resume:
@@ -157,6 +158,7 @@ class Trainer(Task):
             "perm": self.perm,
             "pos": self.pos,
             "c2f_finest": self.finest,
+            "sh_reached": self.sh_reached,
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -173,6 +175,7 @@ class Trainer(Task):
         load_optimizer_state(self.optimizers, st["optim"])  # Adam moves it to dev
         self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
         self.finest = int(st.get("c2f_finest", COARSEST))  # checkpoints before it: no floor
+        self.sh_reached = int(st.get("sh_reached", 0))
         if not self._drawing:  # a resume continues the saved draws; a rollback goes on to new batches
             self.gen.set_state(st["gen"].cpu())
             self.perm, self.pos = st["perm"].cpu(), int(st["pos"])
@@ -247,7 +250,9 @@ class Trainer(Task):
         return self.levels[level]
 
     def _sh(self, step: int) -> int:
-        return min(step // self.sh_interval, self.cfg.sh_degree) if self.total else 0
+        """The SH degree at ``step`` (one more every ``sh_interval`` steps), never below a degree already
+        trained at (a re-plan that lengthens the run lengthens the interval)."""
+        return max(min(step // self.sh_interval, self.cfg.sh_degree), self.sh_reached) if self.total else 0
 
     def _lr_means(self, step: int) -> float:
         return means_lr(self.cfg, self.extent, step, self.total or NEVER)
@@ -265,7 +270,7 @@ class Trainer(Task):
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device
             bg = torch.rand(3, generator=self.gen, device="cpu").to(self.device, non_blocking=True)
-        sh = self._sh(step)
+        sh = self.sh_reached = self._sh(step)
         h, w = v.image.shape[:2]
         renders, alphas, meta = render_params(
             self.params, v.viewmat[None], v.K[None], w, h, sh, bg, cfg.backend
