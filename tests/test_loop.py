@@ -75,6 +75,15 @@ def opts(**kw):
     return L.LoopOptions(**(base | kw))
 
 
+@pytest.fixture
+def clock(monkeypatch):
+    """A fake clock for the loop's timing: tests advance ``clock["t"]``."""
+    c = {"t": 0.0}
+    monkeypatch.setattr(L.time, "perf_counter", lambda: c["t"])
+    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + c["t"] - self.t0)
+    return c
+
+
 def rows(run):
     return [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
 
@@ -180,10 +189,7 @@ def test_rollback_restores_the_good_state(tmp_path, monkeypatch):
     assert torch.equal(seen["w"], snap["w"])  # rolled back to the snapshot, not to the start
 
 
-def test_minutes_plan_once_and_stay_fixed(tmp_path, monkeypatch):
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+def test_minutes_plan_once_and_stay_fixed(tmp_path, clock):
     t = Toy()
     orig = t.loss
 
@@ -233,10 +239,7 @@ def test_collectives_use_the_training_device(monkeypatch):
     assert Dist(rank=1, world=3).shard(range(8)) == [1, 4, 7]
 
 
-def test_extend_uses_the_time_left_at_the_schedules_end(tmp_path, monkeypatch):
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+def test_extend_uses_the_time_left_at_the_schedules_end(tmp_path, clock):
     t = Toy()
     t.speed_factor = lambda: 0.5  # a pessimistic plan: half the steps the time allows
     orig, seen = t.loss, []
@@ -283,10 +286,7 @@ def test_options_from_a_config_by_name():
     assert (o.iters, o.minutes, o.log_every) == (0, 3.0, 1)  # a minutes budget overrides iters
 
 
-def test_replan_follows_a_load_that_falls_after_the_warm_up(tmp_path, monkeypatch):
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
+def test_replan_follows_a_load_that_falls_after_the_warm_up(tmp_path, clock):
 
     def run(name, **kw):
         clock["t"] = 0.0
@@ -315,12 +315,9 @@ def test_replan_follows_a_load_that_falls_after_the_warm_up(tmp_path, monkeypatc
     assert len(steady.planned) == 1 and not any(e.startswith("re-planned") for e in res2["events"])
 
 
-def test_replan_times_the_later_steps_since_the_plan(tmp_path, monkeypatch):
+def test_replan_times_the_later_steps_since_the_plan(tmp_path, clock):
     """A model that has slowed since the plan (grown, or at a finer stage) is timed as it is now: the
     re-plan reads the later half of the steps since the last plan, not their median over all of them."""
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
     t, seen = Toy(), {}
     loss, plan = t.loss, t.plan
 
@@ -347,13 +344,10 @@ def test_replan_times_the_later_steps_since_the_plan(tmp_path, monkeypatch):
     assert res["steps"] >= 0.95 * t.planned[1]  # and the run does reach its plan
 
 
-def test_plans_tell_the_task_which_steps_were_timed(tmp_path, monkeypatch):
+def test_plans_tell_the_task_which_steps_were_timed(tmp_path, clock):
     """``Task.steps_in`` gets the first step of the timed window: the median duration of the steps from
     there to now is the step time the loop planned with (a task predicting its own step times compares
     the steps ahead with exactly those)."""
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
     t, calls = Toy(), []
     loss = t.loss
 
@@ -380,12 +374,9 @@ def test_plans_tell_the_task_which_steps_were_timed(tmp_path, monkeypatch):
     assert calls[1][0] > calls[0][1]  # a re-plan times steps after the plan (their later half)
 
 
-def test_a_late_re_plan_compares_with_the_steps_left(tmp_path, monkeypatch):
+def test_a_late_re_plan_compares_with_the_steps_left(tmp_path, clock):
     """At 75 % of the run, 8 % more steps in all are a third more of the steps left: re-planned (a
     threshold on the whole run would keep a plan that ends far from the time left)."""
-    clock = {"t": 0.0}
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock["t"])
-    monkeypatch.setattr(L.Budget, "elapsed", lambda self: self.elapsed0 + clock["t"] - self.t0)
     t = Toy()
     loss = t.loss
 
