@@ -184,7 +184,7 @@ class Trainer(Task):
         return all_finite(self.params.values())
 
     def speed_factor(self) -> float:
-        """``default`` (planned once): mean speed over the rest of the run relative to the warm-up's.
+        """``default``'s first plan: mean speed over the rest of the run relative to the warm-up's.
         The model grows (x0.6) and, coarse to fine, later stages have more pixels (time ~
         pixels^PIXEL_EXP; the warm-up runs at 1/4)."""
         c, f = self.cfg, 0.6
