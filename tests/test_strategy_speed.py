@@ -303,9 +303,9 @@ def test_growing_kinds_plan_the_steps_whose_predicted_time_fills_the_budget(scen
         # had the cap's count (a short run's growth stops long before the cap)
         assert r <= k and (k < 100 or r > 1.3 * k * n / 600)
     # the timed steps were cheaper than a step now (the model grew since): the rest holds fewer steps
-    tr._costs, tr._costs_from = [now / 2] * 10, 0
+    tr._counts, tr._levels, tr._timed_from = [n / 2] * 10, [1] * 10, 0
     assert tr.steps_in(400.0, 0) == brute(400.0, now / 2) < brute(400.0, now)
-    tr._costs = []
+    tr._counts, tr._levels = [], []
     tr.cfg.strategy = dataclasses.replace(cfg.strategy, cap_max=n)  # at the cap: every step as fast as now
     tr.strategy.cfg = tr.cfg.strategy
     assert tr.steps_in(400.0, 0) == 400
@@ -347,10 +347,11 @@ def test_the_default_kind_extrapolates_its_observed_growth(scene, tmp_path):
     assert tr.steps_in(400.0, 0) == int(400 * tr.speed_factor())  # the first plan
     tr.total, tr.loop = 1000, SimpleNamespace(step=100)
     cost = float(step_cost(n, 1, cfg.strategy.cap))
-    tr._costs, tr._counts, tr._costs_from = [cost] * 50, [n] * 50, 50  # steps 50-99 timed, no growth
+    tr._counts, tr._levels, tr._timed_from = [n] * 50, [1] * 50, 50  # steps 50-99 timed, no growth
     assert tr.steps_in(400.0, 50) == 400  # steady: as many steps as the time holds now
     tr._counts = [int(n / 1.002**50)] + [n] * 49  # grew x1.002 a step over the timed steps
     growth = (n / tr._counts[0]) ** (1 / 50)
+    cost = float(step_cost(tr._counts, 1, cfg.strategy.cap).mean())  # the timed steps' mean
     r = tr.steps_in(400.0, 50)
     assert r < 380
     ahead = tr.strategy.counts_ahead(n, 100, 100 + r, cfg.schedule_ref_iters, growth=growth)

@@ -336,10 +336,6 @@ class AvatarTrainer(Task):
     def speed_factor(self) -> float:
         return 0.7  # densification grows the model: later steps are slower than the warm-up's
 
-    def _sh_now(self, step: int) -> int:
-        self.sh_reached = self.sh_degree_at(step)
-        return self.sh_reached
-
     def sh_degree_at(self, step: int) -> int:
         """One degree more every ``sh_degree_interval`` (scaled) steps, never below a degree already
         trained at (a re-plan that lengthens the run lengthens the interval)."""
@@ -368,6 +364,7 @@ class AvatarTrainer(Task):
         vm = torch.as_tensor(cam.viewmat, dtype=torch.float32, device=self.device)[None]
         K = torch.as_tensor(cam.K, dtype=torch.float32, device=self.device)[None]
         verts = self.posed(t)
+        sh = self.sh_reached = self.sh_degree_at(step)
         rgb, alpha, meta = M.render(
             self.params,
             self.sstate["binding"],
@@ -377,7 +374,7 @@ class AvatarTrainer(Task):
             K,
             cam.width,
             cam.height,
-            self._sh_now(step),
+            sh,
             bg,
             cfg.backend,
         )

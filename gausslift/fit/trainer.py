@@ -71,6 +71,7 @@ NEVER = 1 << 40
 GROWING = ("mcmc", "budget")  # strategy kinds whose count follows a schedule to a fixed cap
 REPLAN_FIT = (*REPLAN_AT, 0.75)  # a budgeted fit re-plans here: counts predicted, step times re-timed
 
+
 def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> dict:
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
     opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
@@ -104,9 +105,9 @@ class Trainer(Task):
         self.sh_reached = 0  # the highest SH degree trained so far: a re-plan never lowers it
         self._batch: tuple | None = None
         self._drawing = False  # batches drawn in this process: a state loaded now is a rollback
-        self._costs: list[float] = []  # each step's modelled time (this process's, from _costs_from on)
-        self._counts: list[int] = []  # and its Gaussian count
-        self._costs_from = 0
+        self._counts: list[int] = []  # each step's Gaussian count (this process's, from _timed_from on)
+        self._levels: list[int] = []  # and its coarse-to-fine level
+        self._timed_from = 0
 
     # -- the loop's interface -------------------------------------------------------------------------
     def config(self) -> FitConfig:
@@ -207,9 +208,9 @@ class Trainer(Task):
         step = self.loop.step if self.loop is not None else 0
         n = len(self.params["means"])
         now = float(step_cost(n, self._level(step), cap))
-        i = max(0, timed_from - self._costs_from)
-        timed, counts = self._costs[i:], self._counts[i:]
-        ref = float(np.mean(timed)) if timed else now
+        i = max(0, timed_from - self._timed_from)
+        counts = self._counts[i:]
+        ref = float(step_cost(counts, self._levels[i:], cap).mean()) if counts else now
         growth = (n / counts[0]) ** (1.0 / (step - timed_from)) if counts and step > timed_from else 1.0
 
         def cost_of(r: int) -> float:
@@ -261,11 +262,10 @@ class Trainer(Task):
         self._drawing = True
         level = self._level(step)
         self.finest = min(self.finest, level)
-        if not self._costs:
-            self._costs_from = step
-        n = len(self.params["means"])
-        self._costs.append(float(step_cost(n, level, self.cfg.strategy.cap)))
-        self._counts.append(n)
+        if not self._counts:
+            self._timed_from = step
+        self._counts.append(len(self.params["means"]))
+        self._levels.append(level)
         cfg, v = self.cfg, self._views(level)[self._next_view()]
         bg = self.bg
         if cfg.random_background and v.mask is not None:  # drawn on the CPU: the same on every device

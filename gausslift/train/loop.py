@@ -255,9 +255,8 @@ class Loop:
         return self.step >= max(1, int(o.replan_at[self.replans] * self.total))
 
     def _replan(self, times: list[float]) -> None:
-        """Re-plan from the step time of the later half of the steps since the last plan (the task's speed
-        factor extrapolates from its state now: a model that has grown, or a stage that has changed,
-        since the last plan is timed as it is now; every rank calls this at the same step)."""
+        """Re-plan from the step time of the later half of the steps since the last plan (the task's
+        :meth:`Task.steps_in` is told which steps those were; every rank calls this at the same step)."""
         self.replans += 1
         first = max(self._planned_at, 1)
         if len(times) - first < 5:  # resumed just before the point: too few steps timed here, keep the plan
