@@ -101,5 +101,19 @@ def test_demo_log_is_short_when_redirected(tmp_path):
     assert b"turntable: 100%" in text and (tmp_path / "run" / "orbit.mp4").is_file()
 
 
-def test_kernel_warm_up_runs_forward_and_backward():
-    assert demo.compile_cpu_kernels() >= 0.0
+def test_kernel_warm_up_runs_forward_and_backward(monkeypatch):
+    """The warm-up renders with the CPU backend at SH degrees 0 and 3, and back-propagates each."""
+    import gausslift.fit.model as model
+
+    real, calls = model.render_params, []
+
+    def spy(params, vm, K, w, h, sh, bg, backend):
+        calls.append((sh, backend, params))
+        return real(params, vm, K, w, h, sh, bg, backend)
+
+    monkeypatch.setattr(model, "render_params", spy)
+    assert demo.compile_cpu_kernels() > 0.0
+    assert [(sh, backend) for sh, backend, _ in calls] == [(0, "cpu"), (3, "cpu")]
+    params = calls[-1][2]
+    for k in ("means", "opacities", "sh0"):  # the backward pass reached the parameters
+        assert params[k].grad is not None and params[k].grad.abs().sum() > 0, k

@@ -105,8 +105,13 @@ def test_growth_respects_the_cap():
     st = s.initialize_state(6)
     st["grad2d"] = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     st["count"] = torch.ones(6)
-    s._grow(params, opts, st)
-    assert len(params["means"]) <= 7
+    before, parent_scale = params["means"].detach().clone(), params["scales"][5].detach().clone()
+    # room for one more: only the highest-gradient row (5, a large one: split, one net) grows
+    assert s._grow(params, opts, st) == (0, 1)
+    assert len(params["means"]) == 7
+    assert torch.equal(params["means"][:5].detach(), before[:5])  # rows 0-4 kept, row 5 replaced
+    assert torch.allclose(params["scales"][5:].detach(), (parent_scale - math.log(1.6)).expand(2, 3))
+    assert s._grow(params, opts, s.initialize_state(7) | {"count": torch.ones(7)}) == (0, 0)  # full
 
 
 def test_post_backward_accumulates_normalised_gradients():

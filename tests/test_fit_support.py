@@ -76,29 +76,17 @@ def dense_rasterize(
     return torch.stack(outs), torch.stack(alphas), meta
 
 
-def has_real_rasterizer() -> bool:
-    try:
-        from gausslift.render import rasterize  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 @pytest.fixture
 def rasterizer(monkeypatch):
-    """The real rasteriser (torch backend) when it exists, else the dense one above."""
+    """The real rasteriser, torch backend (the dense one above is its independent reference)."""
     import gausslift.fit.model as model
+    from gausslift.render import rasterize
 
-    if has_real_rasterizer():
-        from gausslift.render import rasterize
+    def real(*a, **kw):
+        kw["backend"] = "torch" if kw.get("backend", "auto") == "auto" else kw["backend"]
+        return rasterize(*a, **kw)
 
-        def real(*a, **kw):
-            kw["backend"] = "torch" if kw.get("backend", "auto") == "auto" else kw["backend"]
-            return rasterize(*a, **kw)
-
-        monkeypatch.setattr(model, "_rasterize", real, raising=False)
-    else:
-        monkeypatch.setattr(model, "_rasterize", dense_rasterize, raising=False)
+    monkeypatch.setattr(model, "_rasterize", real, raising=False)
     return model._rasterize
 
 
@@ -136,8 +124,6 @@ def blob_scene(root: Path, n_views: int = 8, size: int = 24, masks: bool = True)
 
 
 def test_dense_rasterizer_matches_the_real_one():
-    if not has_real_rasterizer():
-        pytest.skip("gausslift.render.rasterize not available yet")
     from gausslift.render import rasterize
 
     g = torch.Generator().manual_seed(0)

@@ -11,7 +11,13 @@ def test_psnr_variance_zero_for_uniform_error_and_positive_for_flicker(rng):
     assert flicker.psnr_variance(steady, gt) < 1e-12
     noisy = gt + rng.normal(0, 1, (8, 1, 1, 1)) * 0.03 * rng.normal(0, 1, gt.shape)
     assert flicker.psnr_variance(noisy, gt) > 0.1
-    assert flicker.psnr_variance(steady) >= 0.0
+    # without ground truth: the PSNR between consecutive frames
+    a, b = gt[0], np.clip(gt[0] + 0.05, 0, 1)
+    assert flicker.psnr_variance(np.stack([a, b, a, b, a])) < 1e-12  # every step is the same change
+    steps = np.array([0.01, 0.04, 0.02, 0.08])  # frame t differs from t-1 by a uniform steps[t-1]
+    frames = 0.5 + np.concatenate([[0.0], np.cumsum(steps)])[:, None, None, None] * np.ones((1, 4, 4, 3))
+    by_hand = np.var(10 * np.log10(1.0 / steps**2))
+    assert abs(flicker.psnr_variance(frames) - by_hand) < 1e-6 * by_hand and by_hand > 10
 
 
 def test_static_change_only_counts_static_pixels(rng):

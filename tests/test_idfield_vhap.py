@@ -175,7 +175,17 @@ def test_prepared_vhap_export_trains(tmp_path, config):
     rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if x.strip()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses and all(np.isfinite(losses))
-    assert (tmp_path / "run" / "model.pt").is_file()
+    # the written model is the trained one: its generator and codes moved away from the fresh init
+    from gausslift.idfield.config import IdFieldConfig
+    from gausslift.idfield.model import IdField
+    from gausslift.subjects import load_subject
+
+    saved = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    init = IdField.fresh(IdFieldConfig(**saved["config"]), load_subject(f"flame:{pkl}"), saved["names"],
+                         saved["world"])  # fmt: skip
+    assert saved["names"] == ["a", "b"] and set(saved["generator"]) == set(init.P)
+    moved = [k for k in init.P if not torch.equal(saved["generator"][k], init.P[k])]
+    assert moved and not torch.equal(saved["codes"], init.codes), moved
 
 
 def test_trainer_devices_are_honoured_or_refused(tmp_path, capsys):

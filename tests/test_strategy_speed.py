@@ -110,8 +110,13 @@ def test_relocated_gaussians_keep_valid_parameters_and_fresh_moments():
 def test_relocation_with_every_gaussian_dead_changes_nothing():
     params, opts = _params(8, opac=torch.full((8,), 0.001))
     s = MCMCStrategy(_cfg(kind="mcmc"), Schedule(0, 100, 10, 1 << 40), 1.0)
+    before = {k: (p.detach().clone(), {n: v.clone() for n, v in opts[k].state[p].items()})
+              for k, p in params.items()}  # fmt: skip
     assert s.relocate(params, opts, {}) == 0
-    assert len(params["means"]) == 8
+    for k, p in params.items():  # no source to move the dead onto: every value and moment as it was
+        assert torch.equal(p.detach(), before[k][0]), k
+        for n, v in opts[k].state[p].items():
+            assert torch.equal(v, before[k][1][n]), (k, n)
 
 
 def test_mcmc_growth_never_exceeds_the_cap():

@@ -236,8 +236,16 @@ def test_written_parameters_reproduce_the_track(toy, tmp_path):
                             "keypoints3d", "keypoints2d", "keypoints_visible"}
     params = {k: torch.as_tensor(z[k]) for k in toy.param_shapes}
     assert toy.check_params(params) == 6
-    # without offsets the DANNCE nodes are the model's own keypoints
-    assert np.abs(model_keypoints(toy, res) - res.points3d).max() < 1e-3
+    for k in toy.param_shapes:  # the file holds the track's parameters and pose, unchanged
+        assert np.array_equal(z[k], np.asarray(res.params[k], np.float32)), k  # stored as float32
+    assert np.array_equal(z["world_from_subject"], res.world_from_subject)
+    # posing the model with what was written gives the tracked nodes (without offsets the DANNCE nodes
+    # are the model's own keypoints)
+    from types import SimpleNamespace
+
+    written = SimpleNamespace(params={k: z[k] for k in toy.param_shapes},
+                              world_from_subject=z["world_from_subject"])
+    assert np.abs(model_keypoints(toy, written) - res.points3d).max() < 1e-3
     assert np.abs(z["keypoints3d"] - res.points3d).max() < 1e-3
     assert set(rep["keypoint_error"]) == {"cam0", "cam1", "cam2"} and len(rep["per_frame"]) == 6
     assert (tmp_path / "t" / "meta.json").is_file() and (tmp_path / "t" / "track.npz").is_file()
