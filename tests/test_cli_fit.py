@@ -280,3 +280,43 @@ def test_demo_sample_is_small_and_licensed():
     assert "Apache License" in (SAMPLE / "LICENSE").read_text()
     assert "FaceLift" in (SAMPLE / "NOTICE").read_text()
     assert len(list((SAMPLE / "images").glob("*.png"))) == 32
+
+
+def test_bad_values_and_paths_are_one_line_each(capture, tmp_path, rasterizer, capsys):  # noqa: F811
+    """Values the fit cannot use, an output path that is a file, a broken metrics.json, a non-empty export
+    folder: each is one line naming the problem (exit 1, no traceback), and nothing given is changed."""
+
+    def one_line(rc, verb, *words):
+        err = capsys.readouterr().err
+        assert rc == 1 and err.startswith(f"gausslift {verb}: error:"), err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert all(w in err for w in words), err
+
+    one_line(_fit(capture, tmp_path / "a", "--set", "sh_degree=9"), "fit", "sh_degree", "0 to 3", "9")
+    one_line(_fit(capture, tmp_path / "b", "--set", "downscale=0"), "fit", "downscale")
+    one_line(_fit(capture, tmp_path / "c", "--iters", "-5"), "fit", "negative", "-5")
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+    run = tmp_path / "run"
+    assert _fit(capture, run, "--iters", "3") == 0
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("mine")
+    one_line(main(["eval", str(run), "--out", str(a_file)]), "eval", str(a_file))
+    one_line(main(["render", str(run), "--out", str(a_file), "--quiet"]), "render", str(a_file))
+    assert a_file.read_text() == "mine"
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "metrics.json").write_text('{"psnr": 30, "ssim"')
+    one_line(main(["compare", str(broken)]), "compare", "metrics.json", "not valid JSON")
+    (broken / "metrics.json").write_text("[1, 2]")
+    one_line(main(["compare", str(broken)]), "compare", "metrics.json", "got a JSON list")
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    one_line(main(["view", str(run), "--export", str(mine)]), "view", str(mine), "not empty")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    site = tmp_path / "site"
+    assert main(["view", str(run), "--export", str(site)]) == 0
+    assert main(["view", str(run), "--export", str(site)]) == 0  # over an earlier export: allowed

@@ -134,6 +134,9 @@ def test_cli_plan_and_bad_options(tmp_path, capsys):
     (tmp_path / "full" / "x").write_text("")
     with pytest.raises(InputError, match="not empty and not a zoo run"):
         zoo(tmp_path / "full", _opts())
+    rc = main(["zoo", "--out", str(tmp_path / "full" / "x"), "--dry-run"])  # a file: refused, plan or not
+    err = capsys.readouterr().err
+    assert rc == 1 and "is a file" in err and "zoo: plan" not in err
 
 
 def test_without_the_diffusion_extra_it_stops_before_anything_runs(tmp_path):

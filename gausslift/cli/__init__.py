@@ -78,6 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"gausslift {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a path the system refused (an output that is a file, a folder, full disk...)
+        print(f"gausslift {args.verb}: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OSError: the path (a rename's destination, not its temporary source) and why."""
+    path = e.filename2 if getattr(e, "filename2", None) is not None else e.filename
+    why = e.strerror or type(e).__name__
+    return f"{path}: {why}" if path is not None else f"{why} ({e})"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,8 @@ def add_train_flags(p: argparse.ArgumentParser, config_help: str = "a YAML confi
     p.add_argument("--out", required=True, help=h["out"])
     p.add_argument("--config", help=config_help)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set batch=8 --set loss.ssim=0.5)")  # fmt: skip
+                   help="config override, repeatable: a field of the run's config.yaml, nested with dots "
+                        "(e.g. --set seed=1)")  # fmt: skip
     p.add_argument("--iters", "--steps", dest="iters", type=int, help=h["iters"])
     p.add_argument("--minutes", type=float, help=h["minutes"])
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")

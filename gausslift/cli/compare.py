@@ -36,13 +36,28 @@ def _cell(v, fmt: str, key: str) -> str:
     return fmt.format(int(v)) if fmt == "{:d}" else fmt.format(float(v))
 
 
+def _read_metrics(p: Path) -> dict:
+    """A run's metrics.json: an object whose table columns are numbers (or null); InputError otherwise."""
+    try:
+        m = json.loads(p.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(p, f"not valid JSON ({e})") from None
+    if not isinstance(m, dict):
+        raise InputError(p, f"expected an object of metrics, got a JSON {type(m).__name__}")
+    for key, _, _ in COLUMNS:
+        v = m.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputError(p, f"'{key}' is not a number: {v!r}")
+    return m
+
+
 def table(runs: list[str | Path]) -> str:
     rows = []
     for r in runs:
         p = Path(r) / "metrics.json"
         if not p.is_file():
             raise InputError(r, "no metrics.json: run `gausslift eval` on it first")
-        rows.append((Path(r).name or str(r), json.loads(p.read_text())))
+        rows.append((Path(r).name or str(r), _read_metrics(p)))
     cols = [c for c in COLUMNS if any(m.get(c[0]) is not None for _, m in rows)]
     lines = ["| run | split | " + " | ".join(c[1] for c in cols) + " |"]
     lines.append("|---|---|" + "---:|" * len(cols))

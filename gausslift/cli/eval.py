@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 from gausslift.errors import InputError
@@ -32,6 +33,8 @@ def evaluate_run(run: str | Path, split: str = "test", out=None, lpips_weights=N
     used = split
     if not views and split == "test":
         views, used = split_views(scene, "train"), "train"
+        print(f"eval: {run}: the capture has no test views; scoring the training views (split 'train' in "
+              f"metrics.json)", file=sys.stderr)
     if not views:
         raise InputError(run, f"the run's capture has no '{split}' views")
     lpips = None

@@ -127,3 +127,26 @@ def background_rgb(name: str) -> tuple[float, float, float]:
     if name not in BACKGROUNDS:
         raise InputError(None, f"background must be one of {', '.join(BACKGROUNDS)}, got '{name}'")
     return BACKGROUNDS[name]
+
+
+def check_config(cfg: FitConfig) -> None:
+    """One InputError for a value outside what the fit can use (the config.yaml / --set key named)."""
+    from gausslift.errors import InputError
+
+    rules = [
+        ("sh_degree", 0 <= cfg.sh_degree <= 3, "an integer from 0 to 3"),
+        ("downscale", cfg.downscale >= 1, "an integer of at least 1"),
+        ("init_num_points", cfg.init_num_points >= 1, "at least 1"),
+        ("ssim_lambda", 0.0 <= cfg.ssim_lambda <= 1.0, "from 0 to 1"),
+        ("c2f_half", 0.0 <= cfg.c2f_half <= cfg.c2f_full <= 1.0, "from 0 to c2f_full (<= 1)"),
+        ("strategy.cap_max", cfg.strategy.cap_max >= 1, "at least 1"),
+        ("strategy.max_gaussians", cfg.strategy.max_gaussians >= 1, "at least 1"),
+        ("strategy.refine_every", cfg.strategy.refine_every >= 1, "at least 1"),
+    ]
+    for key, ok, want in rules:
+        if not ok:
+            value = cfg
+            for part in key.split("."):
+                value = getattr(value, part)
+            raise InputError(None, f"{key} must be {want}, got {value!r}")
+    background_rgb(cfg.background)

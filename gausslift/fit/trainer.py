@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from gausslift.errors import InputError
-from gausslift.fit.config import FitConfig, background_rgb
+from gausslift.fit.config import FitConfig, background_rgb, check_config
 from gausslift.fit.data import (
     check_consistent,
     composite,
@@ -87,6 +87,7 @@ class Trainer(Task):
 
     def __init__(self, scene: Scene, cfg: FitConfig, out: str | Path, run_info: dict | None = None):
         """Loads and checks the training views and the device; writes nothing."""
+        check_config(cfg)
         self.cfg, self.out, self.scene = cfg, Path(out), scene
         self.device = resolve_device(cfg.device, cfg.backend)
         self.bg = torch.tensor(background_rgb(cfg.background), dtype=torch.float32, device=self.device)

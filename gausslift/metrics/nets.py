@@ -67,9 +67,13 @@ def find_weight_file(
             if hits:
                 return hits[0]
     places = ", ".join(str(d) for d in dirs)
+    given = ""
+    if weights is not None and Path(weights).expanduser().is_file():
+        given = f"the file given, {weights}, is not it ({' or '.join((canonical, *patterns))}); "
     raise MissingWeightsError(
-        f"{what or 'weights'}: file {canonical} not found; put it in one of: {places} "
-        f"(or set ${ENV_VAR} to its folder, or pass --weights). gausslift never downloads weights."
+        f"{what or 'weights'}: {given}file {canonical} not found; put it in one of: {places} "
+        f"(or set ${ENV_VAR} to its folder, or give the file or its folder to the command's weights "
+        f"option). gausslift never downloads weights."
     )
 
 

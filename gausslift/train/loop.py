@@ -93,6 +93,9 @@ class Loop:
     def _open(self) -> bool:
         """Check the folder, then load or start the state; True when resuming."""
         out, o = self.out, self.opts
+        if o.iters < 0 or o.minutes < 0:
+            raise InputError(None, f"a training length cannot be negative (--iters {o.iters}, --minutes "
+                                   f"{o.minutes:g})")  # fmt: skip
         if o.iters <= 0 and o.minutes <= 0:
             raise InputError(None, "give a training length: --iters N and/or --minutes M")
         ckpt = out / CHECKPOINT

@@ -95,6 +95,15 @@ def _view(target, radius, elevation_deg, fov_deg, background, **extra) -> dict:
     }
 
 
+def _check_export_folder(out: Path) -> None:
+    """An export goes into a new or empty folder, or over an earlier export (its view.json); nothing else
+    there is overwritten."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file: give a folder for the exported viewer")
+    if out.is_dir() and any(out.iterdir()) and not (out / "view.json").is_file():
+        raise InputError(out, "is not empty and holds no earlier export (view.json): choose a new folder")
+
+
 def export_viewer(
     src: str | Path | Splats,
     out_dir: str | Path,
@@ -116,6 +125,7 @@ def export_viewer(
     ``index.html``, ``view.json`` and ``frames/000000.ply``, ... instead (``fps`` overrides the
     sequence's rate).
     """
+    _check_export_folder(Path(out_dir))
     seq = None if isinstance(src, Splats) else find_sequence(src)
     if seq is not None:
         site = SequenceSite(seq, out_dir, max_splats=max_splats, sh_degree=sh_degree, background=background,

@@ -395,6 +395,8 @@ def zoo(out: str | Path, opts: ZooOptions | None = None, quiet: bool = False, dr
     opts = opts or ZooOptions()
     opts.check()
     out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "is a file: --out must be the zoo folder (new, or a zoo to continue)")
     if dry_run:
         run = None
         if (out / STATE).is_file():
