@@ -53,7 +53,7 @@ SCENES = {  # name: (data folder under --data, minutes (today's acceptance budge
 }
 SCENE_SETS = {"demo": list(DEMO_FIT_SETS)}
 # named configurations: overrides of FitConfig's defaults ("old" is today's behaviour, issue 26's baseline)
-CONFIGS = {"old": ["strategy.kind=default"], "new": []}
+CONFIGS = {"old": ["strategy.kind=default", "plan=once"], "new": []}
 
 
 def parse_config(spec: str) -> tuple[str, list[str]]:

@@ -330,6 +330,30 @@ def test_growing_kinds_plan_the_steps_whose_predicted_time_fills_the_budget(scen
     assert tuple(loop_options(dflt)["replan_at"]) == (0.25, 0.5, 0.75)  # every kind re-plans
 
 
+def test_plan_once_is_the_plan_before_issue_26(scene, tmp_path):
+    """``plan=once`` (the benchmark's baseline with the default kind): no re-plan, and every plan is the
+    warm-up's steps x 0.6, with time ~ pixels^0.7 over the coarse-to-fine stages, whatever was timed."""
+    from gausslift.fit.trainer import Trainer, loop_options
+
+    cfg = FitConfig(iters=60, init_num_points=150, plan="once")
+    cfg.strategy = dataclasses.replace(cfg.strategy, kind="default")
+    assert tuple(loop_options(cfg)["replan_at"]) == ()
+    tr = Trainer(scene, cfg, tmp_path / "o")
+    tr.start()
+    assert tr.speed_factor() == pytest.approx(0.6)  # this capture is below c2f_min_size: one stage
+    tr.cfg.c2f_min_size = 8
+    c = cfg
+    f = 0.6 * (c.c2f_half + (c.c2f_full - c.c2f_half) * 0.25**0.7 + (1 - c.c2f_full) * 0.0625**0.7)
+    assert tr.speed_factor() == pytest.approx(f)
+    tr.total, tr.loop = 1000, SimpleNamespace(step=100)
+    n = len(tr.params["means"])
+    tr._counts, tr._levels, tr._timed_from = [int(n / 1.002**50)] + [n] * 49, [1] * 50, 50  # grew
+    assert tr.steps_in(400.0, 50) == int(400 * f)  # no prediction: the factor alone
+    cfg.plan = "never"
+    with pytest.raises(InputError, match="plan must be predict or once"):
+        Trainer(scene, cfg, tmp_path / "p")
+
+
 def test_the_default_kind_extrapolates_its_observed_growth(scene, tmp_path):
     """Clone / split has no rule to follow: a re-plan extrapolates the count's growth over the timed steps
     to the end of refinement, under max_gaussians; the first plan (nothing grown yet) keeps the factor."""

@@ -61,7 +61,11 @@ class FitConfig:
     iters: int = 7000
     minutes: float = 0.0
     schedule_ref_iters: int = 30000
-    warmup_seconds: float = 20.0  # time used to measure it/s for a minutes budget (planned once)
+    warmup_seconds: float = 20.0  # time used to measure it/s for a minutes budget
+    # predict: each step's count and resolution are predicted, re-planned at 25/50/75 % (issue 26);
+    # once: planned once from the warm-up, the model grows x0.6 and time ~ pixels^0.7, never re-planned
+    # (the plan before issue 26: with strategy.kind=default, today's behaviour before it, for comparison)
+    plan: str = "predict"
     seed: int = 0
     # data
     holdout_every: int = 0  # 0: use the capture's own test split (or none)
@@ -142,6 +146,7 @@ def check_config(cfg: FitConfig) -> None:
         ("strategy.cap_max", cfg.strategy.cap_max >= 1, "at least 1"),
         ("strategy.max_gaussians", cfg.strategy.max_gaussians >= 1, "at least 1"),
         ("strategy.refine_every", cfg.strategy.refine_every >= 1, "at least 1"),
+        ("plan", cfg.plan in ("predict", "once"), "predict or once"),
     ]
     for key, ok, want in rules:
         if not ok:

@@ -76,7 +76,7 @@ def loop_options(cfg: FitConfig, resume: bool = False, quiet: bool = False) -> d
     """The :class:`LoopOptions` fields a fit's config sets (a ``minutes`` budget overrides ``iters``)."""
     opts = LoopOptions.from_config(cfg, resume=resume, quiet=quiet, max_nonfinite=cfg.nan_skip_limit,
                                    extend=cfg.minutes > 0,  # time left after the plan: polish at its end
-                                   replan_at=REPLAN_FIT)
+                                   replan_at=REPLAN_FIT if cfg.plan == "predict" else ())
     return dataclasses.asdict(opts)
 
 
@@ -190,9 +190,10 @@ class Trainer(Task):
         The model grows (x0.6) and, coarse to fine, later stages have more pixels (time ~
         pixels^PIXEL_EXP; the warm-up runs at 1/4)."""
         c, f = self.cfg, 0.6
+        e = PIXEL_EXP if c.plan == "predict" else 0.7  # plan=once: the model before issue 26
         if self._c2f():
             half, full = c.c2f_full - c.c2f_half, 1 - c.c2f_full
-            f *= c.c2f_half + half * 0.25**PIXEL_EXP + full * 0.0625**PIXEL_EXP
+            f *= c.c2f_half + half * 0.25**e + full * 0.0625**e
         return f
 
     def steps_in(self, steps: float, timed_from: int) -> int:
@@ -203,7 +204,7 @@ class Trainer(Task):
         growth rules; ``default``: the count's growth over the timed steps, extrapolated to the end of
         refinement), its level from the coarse-to-fine stages; the timed steps' own counts and levels
         were recorded. ``default``'s first plan has seen no growth yet: ``steps x`` :meth:`speed_factor`."""
-        if self.cfg.strategy.kind not in GROWING and not self.total:
+        if self.cfg.plan == "once" or (self.cfg.strategy.kind not in GROWING and not self.total):
             return int(steps * self.speed_factor())
         c, cap = self.cfg, self.cfg.strategy.cap
         step = self.loop.step if self.loop is not None else 0
