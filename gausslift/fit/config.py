@@ -115,9 +115,9 @@ class FitConfig:
     snapshot_every: int = 200  # in-memory good state for NaN rollback
     nan_lr_factor: float = 0.5
     nan_skip_limit: int = 3  # non-finite losses in a row are skipped; this many -> roll back
-    # the fit's default since issue 26: MCMC relocation capped at cap_max. ``--set strategy.kind=default``
-    # is the behaviour before it (docs/fit_speed.md). StrategyConfig's own default kind stays
-    # ``default`` (the avatar's config embeds it; its strategy is the default's)
+    # the fit's default since issue 26: MCMC relocation capped at cap_max. ``--set strategy.kind=default
+    # --set plan=once`` is the behaviour before it (docs/fit_speed.md). StrategyConfig's own default
+    # kind stays ``default`` (the avatar's config embeds it; its strategy is the default's)
     strategy: StrategyConfig = field(default_factory=lambda: StrategyConfig(kind="mcmc"))
 
 
