@@ -272,6 +272,25 @@ def image_size(path: Path) -> tuple[int, int] | None:
     return None if img is None else (img.shape[1], img.shape[0])
 
 
+def truncated(path: Path) -> bool:
+    """A PNG without its IEND chunk, or a JPEG without its end-of-image marker near the end: the file was
+    cut short (a copy or download interrupted). Reads the first and last bytes only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - 64))
+            tail = f.read()
+    except OSError:
+        return False
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return tail[-8:-4] != b"IEND"
+    if head[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in tail
+    return False
+
+
 def video_size(path: Path) -> tuple[int, int] | None:
     import cv2
 
@@ -297,6 +316,8 @@ def check_media(view: View) -> list[str]:
         size = probe(path)
         if size is None:
             out.append(f"view '{view.name}': {kind} file {path} is not readable")
+        elif probe is image_size and truncated(path):
+            out.append(f"view '{view.name}': {kind} file {path} is truncated (no end marker)")
         elif size != (cam.width, cam.height):
             out.append(
                 f"view '{view.name}': {kind} {path.name} is {size[0]}x{size[1]} but its calibration is "

@@ -193,3 +193,20 @@ def test_labels_beyond_the_image():
     s.keypoints.points2d["cam2"][0, 0] = [-40.0, 10.0]
     w = check_scene(s)
     assert only(w, "'cam2'", "2D keypoints span", "beyond its 64x64 image")
+
+
+def test_truncated_images_are_named(tmp_path):
+    """A PNG or JPEG cut short keeps a valid header (so its size reads), but has no end marker."""
+    s = clean_scene(3)
+    s.views[0].image = _png(tmp_path / "a.png", S, S)
+    s.views[1].image = _png(tmp_path / "b.jpg", S, S)
+    s.views[2].image = _png(tmp_path / "c.png", S, S)
+    assert check_scene(s) == []  # whole files: nothing to say
+    for name in ("a.png", "b.jpg"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / name).write_bytes(data[: len(data) * 2 // 3])
+    w = check_scene(s)
+    assert only(w, "'cam0'", "a.png is truncated")  # the PNG header alone gives its size
+    jpg = only(w, "'cam1'", "b.jpg is")  # a JPEG's size needs a decode, which may fail first
+    assert jpg and ("truncated" in jpg[0] or "not readable" in jpg[0])
+    assert len(w) == 2
