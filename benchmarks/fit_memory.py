@@ -98,14 +98,29 @@ def main(argv=None) -> None:
         print(lines[-1], flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (Path(a.out) / "memory.json").write_text(json.dumps(rows, indent=1))
-    print("| scene | strategy | " + " | ".join(a.setups) + " | Gaussians |")
-    print("|---|---|" + "---|" * (len(a.setups) + 1))
-    for s in a.scenes:
+    print("\n".join(memory_table(rows, a.scenes, a.setups)))
+
+
+def memory_table(rows: list[dict], scenes: list[str], setups: list[str]) -> list[str]:
+    """Markdown rows of peak RSS, with ratios against this run's references: the first setup (in each
+    row) and the old strategy (last column)."""
+    lines = ["| scene | strategy | " + " | ".join(setups) + " | Gaussians | new / old |",
+             "|---|---|" + "---|" * (len(setups) + 2)]  # fmt: skip
+    for s in scenes:
+        peak = {(x["kind"], x["storage"]): x["peak_rss_mb"] for x in rows if x["scene"] == s}
         for k in KINDS:
             r = {x["storage"]: x for x in rows if x["scene"] == s and x["kind"] == k}
-            if r:
-                cells = " | ".join(f"{r[st]['peak_rss_mb']:.0f} MB" if st in r else "-" for st in a.setups)
-                print(f"| {s} | {k} | {cells} | {next(iter(r.values()))['gaussians']} |")
+            if not r:
+                continue
+            ref = r.get(setups[0])
+            cells = " | ".join(
+                f"{r[st]['peak_rss_mb']:.0f} MB" + (f" ({r[st]['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x)"
+                                                    if ref and st != setups[0] else "")
+                if st in r else "-" for st in setups)  # fmt: skip
+            vs_old = ", ".join(f"{peak[(k, st)] / peak[('old', st)]:.2f}" for st in setups
+                               if k != "old" and (k, st) in peak and ("old", st) in peak)  # fmt: skip
+            lines.append(f"| {s} | {k} | {cells} | {next(iter(r.values()))['gaussians']} | {vs_old or '-'} |")
+    return lines
 
 
 if __name__ == "__main__":

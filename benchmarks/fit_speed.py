@@ -1,4 +1,4 @@
-"""Time to quality of per-scene fits: today's default strategy against the new default, in the same run.
+"""Time to quality of per-scene fits: the fit before issue 26 against the new default, in the same run.
 
 For every scene and repetition the configurations (``--configs``, default ``old new``) are fitted with a
 ``minutes`` budget (``gausslift.fit.trainer.Trainer`` on the one loop, as ``gausslift fit --minutes``),
@@ -52,7 +52,9 @@ SCENES = {  # name: (data folder under --data, minutes (today's acceptance budge
     "demo": (str(ROOT / "gausslift" / "data" / "facelift_head_128"), 1.5, 4),
 }
 SCENE_SETS = {"demo": list(DEMO_FIT_SETS)}
-# named configurations: overrides of FitConfig's defaults ("old" is today's behaviour, issue 26's baseline)
+# named configurations: overrides of FitConfig's defaults. "old" is the behaviour before issue 26 (its
+# baseline: the default strategy, planned once); "new" is the fit's default. A scene's own flags come first
+# (the demo's fit sets strategy.kind=default, so its "new" is the default kind with the predicted plan)
 CONFIGS = {"old": ["strategy.kind=default", "plan=once"], "new": []}
 
 
@@ -181,7 +183,12 @@ def driver(a) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     res_path = out / "results.json"
+    if res_path.is_file() and not a.resume:
+        raise SystemExit(f"{res_path} holds the fits of an earlier run: add --resume to continue it (the "
+                         f"table then marks the scenes whose fits come from more than one run), or choose "
+                         f"another --out")  # fmt: skip
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    invocation = time.strftime("%Y-%m-%dT%H:%M:%S")
     for rep in range(a.reps):
         for scene in a.scenes:
             jobs, loads = [], []
@@ -206,7 +213,7 @@ def driver(a) -> None:
                     continue
                 r = json.loads((run / "result.json").read_text())
                 r.update(sets=sets, load_avg_mean=round(statistics.mean(loads), 2) if loads else None,
-                         threads=a.threads, concurrent=a.concurrent)  # fmt: skip
+                         threads=a.threads, concurrent=a.concurrent, invocation=invocation)  # fmt: skip
                 results.setdefault(scene, {})[f"{name}_r{rep}"] = r
                 print(f"{scene} {name} r{rep}: {r['final_psnr']:.2f} dB, {r['steps']} steps, "
                       f"{r['gaussians']} G, {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
@@ -230,7 +237,8 @@ def summarize(results: dict, names: list[str]) -> dict:
             npts = min(len(r["curve"]) for r in reps)
             curve = [{"seconds": med([r["curve"][i]["seconds"] for r in reps]),
                       "psnr": med([r["curve"][i]["psnr"] for r in reps])} for i in range(npts)]  # fmt: skip
-            s[n] = {"reps": len(reps), "final_psnr": med([r["final_psnr"] for r in reps]),
+            s[n] = {"reps": len(reps), "invocations": sorted({r.get("invocation", "?") for r in reps}),
+                    "final_psnr": med([r["final_psnr"] for r in reps]),
                     "final_psnrs": [r["final_psnr"] for r in reps], "steps": med([r["steps"] for r in reps]),
                     "gaussians": med([r["gaussians"] for r in reps]),
                     "peak_rss_mb": med([r["peak_rss_mb"] for r in reps]),
@@ -277,6 +285,12 @@ def table(summary: dict, a) -> str:
             lines.append(f"| {scene} | {n} | {v['reps']} | {v['final_psnr']:.2f} dB ({ps}) | "
                          f"{v['steps']:.0f} | {v['gaussians']:.0f} | {v['peak_rss_mb']:.0f} MB | {tt} | "
                          f"{v.get('ratio') or '-'} | {rr} | {load} |")  # fmt: skip
+    mixed = [scene for scene, s in summary.items()
+             if len({i for v in s.values() for i in v.get("invocations", [])}) > 1]
+    if mixed:
+        lines.append("")
+        lines.append(f"Not one run: the fits of {', '.join(mixed)} come from more than one invocation "
+                     f"(--resume), so their ratios compare fits made at different times.")  # fmt: skip
     lines.append("")
     lines.append("PSNR (dB) at the wall-clock points (median over repetitions; evaluation excluded):")
     for scene, s in summary.items():
@@ -359,6 +373,8 @@ def main(argv=None) -> None:
                    help="--split val on a capture without a val split: every K-th training view")  # fmt: skip
     p.add_argument("--sequential", dest="concurrent", action="store_false", help="one fit at a time")
     p.add_argument("--summarize", action="store_true", help="only rebuild the table and plot from OUT")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in OUT (its stored fits are kept; the table says so)")
     # worker
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--run", help=argparse.SUPPRESS)

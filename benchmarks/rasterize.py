@@ -10,6 +10,9 @@ What is timed (--stage):
 * raster: only the raster stage (binning + sort + compositing, and its backward to means2d/conics/colors/
   opacities): ``raster.rasterize_to_pixels_fwd/bwd`` vs the dense-tile ``rasterize_to_pixels_torch``, from
   2D Gaussians projected here in numpy (EWA, eps2d = 0.3, radius = ceil(3 sigma) per axis).
+The torch reference is the correctness oracle, not a tuned renderer: with gradients it runs a no-grad pass
+for each tile's used list length, then composites every tile batch under activation checkpointing (about
+three compositing passes for fwd+bwd, to stay under 1 GB), so its fwd ratio is the cleaner comparison.
 Timings are medians of several runs after a warm-up run. Peak memory is measured in a fresh subprocess
 per (scene, backend, mode): the kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs
 after imports, scene creation, a tiny warm-up render and malloc_trim; the reported value is VmHWM after

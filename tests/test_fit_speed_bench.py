@@ -4,6 +4,8 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import fit_speed  # noqa: E402
@@ -53,3 +55,16 @@ def test_env_items_of_a_config_become_environment_variables():
     env, rest = fit_speed.split_env(["init_opacity=0.1"] + sets)
     assert name == "box" and env == {"GAUSSLIFT_TIGHT_TILES": "0"}
     assert rest == ["init_opacity=0.1", "strategy.cap_max=40000"]
+
+
+def test_fits_of_two_invocations_are_flagged_and_a_rerun_needs_resume(tmp_path):
+    results = {"lego": {"old_r0": _run([20, 24, 28]), "new_r0": _run([24, 29, 31])}}
+    results["lego"]["old_r0"]["invocation"] = "2026-12-08T01:00:00"
+    results["lego"]["new_r0"]["invocation"] = "2026-12-08T01:00:00"
+    assert "Not one run" not in fit_speed.table(fit_speed.summarize(results, ["old", "new"]), None)
+    results["lego"]["new_r0"]["invocation"] = "2026-12-08T03:00:00"  # resumed later
+    text = fit_speed.table(fit_speed.summarize(results, ["old", "new"]), None)
+    assert "Not one run: the fits of lego" in text
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(SystemExit, match="add --resume"):
+        fit_speed.main(["--out", str(tmp_path), "--scenes", "demo", "--reps", "1"])
