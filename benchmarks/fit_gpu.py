@@ -12,8 +12,9 @@ For one capture, backend and device this measures, after a warm-up:
   ``rasterization()`` call, otherwise ``gausslift.render.rasterize``;
 * overhead = bare it/s / fit it/s (1.0: the loop costs nothing beyond rasterising);
 * host syncs per fit step (CUDA only: ``torch.cuda.set_sync_debug_mode`` warnings, gsplat's own
-  included) and peak memory (CUDA: ``max_memory_allocated`` over the fit loop; CPU: the process's peak
-  RSS, ``ru_maxrss``, everything included).
+  included) and peak memory (CUDA: ``max_memory_allocated`` over the timed blocks, whose peak is the
+  fit's; CPU: the process's peak RSS, ``ru_maxrss``, everything included). The fit and the bare calls
+  get the same warm-up and their blocks alternate.
 
 Timings are the median of ``--repeats`` blocks of ``--steps`` iterations, each block closed by a device
 synchronisation. On a CPU it runs with the numba backend, so the script is exercised without a GPU
@@ -141,15 +142,18 @@ def measure(data, backend, device, gaussians, steps, warmup, repeats, downscale,
     tr = make_trainer(data, backend, device, gaussians, downscale, out, views)
     dev = tr.device
     run, (w, h) = bare_runner(tr, backend if backend != "auto" else tr.cfg.backend)
-    fit_block(tr, warmup)  # JIT compilation, allocator warm-up
-    for _ in range(max(1, warmup // 4)):
+    fit_block(tr, warmup)  # JIT compilation, allocator warm-up: the same number of calls for both
+    for _ in range(warmup):
         run()
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
-    fit_rate, fit_all = timed(lambda n: fit_block(tr, n), dev, steps, repeats)
+    fit_all, bare_all = [], []
+    for _ in range(repeats):  # the two alternate, block by block, so drifts of the machine hit both alike
+        fit_all += timed(lambda n: fit_block(tr, n), dev, steps, 1)[1]
+        bare_all += timed(lambda n: [run() for _ in range(n)], dev, steps, 1)[1]
+    fit_rate, bare_rate = statistics.median(fit_all), statistics.median(bare_all)
     peak = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
-    bare_rate, bare_all = timed(lambda n: [run() for _ in range(n)], dev, steps, repeats)
     syncs = syncs_per_step(tr, min(steps, 50))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
     return {
