@@ -68,7 +68,7 @@ def test_training_improves_and_writes_a_run(scene, tmp_path, rasterizer):  # noq
     ck = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     assert ck["task"] == "fit" and ck["step"] == 40 and ck["total"] == 40
     assert set(ck["state"]) == {"params", "optim", "strategy", "gen", "perm", "pos", "c2f_finest",
-                                 "sh_reached"}  # named
+                                 "sh_reached", "strategy_meta"}  # named
     assert _psnr_all(_loaded(scene, tmp_path / "run", _cfg())) > before + 1.0
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
     assert rows[0] == "step,elapsed_s,loss,psnr,num_gaussians,sh_degree,lr_means"

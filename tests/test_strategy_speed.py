@@ -387,3 +387,46 @@ def test_the_default_kind_extrapolates_its_observed_growth(scene, tmp_path):
     assert step_cost(ahead, 1, cfg.strategy.cap).sum() <= 400 * cost  # the prediction fits the time
     more = tr.strategy.counts_ahead(n, 100, 101 + r, cfg.schedule_ref_iters, growth=growth)
     assert step_cost(more, 1, cfg.strategy.cap).sum() > 400 * cost  # one step more would not
+
+
+def test_resets_never_exceed_max_resets_when_a_re_plan_stretches_the_interval():
+    """A re-plan rescales the reset interval: counted resets stop at max_resets all the same, and the
+    count is saved (a resume does not start it again)."""
+    params, opts = _params(20)
+    never = 1_000_000  # no growth or pruning: resets only
+    s = DefaultStrategy(_cfg(max_resets=3), Schedule(0, 400, never, 100), 1.0)  # resets at 100, 200, 300
+    st = s.initialize_state(20)
+    info = {"means2d": torch.zeros(20, 2)}  # no gradient recorded: the statistics stay as they are
+    resets = 0
+    for step in range(1, 1601):
+        if step == 101:  # a re-plan to twice the length just after the first reset: every 200, stop 800
+            s.schedule = Schedule(0, 800, never, 200)
+        resets += s.step_post_backward(params, opts, st, step, info).get("reset", 0)
+    assert resets == 3 and s.resets == 3  # 100, 200, 400 (600 would be a fourth)
+    other = DefaultStrategy(_cfg(max_resets=3), Schedule(0, 1, 1, 1), 1.0)
+    other.load_meta_state(s.meta_state())
+    assert other.resets == 3
+
+
+def test_the_budget_kinds_first_count_survives_a_resume():
+    s = BudgetStrategy(_cfg(kind="budget", cap_max=100), Schedule(0, 1000, 10, 1 << 40), 1.0)
+    assert s._target(10, 40) == 40 and s.n0 == 40  # the count at the first refinement
+    other = BudgetStrategy(_cfg(kind="budget", cap_max=100), Schedule(0, 1000, 10, 1 << 40), 1.0)
+    other.load_meta_state(s.meta_state())
+    assert other.n0 == 40 and other._target(500, 70) == s._target(500, 70) == 70  # 40 + 60 * 0.5
+
+
+def test_the_first_plans_speed_factor_is_a_harmonic_mean_over_the_stages(scene, tmp_path):
+    """Steps at a stage of speed s take 1/s as long: N steps over stages of shares f_i fill T when
+    N = T/dt0 / sum(f_i / s_i)."""
+    from gausslift.fit.plan import PIXEL_EXP
+    from gausslift.fit.trainer import Trainer
+
+    cfg = FitConfig(iters=60, init_num_points=150)
+    cfg.strategy = dataclasses.replace(cfg.strategy, kind="default")
+    tr = Trainer(scene, cfg, tmp_path / "h")
+    tr.cfg.c2f_min_size = 8
+    shares = [cfg.c2f_half, cfg.c2f_full - cfg.c2f_half, 1 - cfg.c2f_full]
+    speeds = [1.0, 0.25**PIXEL_EXP, 0.0625**PIXEL_EXP]  # against the warm-up's 1/4 resolution
+    assert tr.speed_factor() == pytest.approx(0.6 / sum(f / v for f, v in zip(shares, speeds)))
+    assert tr.speed_factor() < 0.6 * sum(f * v for f, v in zip(shares, speeds))  # the arithmetic mean

@@ -298,7 +298,7 @@ class AvatarTrainer(Task):
             "offsets": self.offsets.detach(),
             "optim": {k: o.state_dict() for k, o in self.optimizers.items()},
             "tracking_optim": None if self.extra_opt is None else self.extra_opt.state_dict(),
-            "sh_reached": self.sh_reached,
+            "sh_reached": self.sh_reached, "strategy_meta": self.strategy.meta_state(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -318,6 +318,7 @@ class AvatarTrainer(Task):
         self.tuned = {k: torch.nn.Parameter(v.to(dev, copy=True)) for k, v in tracking.items()}
         self.offsets = torch.nn.Parameter(offsets.to(dev, copy=True))
         self.sh_reached = int(state.get("sh_reached", 0))  # checkpoints before it: no floor
+        self.strategy.load_meta_state(state.get("strategy_meta", {}))
         self._make_optim()
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optim"][k])

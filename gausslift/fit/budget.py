@@ -29,6 +29,13 @@ def count_target(step: int, sch: Schedule, n0: int, cap: int, curve: float) -> i
 class BudgetStrategy(DefaultStrategy):
     n0: int | None = None
 
+    def meta_state(self) -> dict:
+        return super().meta_state() | {"n0": self.n0}
+
+    def load_meta_state(self, st: dict) -> None:
+        super().load_meta_state(st)
+        self.n0 = None if st.get("n0") is None else int(st["n0"])
+
     def _target(self, step: int, n: int) -> int:
         if self.n0 is None:  # the count at the first refinement
             self.n0 = min(n, self.cfg.cap)

@@ -82,6 +82,14 @@ class DefaultStrategy:
         self.cfg = cfg
         self.schedule = schedule
         self.scene_scale = float(scene_scale)
+        self.resets = 0  # opacity resets done: at most cfg.max_resets, whatever re-plans do to the interval
+
+    def meta_state(self) -> dict:
+        """The strategy's own counters (saved with the run; tensors per Gaussian are the trainer's)."""
+        return {"resets": self.resets}
+
+    def load_meta_state(self, st: dict) -> None:
+        self.resets = int(st.get("resets", 0))
 
     def plan_schedule(self, total: int, ref_iters: int) -> Schedule:
         """This strategy's schedule for a run of ``total`` steps."""
@@ -120,8 +128,10 @@ class DefaultStrategy:
             out["prune"] = self._prune(params, optimizers, state, step)
             state["grad2d"].zero_()
             state["count"].zero_()
-        if step > 0 and step % sch.reset_every == 0:
+        room = self.cfg.max_resets < 0 or self.resets < self.cfg.max_resets
+        if step > 0 and step % sch.reset_every == 0 and room:
             self.reset_opacities(params, optimizers, value=self.cfg.prune_opa * 2.0)
+            self.resets += 1
             out["reset"] = 1
         return out
 

@@ -145,7 +145,8 @@ class Trainer(Task):
         self.perm, self.pos = torch.randperm(len(self.data), generator=self.gen, device="cpu"), 0
 
     def plan(self, total: int) -> None:
-        """The run's length: scale the reference schedules to it (once; a resume plans the same)."""
+        """The run's length: scale the reference schedules to it (the first plan, every re-plan, and a
+        resume, which plans the saved length)."""
         ref = self.cfg.schedule_ref_iters
         self.total = int(total)
         self.strategy.schedule = self.strategy.plan_schedule(self.total, ref)
@@ -161,6 +162,7 @@ class Trainer(Task):
             "pos": self.pos,
             "c2f_finest": self.finest,
             "sh_reached": self.sh_reached,
+            "strategy_meta": self.strategy.meta_state(),
         }
 
     def load_state_dict(self, st: dict) -> None:
@@ -178,6 +180,7 @@ class Trainer(Task):
         self.sstate = {k: v.to(dev, copy=True) for k, v in st["strategy"].items()}
         self.finest = int(st.get("c2f_finest", COARSEST))  # checkpoints before it: no floor
         self.sh_reached = int(st.get("sh_reached", 0))
+        self.strategy.load_meta_state(st.get("strategy_meta", {}))  # before it: counted from here
         if not self._drawing:  # a resume continues the saved draws; a rollback goes on to new batches
             self.gen.set_state(st["gen"].cpu())
             self.perm, self.pos = st["perm"].cpu(), int(st["pos"])
@@ -188,12 +191,15 @@ class Trainer(Task):
     def speed_factor(self) -> float:
         """``default``'s first plan: mean speed over the rest of the run relative to the warm-up's.
         The model grows (x0.6) and, coarse to fine, later stages have more pixels (time ~
-        pixels^PIXEL_EXP; the warm-up runs at 1/4)."""
+        pixels^PIXEL_EXP; the warm-up runs at 1/4). Times add up over the stages, so the mean speed is
+        their harmonic mean weighted by the stages' shares of the steps. ``plan=once`` keeps the plan
+        before issue 26 as it was: pixels^0.7 and the arithmetic mean."""
         c, f = self.cfg, 0.6
-        e = PIXEL_EXP if c.plan == "predict" else 0.7  # plan=once: the model before issue 26
         if self._c2f():
             half, full = c.c2f_full - c.c2f_half, 1 - c.c2f_full
-            f *= c.c2f_half + half * 0.25**e + full * 0.0625**e
+            if c.plan == "once":
+                return f * (c.c2f_half + half * 0.25**0.7 + full * 0.0625**0.7)
+            f /= c.c2f_half + half / 0.25**PIXEL_EXP + full / 0.0625**PIXEL_EXP
         return f
 
     def steps_in(self, steps: float, timed_from: int) -> int:
