@@ -395,3 +395,50 @@ def test_a_late_re_plan_compares_with_the_steps_left(tmp_path, clock):
     res = L.Loop(t, tmp_path / "r", o).run()
     assert len(t.planned) == 2 and t.planned[1] == int(1.08 * t.planned[0]), res["events"]
     assert any(e.startswith("kept the plan at step") for e in res["events"])  # the 25 % point kept it
+
+
+def test_progress_is_continuous_across_a_re_plan_and_survives_a_resume(tmp_path, clock):
+    """A schedule of the loop's progress (a learning-rate decay) goes on from where it stood when a
+    re-plan changes the total, instead of jumping back (longer plan) or ahead (shorter), and it reaches
+    1 at the new total; the anchor is saved with the run."""
+    t = Toy()
+    loss, seen = t.loss, {}
+
+    def tick(step):
+        clock["t"] += 1.0 if step < 16 else 0.25  # 4x faster after the warm-up: a longer re-plan
+        seen[step] = (t.loop.progress(step), t.progress(step), t.loop.total)
+        return loss(step)
+
+    t.loss = tick
+    res = L.Loop(t, tmp_path / "r", opts(iters=0, minutes=1.0, warmup_seconds=5, replan_at=(0.5,))).run()
+    assert len(t.planned) == 2 and t.planned[1] > 1.5 * t.planned[0], res["events"]
+    at = min(s for s, (_, _, total) in seen.items() if total == t.planned[1])  # first step of the new plan
+    p = [seen[s][0] for s in sorted(seen) if s >= 16]
+    assert all(b >= a for a, b in zip(p, p[1:]))  # never goes back
+    jump = seen[at][0] - seen[at - 1][0]
+    assert 0 < jump < 2.0 / t.planned[0]  # one step's worth, not a jump back to step / new total
+    assert seen[at][0] > at / t.planned[1] + 0.05  # (which would be this much lower)
+    assert all(a == b for a, b, _ in seen.values())  # the task reads the loop's
+    last = max(s for s in seen if s < t.planned[1])
+    assert seen[last][0] == pytest.approx(1.0, abs=2.0 / t.planned[1])
+    saved = torch.load(tmp_path / "r" / L.CHECKPOINT, weights_only=False)
+    s0, t0 = saved["loop"]["anchor"]
+    assert (s0, t0) == tuple(t.loop.anchor) and t0 == pytest.approx(s0 / t.planned[0]) and s0 in (at - 1, at)
+    resumed = L.Loop(Toy(), tmp_path / "r", opts(iters=0, minutes=1.0, resume=True))
+    resumed._open()
+    assert resumed.anchor == (s0, t0) and resumed.progress(at + 3) == pytest.approx(seen[at + 3][0])
+
+
+def test_a_re_plan_point_behind_a_shorter_plan_is_skipped_with_an_event(tmp_path, clock):
+    """Shortened at 25 % below the 50 % point's step: that point is passed, said so, not silently used up."""
+    t = Toy()
+    loss = t.loss
+
+    def tick(step):
+        clock["t"] += 0.25 if step < 16 else 1.0  # 4x slower after the warm-up: a much shorter plan
+        return loss(step)
+
+    t.loss = tick
+    res = L.Loop(t, tmp_path / "r", opts(iters=0, minutes=1.0, warmup_seconds=3, replan_at=(0.25, 0.5))).run()
+    assert len(t.planned) == 2 and t.planned[1] < 0.5 * t.planned[0], res["events"]
+    assert any("re-plan point 50% is behind the new plan: skipped" in e for e in res["events"])

@@ -261,7 +261,7 @@ class AvatarTrainer(Task):
     def _gaussian_lrs(self, step: int) -> dict[str, float]:
         """The Gaussians' rates at ``step``: the means' decay exponentially over the planned length."""
         c = self.cfg
-        f = min(step / max(self.total, 1), 1.0)
+        f = self.progress(step)  # continuous across re-plans
         return {
             "means": math.exp(math.log(c.lr_means) + f * (math.log(c.lr_means_final) - math.log(c.lr_means))),
             "quats": c.lr_quats,

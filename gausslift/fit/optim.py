@@ -42,9 +42,10 @@ def make_optimizers(params: dict[str, torch.Tensor], lrs: dict[str, float],
     }
 
 
-def means_lr(cfg: FitConfig, extent: float, step: int, total: int) -> float:
-    """Exponential decay from lr_means to lr_means_final (both times the scene extent) over the run."""
-    t = min(max(step / max(total, 1), 0.0), 1.0)
+def means_lr(cfg: FitConfig, extent: float, done: float) -> float:
+    """Exponential decay from lr_means to lr_means_final (both times the scene extent) over the run;
+    ``done`` is the fraction of it done (the loop's progress: continuous across re-plans)."""
+    t = min(max(done, 0.0), 1.0)
     lo, hi = math.log(cfg.lr_means_final), math.log(cfg.lr_means)
     return math.exp(hi + t * (lo - hi)) * extent
 

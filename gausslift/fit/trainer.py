@@ -264,7 +264,7 @@ class Trainer(Task):
         return max(min(step // self.sh_interval, self.cfg.sh_degree), self.sh_reached) if self.total else 0
 
     def _lr_means(self, step: int) -> float:
-        return means_lr(self.cfg, self.extent, step, self.total or NEVER)
+        return means_lr(self.cfg, self.extent, self.progress(step))
 
     def loss(self, step: int) -> tuple[torch.Tensor, dict]:
         self._drawing = True

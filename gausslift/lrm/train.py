@@ -72,13 +72,16 @@ def param_groups(model: GSLRM, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_at(cfg: LRMTrainConfig, step: int, total: int = 0) -> float:
+def lr_at(cfg: LRMTrainConfig, step: int, total: int = 0, done: float | None = None) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine decay to 0 over ``total`` steps (the planned
-    count); ``total`` 0 (not planned yet: a ``--minutes`` run's warm-up timing) gives the ramp only."""
+    count); ``total`` 0 (not planned yet: a ``--minutes`` run's warm-up timing) gives the ramp only.
+    ``done``: the fraction of the run done (default step / total; the loop's, which a re-plan keeps
+    continuous, in training)."""
     warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else 1.0
     if total <= 0:
         return cfg.lr * warm
-    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * min(max(step / total, 0.0), 1.0)))
+    t = min(max(step / total if done is None else done, 0.0), 1.0)
+    return cfg.lr * warm * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def autocast_dtype(cfg: LRMTrainConfig, device: torch.device):
@@ -308,7 +311,7 @@ class LRMTask(Task):
         return loss, terms
 
     def update(self, loss: torch.Tensor, step: int, lr_scale: float) -> dict:
-        lr = lr_at(self.cfg, step, self.total) * lr_scale
+        lr = lr_at(self.cfg, step, self.total, self.progress(step)) * lr_scale
         for group in self.opt.param_groups:
             group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)

@@ -82,6 +82,7 @@ class Loop:
         self.step, self.total = 0, 0  # total 0: not planned yet
         self.lr_scale, self.rollbacks, self.events = 1.0, 0, []
         self.replans, self._planned_at = 0, 0  # re-plan points passed; index in ``times`` of the last plan
+        self.anchor = (0, 0.0)  # (step, fraction done) where the current plan took over: see progress()
         self.budget = Budget(minutes=opts.minutes, steps=0)
         self.guard = NonFiniteGuard(opts.max_nonfinite)
         self.good: dict | None = None
@@ -135,6 +136,7 @@ class Loop:
         )
         self.events = list(lp["events"])
         self.replans = int(lp.get("replans", 0))
+        self.anchor = tuple(lp.get("anchor", (0, 0.0)))  # checkpoints before it: step / total
         self.budget.restore(lp["budget"])
         self.guard.restore(lp["guard"])
         set_rng_state(lp["rng"])
@@ -156,6 +158,15 @@ class Loop:
             self.total = int(total)
             self.task.plan(self.total)
 
+    def progress(self, step: int) -> float:
+        """The run's fraction done at ``step``, in [0, 1]: step / total, except that a re-plan re-anchors
+        it where it stood, so that a schedule of it (a learning-rate decay) goes on from there to its end
+        at the new total instead of jumping. 0 before the first plan."""
+        if not self.total:
+            return 0.0
+        s0, t0 = self.anchor
+        return min(max(t0 + (1.0 - t0) * (step - s0) / max(self.total - s0, 1), 0.0), 1.0)
+
     # -- checkpoints and rollback ------------------------------------------------------------------------
     def _loop_state(self) -> dict:
         return {
@@ -163,6 +174,7 @@ class Loop:
             "rollbacks": self.rollbacks,
             "events": self.events,
             "replans": self.replans,
+            "anchor": list(self.anchor),
             "budget": self.budget.state(),
             "guard": self.guard.state(),
             "rng": rng_state(),
@@ -272,7 +284,12 @@ class Loop:
         if abs(new_total - self.total) > 0.1 * (self.total - self.step):  # 10 % of the steps left
             self.events.append(f"re-planned {self.total} -> {new_total} steps at step {self.step} "
                                f"from {dt:.3f} s per step")  # fmt: skip
+            self.anchor = (self.step, self.progress(self.step))
             self._plan(new_total)
+            at = self.opts.replan_at
+            while self.replans < len(at) and int(at[self.replans] * self.total) <= self.step:
+                self.events.append(f"re-plan point {at[self.replans]:.0%} is behind the new plan: skipped")
+                self.replans += 1
         else:
             self.events.append(f"kept the plan at step {self.step} ({new_total} steps from {dt:.3f} s "
                                "per step)")  # fmt: skip

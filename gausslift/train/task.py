@@ -60,6 +60,16 @@ class Task:
     dist: Dist = Dist()
     loop: Any = None  # the gausslift.train.loop.Loop running this task (set by it)
 
+    def progress(self, step: int) -> float:
+        """The fraction of the run done at ``step`` for schedules: the loop's, continuous across
+        re-plans; step / ``self.total`` without a loop, or while the task's own stand-in length is not
+        the loop's plan (a budget's warm-up)."""
+        total = getattr(self, "total", None)
+        if self.loop is not None and (total is None or self.loop.total == total):
+            return self.loop.progress(step)
+        total = int(total or 0)
+        return min(max(step / total, 0.0), 1.0) if total > 0 else 0.0
+
     def config(self) -> Any:  # required: a dataclass or a dict
         raise NotImplementedError
 
