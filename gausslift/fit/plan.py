@@ -45,8 +45,10 @@ def steps_within(steps: float, ref_cost: float, cost_of: Callable[[int], float],
     ``steps`` steps of the timed kind (each costing ``ref_cost``) fit in the time left;
     ``cost_of(r)`` is the summed cost of the next ``r`` steps when the run is planned ``r`` steps longer.
     No step ahead is cheaper than ``now_cost`` (counts do not fall, levels only get finer), which bounds
-    the search; the result is the largest ``r`` (by bisection) with ``cost_of(r) <= steps x ref_cost``,
-    at least 1."""
+    the search. The result, at least 1, is an ``r`` found by bisection with ``cost_of(r) <= steps x
+    ref_cost`` (never more than the time holds). ``cost_of`` is not strictly monotone (a longer plan
+    rounds its schedule's events to other steps), so it need not be the largest such ``r``: it can
+    leave a few tens of steps unused (under 1 %, estimated by reading the code)."""
     budget = steps * ref_cost
     hi = max(1, int(budget / max(now_cost, 1e-12)) + 1)
     lo = 1
