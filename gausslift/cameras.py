@@ -2,8 +2,9 @@
 
 Internal convention (see :mod:`gausslift`): OpenCV axes (x right, y down, z forward), ``viewmat`` is
 world-to-camera 4x4, ``K`` in pixels with pixel centres at +0.5, i.e. the continuous image coordinate
-of the centre of pixel (i, j) is (i + 0.5, j + 0.5). With that convention a resize by s scales K's
-first two rows by s exactly, and a crop by (x0, y0) subtracts (x0, y0) from the principal point.
+(x, y) of the centre of the pixel at row i, column j is (j + 0.5, i + 0.5). With that convention a resize
+by s scales K's first two rows by s exactly, and a crop by (x0, y0) subtracts (x0, y0) from the
+principal point.
 
 Conventions of other tools, converted here and only here:
 

@@ -382,3 +382,20 @@ def test_real_anipose_and_dannce_sessions(shared_data):
     assert s.names == NAMES and s.keypoints.points3d.shape == (120, 15, 3)
     d = read_scene(shared_data / "dannce_calib/demo/markerless_mouse_1")
     assert len(d.views) == 6 and d.keypoints.points3d.shape[1] == 22
+
+
+def test_a_two_node_sleap_export_is_refused_not_misread(tmp_path):
+    """With 2 nodes, [tracks, 2, nodes, frames] and [frames, nodes, 2, tracks] both have size 2 at axes 1
+    and 2: one clear error instead of scrambled frames and tracks."""
+    from gausslift.errors import InputError
+    from gausslift.io.anipose import read_sleap_analysis
+
+    p = tmp_path / "two.analysis.h5"
+    with h5py.File(p, "w") as f:
+        f["tracks"] = np.zeros((5, 2, 2, 1))  # untransposed: 5 frames, 2 nodes, xy, 1 track
+    with pytest.raises(InputError, match="cannot be told apart"):
+        read_sleap_analysis(p)
+    with h5py.File(p, "w") as f:
+        f["tracks"] = np.arange(1 * 2 * 3 * 5, dtype=float).reshape(1, 2, 3, 5)  # default layout, 3 nodes
+    t = read_sleap_analysis(p)
+    assert t.shape == (5, 1, 3, 2) and t[4, 0, 2, 1] == np.arange(30.0).reshape(1, 2, 3, 5)[0, 1, 2, 4]

@@ -175,6 +175,9 @@ def read_sleap_analysis(path: Path) -> np.ndarray:
     t = _read_h5(path, "tracks")
     if t.ndim != 4:
         raise InputError(path, f"'tracks' has {t.ndim} dimensions, expected 4")
+    if t.shape[1] == 2 and t.shape[2] == 2:  # 2 nodes: both layouts have a size-2 axis in both places
+        raise InputError(path, f"'tracks' has shape {t.shape}: with 2 nodes the SLEAP layouts (default "
+                               "or untransposed export) cannot be told apart")  # fmt: skip
     if t.shape[1] == 2:  # SLEAP's default (MATLAB-friendly) export: [tracks, 2, nodes, frames]
         return np.transpose(t, (3, 0, 2, 1))
     if t.shape[2] == 2:  # untransposed export: [frames, nodes, 2, tracks]
