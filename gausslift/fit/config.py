@@ -134,7 +134,10 @@ def background_rgb(name: str) -> tuple[float, float, float]:
 
 
 def check_config(cfg: FitConfig) -> None:
-    """One InputError for a value outside what the fit can use (the config.yaml / --set key named)."""
+    """One InputError for a value outside what the fit can use (the config.yaml / --set key named; the
+    background is checked where it is read, :func:`background_rgb`)."""
+    from operator import attrgetter
+
     from gausslift.errors import InputError
 
     rules = [
@@ -150,8 +153,4 @@ def check_config(cfg: FitConfig) -> None:
     ]
     for key, ok, want in rules:
         if not ok:
-            value = cfg
-            for part in key.split("."):
-                value = getattr(value, part)
-            raise InputError(None, f"{key} must be {want}, got {value!r}")
-    background_rgb(cfg.background)
+            raise InputError(None, f"{key} must be {want}, got {attrgetter(key)(cfg)!r}")
